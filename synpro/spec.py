@@ -1,0 +1,487 @@
+"""The experiment spec: YAML in, typed pydantic models out, and back to YAML.
+
+Every later layer (plan, stages, store, tracking) reads a validated `Spec`; nothing reads raw YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synpro.errors import InputError, Problem
+from synpro.models import ModelSpec
+
+CHINCHILLA_TOKENS_PER_PARAM = 20
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExperimentSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    workdir: str = "runs/{name}"
+    description: str = ""
+
+    def resolved_workdir(self) -> Path:
+        return Path(self.workdir.format(name=self.name))
+
+
+class CorpusSpec(_Strict):
+    """Where organic text comes from. Relative paths are relative to the spec file's folder."""
+
+    source: Literal["builtin", "jsonl", "parquet", "textdir", "hf"] = "builtin"
+    name: str | None = "python-docs"  # builtin corpus name
+    path: str | None = None  # jsonl / parquet file or text folder
+    dataset: str | None = None  # HF dataset id or local dataset folder
+    config: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    min_chars: int = Field(default=200, ge=0)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "CorpusSpec":
+        need = {"jsonl": "path", "parquet": "path", "textdir": "path", "hf": "dataset", "builtin": "name"}[self.source]
+        if getattr(self, need) in (None, ""):
+            raise ValueError(f"corpus source {self.source!r} needs `{need}`")
+        return self
+
+
+class TokenizerSpec(_Strict):
+    """Train a byte-level BPE on the organic pool, or load a named/local HF tokenizer."""
+
+    kind: Literal["train", "pretrained"] = "train"
+    vocab_size: int = Field(default=4096, ge=260)
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _name_for_pretrained(self) -> "TokenizerSpec":
+        if self.kind == "pretrained" and not self.name:
+            raise ValueError("a pretrained tokenizer needs `name` (HF id or local folder)")
+        return self
+
+
+class BudgetSpec(_Strict):
+    """The data-bound setting: U unique organic tokens, T total tokens seen by every arm."""
+
+    unique_tokens: int | None = Field(default=None, gt=0)
+    unique_fraction: float | None = Field(default=None, gt=0, le=1)
+    total_tokens: int | None = Field(default=None, gt=0)
+    epochs: float | None = Field(default=None, gt=0)
+    validation_tokens: int = Field(default=20_000, gt=0)
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> "BudgetSpec":
+        if (self.unique_tokens is None) == (self.unique_fraction is None):
+            raise ValueError("give exactly one of unique_tokens or unique_fraction (of Chinchilla's 20·N)")
+        if (self.total_tokens is None) == (self.epochs is None):
+            raise ValueError("give exactly one of total_tokens or epochs (passes over the unique tokens)")
+        return self
+
+    def resolve(self, model: ModelSpec) -> tuple[int, int]:
+        """(U, T) in tokens for this model."""
+        unique = self.unique_tokens or int(self.unique_fraction * CHINCHILLA_TOKENS_PER_PARAM * model.non_embedding_params())
+        total = self.total_tokens or int(self.epochs * unique)
+        return unique, total
+
+
+class TrainingSpec(_Strict):
+    lr: float = Field(default=3e-3, gt=0)
+    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_tokens: int = Field(default=20_000, ge=0)
+    batch_size: int = Field(default=16, gt=0, description="sequences per optimizer step")
+    micro_batch_size: int | None = Field(default=None, gt=0, description="sequences per forward pass")
+    seq_len: int = Field(default=128, ge=8)
+    weight_decay: float = Field(default=0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(default=1.0, gt=0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    eval_interval_tokens: int = Field(default=50_000, gt=0)
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _micro_divides(self) -> "TrainingSpec":
+        micro = self.micro_batch_size or self.batch_size
+        if self.batch_size % micro:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({micro})")
+        return self
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+class GeneratorSpec(_Strict):
+    """The LLM that rewrites organic text. `smollm2-135m-instruct` is packaged and works offline."""
+
+    model: str = "smollm2-135m-instruct"  # a packaged name, an HF model id or a local folder
+    backend: Literal["auto", "transformers", "vllm", "openai"] = "auto"
+    endpoint: str | None = None  # OpenAI-compatible base URL (backend openai), e.g. a `vllm serve`
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = Field(default=1.0, ge=0)
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    max_new_tokens: int = Field(default=512, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    concurrency: int = Field(default=8, gt=0, description="requests in flight (backend openai)")
+    max_retries: int = Field(default=3, ge=0)
+    timeout_seconds: float = Field(default=120, gt=0)
+
+    @model_validator(mode="after")
+    def _endpoint_for_openai(self) -> "GeneratorSpec":
+        if self.backend == "openai" and not self.endpoint:
+            raise ValueError("[endpoint] backend 'openai' needs `endpoint` (an OpenAI-compatible base URL)")
+        return self
+
+
+class OperationSpec(_Strict):
+    """One rewrite operation; unset fields take the registered operation's defaults."""
+
+    kind: str
+    system_prompt: str | None = None
+    prompt: str | None = None  # must contain a {text} slot
+    heading: str | None = None
+    prefill_heading: bool | None = None  # the answer starts with the heading and the generator continues it
+    min_chars: int | None = Field(default=None, ge=0)
+    min_length_ratio: float | None = Field(default=None, ge=0)
+    max_length_ratio: float | None = Field(default=None, gt=0)
+    min_similarity: float | None = Field(default=None, ge=-1, le=1)  # MiniLM cosine; -1 turns the check off
+    max_repetition: float | None = Field(default=None, ge=0, le=1)  # share of repeated word 4-grams
+
+    @model_validator(mode="after")
+    def _known_and_slotted(self) -> "OperationSpec":
+        from synpro.generation.operations import OPERATIONS
+
+        if self.kind not in OPERATIONS:
+            raise ValueError(f"[kind] unknown operation {self.kind!r}; known: {', '.join(OPERATIONS.names())}")
+        if self.prompt is not None and "{text}" not in self.prompt:
+            raise ValueError("[prompt] the prompt template has no {text} slot for the organic text")
+        return self
+
+
+class GenerationSpec(_Strict):
+    generator: GeneratorSpec = Field(default_factory=GeneratorSpec)
+    operations: dict[str, OperationSpec] = Field(
+        default_factory=lambda: {"rephrase": OperationSpec(kind="rephrase"), "reformat": OperationSpec(kind="reformat")})
+    window_tokens: int = Field(default=2048, gt=0, description="organic windows, in pretraining tokens")
+    chunk_chars: int = Field(default=7000, gt=0, description="longest piece of a window given to the generator")
+    max_windows: int | None = Field(default=None, gt=0, description="rewrite only the first N windows")
+
+
+class ArmSpec(BaseModel):
+    """One arm; `kind` picks the registered arm, the remaining keys are that arm's options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _known_kind(self) -> "ArmSpec":
+        from synpro.arms import ARMS
+
+        arm = ARMS.get(self.kind) if self.kind in ARMS else None
+        if arm is None:
+            raise ValueError(f"unknown arm kind {self.kind!r}; known: {', '.join(ARMS.names())}")
+        arm.Options.model_validate(self.model_extra or {})
+        if self.name is None:
+            self.name = self.kind
+        return self
+
+    def options(self) -> BaseModel:
+        from synpro.arms import ARMS
+
+        return ARMS.get(self.kind).Options.model_validate(self.model_extra or {})
+
+
+class TrackingSpec(_Strict):
+    mlflow_uri: str | None = None  # default: sqlite inside the workdir
+    enabled: bool = True
+
+
+class StoreSpec(_Strict):
+    url: str | None = None  # default: sqlite inside the workdir
+    optuna_url: str | None = None  # default: a second sqlite file (sharing one breaks Optuna)
+
+
+class ParamSpec(_Strict):
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> "ParamSpec":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty `choices` list")
+            if not all(c is None or isinstance(c, (str, int, float, bool)) for c in self.choices):
+                raise ValueError("categorical choices must be scalars (string, number, boolean or null)")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"a {self.type} parameter needs `low` and `high`")
+            if self.low > self.high:
+                raise ValueError(f"low ({self.low}) is above high ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError("a log-scaled parameter needs low > 0")
+        return self
+
+
+class ObjectiveSpec(_Strict):
+    arm: str = "repetition"
+    metric: Literal["final_val_loss", "effective_tokens", "multiplier_vs_repetition"] = "final_val_loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class SearchSpec(_Strict):
+    sampler: Literal["grid", "tpe", "random", "nsga2"] = "grid"
+    n_trials: int | None = Field(default=None, gt=0, description="default: the grid size, or 1")
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    params: dict[str, ParamSpec] = {}
+    heartbeat_seconds: int = Field(default=30, gt=0)
+    stale_after_seconds: int = Field(default=120, gt=0)
+
+    @model_validator(mode="after")
+    def _grid_is_discrete(self) -> "SearchSpec":
+        if self.sampler == "grid":
+            for name, p in self.params.items():
+                if p.type != "categorical" and p.step is None:
+                    raise ValueError(f"[params.{name}] a grid needs discrete values: give `choices` or a `step`")
+        return self
+
+
+class Spec(_Strict):
+    experiment: ExperimentSpec
+    corpus: CorpusSpec = Field(default_factory=CorpusSpec)
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    budget: BudgetSpec
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    arms: list[ArmSpec] = Field(default_factory=lambda: [ArmSpec(kind="repetition"), ArmSpec(kind="oracle")])
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    store: StoreSpec = Field(default_factory=StoreSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    source_file: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Spec":
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"[arms] arm names must be unique, got {names}")
+        unique, total = self.budget.resolve(self.model)
+        if total < unique:
+            raise ValueError(f"[budget.total_tokens] total tokens T={total:,} is below the unique budget U={unique:,}")
+        for i, arm in enumerate(self.arms):
+            missing = [op for op in getattr(arm.options(), "operations", []) if op not in self.generation.operations]
+            if missing:
+                raise ValueError(f"[arms.{i}.operations] {missing} are not in generation.operations "
+                                 f"({', '.join(self.generation.operations)})")
+        objective = self.search.objective
+        if objective.arm not in names:
+            raise ValueError(f"[search.objective.arm] {objective.arm!r} is not an arm ({', '.join(names)})")
+        from synpro.arms import ARMS
+
+        if objective.metric != "final_val_loss" and not any(ARMS.get(a.kind).is_reference for a in self.arms):
+            raise ValueError(f"[search.objective.metric] {objective.metric!r} needs an oracle arm to invert")
+        if objective.metric == "multiplier_vs_repetition" and "repetition" not in {a.kind for a in self.arms}:
+            raise ValueError("[search.objective.metric] 'multiplier_vs_repetition' needs a repetition arm")
+        for path in self.search.params:
+            _check_path(self.model_dump(mode="python"), path)
+        return self
+
+    # ---- views -------------------------------------------------------------------------------
+
+    @property
+    def workdir(self) -> Path:
+        return self.experiment.resolved_workdir()
+
+    def store_url(self) -> str:
+        return self.store.url or _sqlite_url(self.workdir / "synpro.db")
+
+    def optuna_url(self) -> str:
+        return self.store.optuna_url or _sqlite_url(self.workdir / "optuna.db")
+
+    def mlflow_uri(self) -> str:
+        return self.tracking.mlflow_uri or _sqlite_url(self.workdir / "mlflow.db")
+
+    def content_hash(self) -> str:
+        """Identity of what a trial computes: everything but names, locations and the search block."""
+        import hashlib
+        import json
+
+        data = self.to_dict()
+        for volatile in ("tracking", "store", "search"):
+            data.pop(volatile)
+        data["experiment"] = {"seed": self.experiment.seed}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def corpus_path(self) -> Path | None:
+        """The corpus path, anchored at the spec file's folder when relative."""
+        raw = self.corpus.path or (self.corpus.dataset if self.corpus.source == "hf" else None)
+        if raw is None:
+            return None
+        path = Path(raw).expanduser()
+        if not path.is_absolute() and self.source_file:
+            anchored = Path(self.source_file).parent / path
+            if anchored.exists() or self.corpus.source != "hf":
+                return anchored
+        return path
+
+    def arm(self, name: str) -> ArmSpec:
+        return next(a for a in self.arms if a.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_params(self, params: dict[str, Any]) -> "Spec":
+        """A copy with dotted-path overrides applied (how a trial's sampled params become its spec)."""
+        data = copy.deepcopy(self.to_dict())
+        for path, value in params.items():
+            _set_path(data, path, value)
+        data["source_file"] = self.source_file
+        return Spec.model_validate(data)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-path view for MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                for i, v in enumerate(value):
+                    walk(f"{prefix}.{v.get('name', i)}", v)
+            else:
+                out[prefix] = value
+
+        walk("", self.to_dict())
+        return out
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
+
+
+# ---- dotted paths ------------------------------------------------------------------------------
+
+def _split(path: str) -> list[str | int]:
+    return [int(p) if p.isdigit() else p for p in path.split(".")]
+
+
+def _check_path(data: Any, path: str) -> None:
+    node = data
+    for part in _split(path):
+        if isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, str):
+            named = [a for a in node if isinstance(a, dict) and a.get("name") == part]
+            if not named:
+                raise ValueError(f"[search.params] {path!r} names no arm {part!r}")
+            node = named[0]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, dict) and "kind" in node:  # an arm option: the arm's Options model checks it
+            return
+        else:
+            raise ValueError(f"[search.params] {path!r} is not a spec field")
+
+
+def _set_path(data: dict, path: str, value: Any) -> None:
+    parts = _split(path)
+    node: Any = data
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[part] if isinstance(part, int) else next(a for a in node if a.get("name", a.get("kind")) == part)
+        else:
+            node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+def _line_index(text: str) -> dict[tuple, int]:
+    """Key path → 1-based line, so errors can point into the file."""
+    index: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        index.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = path + (key.value,)
+                index[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                walk(value, path + (i,))
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return index
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _problems(err: ValidationError, lines: dict[tuple, int]) -> list[Problem]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if p not in ("function-after",))
+        line = None
+        msg = e["msg"].removeprefix("Value error, ")
+        located = re.match(r"^\[([\w.]+)\] (.*)$", msg, re.S)  # cross-field checks name their key
+        if located:
+            loc = loc + tuple(_split(located.group(1)))
+            msg = located.group(2)
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `synpro validate --help` lists the spec reference)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in e and e["type"] not in ("value_error", "assertion_error") and not isinstance(e["input"], dict):
+            msg += f" (got {e['input']!r})"
+        for n in range(len(loc), -1, -1):  # nearest located ancestor
+            if loc[:n] in lines:
+                line = lines[loc[:n]]
+                break
+        key = ".".join(str(p) for p in loc) or None
+        problems.append(Problem(msg, key, line))
+    return problems
+
+
+def parse_spec(text: str, file: str | None = None) -> Spec:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError.one(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file,
+                             line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise InputError.one("the spec must be a YAML mapping with at least `experiment` and `budget`", file=file)
+    data["source_file"] = file
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as err:
+        raise InputError(_problems(err, _line_index(text)), file=file) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError.one(f"cannot read the spec: {exc.strerror}", file=str(path)) from None
+    return parse_spec(text, file=str(path))

@@ -1,0 +1,102 @@
+"""The spec layer: YAML → typed models → YAML, located errors, overrides, trial identity."""
+
+from pathlib import Path
+
+import pytest
+
+from synpro import search
+from synpro.errors import InputError
+from synpro.spec import load_spec, parse_spec
+
+EXPERIMENTS = Path(__file__).parent.parent / "experiments"
+MINIMAL = "experiment: {name: t}\nbudget: {unique_tokens: 1000, epochs: 4}\n"
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_specs_round_trip_through_yaml(path):
+    spec = load_spec(path)
+    again = parse_spec(spec.to_yaml(), file=str(path))
+    assert again.model_dump() == spec.model_dump()
+
+
+def test_budget_resolves_epochs_and_chinchilla_fraction():
+    spec = parse_spec(MINIMAL)
+    assert spec.budget.resolve(spec.model) == (1000, 4000)
+    paper = load_spec(EXPERIMENTS / "paper-400m.yaml")
+    unique, total = paper.budget.resolve(paper.model)
+    assert (unique, total) == (800_000_000, 23_000_000_000)
+    # 10% of Chinchilla's 20·N for the 400M preset lands at the paper's 0.8B.
+    frac = paper.with_params({"budget.unique_tokens": None, "budget.unique_fraction": 0.1})
+    assert frac.budget.resolve(frac.model)[0] == pytest.approx(0.8e9, rel=0.02)
+
+
+def _problems(text: str) -> list:
+    with pytest.raises(InputError) as info:
+        parse_spec(text, file="spec.yaml")
+    return info.value.problems
+
+
+def test_unknown_key_is_located_by_key_and_line():
+    [p] = _problems(MINIMAL + "training:\n  lr: 0.1\n  lrr: 0.2\n")
+    assert (p.key, p.line) == ("training.lrr", 5)
+    assert "unknown key" in p.message
+
+
+def test_wrong_type_and_missing_section_are_reported_together():
+    problems = _problems("experiment: {name: t}\ntraining: {lr: fast}\n")
+    keys = {p.key for p in problems}
+    assert {"budget", "training.lr"} <= keys
+    assert any("missing" in p.message for p in problems if p.key == "budget")
+
+
+@pytest.mark.parametrize("text, key", [
+    ("experiment: {name: t}\nbudget: {unique_tokens: 100, total_tokens: 50}\n", "budget.total_tokens"),
+    ("experiment: {name: t}\nbudget: {unique_tokens: 100}\n", "budget"),
+    (MINIMAL + "arms: [{kind: telepathy}]\n", "arms.0"),
+    (MINIMAL + "arms: [{kind: oracle}, {kind: oracle}]\n", "arms"),
+    (MINIMAL + "search: {objective: {arm: nope}}\n", "search.objective.arm"),
+    (MINIMAL + "search: {params: {training.lr: {type: float, low: 0.1, high: 0.2}}}\n", "search.params.training.lr"),
+    (MINIMAL + "search: {sampler: tpe, params: {training.nope: {type: float, low: 0.1, high: 0.2}}}\n", "search.params"),
+    (MINIMAL + "model: {preset: huge}\n", "model"),
+    (MINIMAL + "corpus: {source: jsonl}\n", "corpus"),
+])
+def test_invalid_specs_name_the_key(text, key):
+    assert key in {p.key for p in _problems(text)}
+
+
+def test_yaml_syntax_error_has_a_line():
+    [p] = _problems("experiment: {name: t\nbudget: [\n")
+    assert p.line is not None and "YAML" in p.message
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(InputError, match="cannot read"):
+        load_spec(tmp_path / "absent.yaml")
+
+
+def test_overrides_revalidate_and_change_identity():
+    spec = parse_spec(MINIMAL)
+    faster = spec.with_params({"training.lr": 0.01})
+    assert faster.training.lr == 0.01 and spec.training.lr != 0.01
+    assert faster.content_hash() != spec.content_hash()
+    renamed = spec.with_params({"experiment.name": "other", "experiment.workdir": "elsewhere"})
+    assert renamed.content_hash() == spec.content_hash()
+    with pytest.raises(Exception):
+        spec.with_params({"training.lr": -1.0})
+
+
+def test_grid_expansion_counts_trials():
+    spec = parse_spec(MINIMAL + "search:\n  params:\n"
+                      "    training.lr: {type: categorical, choices: [0.001, 0.01, 0.1]}\n"
+                      "    training.batch_size: {type: int, low: 8, high: 16, step: 8}\n")
+    assert search.n_trials(spec) == 6
+    assert {"training.lr": 0.1, "training.batch_size": 16} in search.grid_points(spec)
+    capped = spec.with_params({"search.n_trials": 4})
+    assert search.n_trials(capped) == 4
+    assert search.n_trials(parse_spec(MINIMAL)) == 1
+
+
+def test_flat_view_names_arms_by_name():
+    flat = parse_spec(MINIMAL).flat()
+    assert flat["training.lr"] == 3e-3
+    assert flat["arms.oracle.kind"] == "oracle"
