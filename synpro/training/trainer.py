@@ -1,0 +1,439 @@
+"""Pretraining loop: an OLMo-2 causal LM trained on mixed token shards to a token budget.
+
+Choices worth knowing (see also the loader and schedule modules):
+
+- Steps: `ceil(total_tokens / (batch_size * seq_len))`, so the budget is always reached and
+  overshot by less than one batch.
+- Weight decay applies to the linear weight matrices (attention, MLP, output head) only; norms and
+  the input embedding are not decayed (as in OLMo-2: decaying embeddings shrinks rare tokens).
+- The LR of a step is the schedule at the tokens seen after that step, so the first warmup step
+  already learns.
+- Evaluation at tokens=0 (a fresh run only; the start of the learning curve, and for `init_from`
+  the loss the continued run starts from), every `eval_interval_tokens`, and at the end. A point's
+  `train_loss` is the mean training loss of the steps since the previous point.
+- Checkpoint at every evaluation except tokens=0; only the latest is kept. The learning curve lives
+  in `out_dir/curve.jsonl` and inside each checkpoint; on resume the file is rewritten from the
+  checkpoint, so it never holds duplicate or lost points.
+- `out_dir/run.json` records what the run trains; reusing a folder for a different run is an error.
+
+Layout of `out_dir`: run.json, curve.jsonl, checkpoints/LATEST (names the committed checkpoint),
+checkpoints/step-NNNNNNNNN/{model/, state.pt}, final/ (HF model folder), _COMPLETE (written last).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from synpro.data.shards import TokenShard
+from synpro.models import ModelSpec, Vocab
+from synpro.spec import TrainingSpec
+from synpro.training.callbacks import Callback, RichProgress
+from synpro.training.loader import TokenLoader, eval_batches
+from synpro.training.schedule import learning_rate
+
+log = logging.getLogger(__name__)
+
+COMPLETE = "_COMPLETE"
+CURVE = "curve.jsonl"
+RUN_CONFIG = "run.json"
+CHECKPOINTS = "checkpoints"
+LATEST = "LATEST"
+FINAL = "final"
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """One point of the learning curve; `train_loss` is None at tokens=0."""
+
+    tokens: int
+    step: int
+    val_loss: float
+    train_loss: float | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    curve: list[EvalPoint]
+    tokens_seen: int
+    steps: int
+    final_dir: Path
+    tokens_per_source: dict[str, int]
+    epochs_per_source: dict[str, float]
+    seconds: float  # wall-clock of training over all sessions of the run, evaluations included
+    tokens_per_second: float
+
+    @property
+    def final_val_loss(self) -> float:
+        return self.curve[-1].val_loss
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["final_dir"] = str(self.final_dir)
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainResult":
+        data = json.loads(text)
+        data["curve"] = [EvalPoint(**p) for p in data["curve"]]
+        data["final_dir"] = Path(data["final_dir"])
+        return cls(**data)
+
+
+def train(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: list[TokenShard],
+          total_tokens: int, validation: TokenShard, out_dir: Path, seed: int,
+          callbacks: Sequence[Callback] = (), init_from: Path | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train (or resume, or return the finished result of) the run kept in `out_dir`.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this; the global batch is split across ranks
+    and only rank 0 writes files or calls callbacks.
+    """
+    out_dir = Path(out_dir)
+    config = _run_config(model=model, training=training, vocab=vocab, sources=sources,
+                         total_tokens=total_tokens, validation=validation, seed=seed, init_from=init_from)
+    _check_same_run(out_dir, config)
+    if (out_dir / COMPLETE).exists():
+        return TrainResult.from_json((out_dir / COMPLETE).read_text())
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = _device(training.device, int(os.environ.get("LOCAL_RANK", "0")))
+    with _process_group(device, world_size):
+        rank = dist.get_rank() if world_size > 1 else 0
+        if rank == 0 and not (out_dir / RUN_CONFIG).exists():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            _write_atomic(out_dir / RUN_CONFIG, json.dumps(config, indent=1))
+        trainer = _Trainer(model=model, training=training, vocab=vocab, sources=sources,
+                           total_tokens=total_tokens, validation=validation, out_dir=out_dir,
+                           seed=seed, init_from=init_from, device=device, rank=rank,
+                           world_size=world_size, callbacks=list(callbacks) if rank == 0 else [])
+        if progress and rank == 0:
+            with RichProgress(trainer.n_steps * training.tokens_per_step, trainer.tokens) as bar:
+                trainer.callbacks.append(bar)
+                return trainer.fit()
+        return trainer.fit()
+
+
+class _Trainer:
+    def __init__(self, *, model: ModelSpec, training: TrainingSpec, vocab: Vocab,
+                 sources: list[TokenShard], total_tokens: int, validation: TokenShard,
+                 out_dir: Path, seed: int, init_from: Path | None, device: torch.device,
+                 rank: int, world_size: int, callbacks: list[Callback]):
+        self.training = training
+        self.total_tokens = total_tokens
+        self.validation = validation
+        self.out_dir = out_dir
+        self.device = device
+        self.rank = rank
+        self.world_size = world_size
+        self.callbacks = callbacks
+        self.n_steps = max(1, math.ceil(total_tokens / training.tokens_per_step))
+        micro = training.micro_batch_size or training.batch_size
+        self.eval_batch_size = micro
+        for shard in [*sources, validation]:
+            if shard.vocab_size > vocab.size:
+                raise ValueError(f"shard {shard.name!r} has vocab size {shard.vocab_size}, "
+                                 f"above the model's {vocab.size}")
+        if validation.n_tokens < training.seq_len:
+            raise ValueError(f"the validation shard holds fewer than seq_len={training.seq_len} tokens")
+
+        checkpoint = _latest_checkpoint(out_dir)
+        torch.manual_seed(seed)
+        self.model = _build_model(model, vocab, training.seq_len,
+                                  checkpoint / "model" if checkpoint else init_from).to(device)
+        self.model.train()
+        self._ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                     if world_size > 1 else None)
+        forward: torch.nn.Module = self._ddp or self.model
+        if training.compile and device.type == "cuda":
+            forward = torch.compile(forward)
+        elif training.compile:
+            log.info("compile is ignored off CUDA")
+        self._forward = forward
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.model, training.weight_decay), lr=training.lr, betas=training.betas,
+            fused=device.type == "cuda")
+        self.loader = TokenLoader(sources, seq_len=training.seq_len, batch_size=training.batch_size,
+                                  micro_batch_size=micro, seed=seed, rank=rank, world_size=world_size,
+                                  pin_memory=device.type == "cuda")
+
+        self.tokens = 0
+        self.step = 0
+        self.curve: list[EvalPoint] = []
+        self._seconds_before = 0.0
+        self._loss_sum = torch.zeros((), device=device)
+        self._loss_steps = 0
+        if checkpoint:
+            self._load_state(checkpoint)
+            log.info("resuming %s from step %d (%d tokens)", out_dir, self.step, self.tokens)
+        if rank == 0:
+            _write_atomic(out_dir / CURVE, "".join(_curve_line(p) for p in self.curve))
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.training.precision == "bf16")
+
+    def fit(self) -> TrainResult:
+        started = time.perf_counter()
+        step_callbacks = [c for c in self.callbacks if type(c).on_step is not Callback.on_step]
+        if not self.curve:
+            self._record(EvalPoint(0, 0, self._evaluate(), None))
+        interval = self.training.eval_interval_tokens
+        while self.step < self.n_steps:
+            before = self.tokens
+            loss, lr = self._train_step(next(self.loader))
+            for callback in step_callbacks:
+                callback.on_step(self.step, self.tokens, loss, lr)
+            if self.tokens // interval > before // interval or self.step == self.n_steps:
+                point = EvalPoint(self.tokens, self.step, self._evaluate(), self._mean_train_loss())
+                self._record(point, checkpoint_seconds=self._seconds_before + time.perf_counter() - started)
+        return self._finish(self._seconds_before + time.perf_counter() - started)
+
+    def _train_step(self, micro_batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
+        lr = learning_rate(self.tokens + self.training.tokens_per_step, training=self.training,
+                           total_tokens=self.total_tokens)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = torch.zeros((), device=self.device)
+        last = len(micro_batches) - 1
+        for i, batch in enumerate(micro_batches):
+            ids = batch.to(self.device, non_blocking=True)
+            sync = self._ddp.no_sync() if self._ddp is not None and i < last else nullcontext()
+            with sync:
+                with self._autocast():
+                    loss = self._forward(input_ids=ids, labels=ids, use_cache=False).loss / len(micro_batches)
+                loss.backward()
+            step_loss += loss.detach()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens += self.training.tokens_per_step
+        self._loss_sum += step_loss
+        self._loss_steps += 1
+        return step_loss, lr
+
+    def _mean_train_loss(self) -> float:
+        mean = self._loss_sum / self._loss_steps
+        if self.world_size > 1:
+            dist.all_reduce(mean)
+            mean /= self.world_size
+        self._loss_sum.zero_()
+        self._loss_steps = 0
+        return mean.item()
+
+    @torch.no_grad()
+    def _evaluate(self) -> float:
+        """Mean token cross-entropy over every full window of the validation shard."""
+        self.model.eval()
+        totals = torch.zeros(2, device=self.device, dtype=torch.float64)  # loss * windows, windows
+        for batch in eval_batches(self.validation, seq_len=self.training.seq_len,
+                                  batch_size=self.eval_batch_size, rank=self.rank,
+                                  world_size=self.world_size):
+            ids = batch.to(self.device, non_blocking=True)
+            with self._autocast():
+                loss = self.model(input_ids=ids, labels=ids, use_cache=False).loss
+            totals[0] += loss.double() * len(ids)
+            totals[1] += len(ids)
+        if self.world_size > 1:
+            dist.all_reduce(totals)
+        self.model.train()
+        return (totals[0] / totals[1]).item()
+
+    # ---- recording -----------------------------------------------------------------------------
+
+    def _record(self, point: EvalPoint, checkpoint_seconds: float | None = None) -> None:
+        """Add a point: callbacks first, then the checkpoint commit, then the curve file."""
+        self.curve.append(point)
+        for callback in self.callbacks:
+            callback.on_eval(point)
+        path = self._save_checkpoint(checkpoint_seconds) if checkpoint_seconds is not None else None
+        if self.rank == 0:
+            with open(self.out_dir / CURVE, "a") as f:
+                f.write(_curve_line(point))
+        if path is not None:
+            for callback in self.callbacks:
+                callback.on_checkpoint(path, point)
+
+    def _save_checkpoint(self, seconds: float) -> Path:
+        root = self.out_dir / CHECKPOINTS
+        name = f"step-{self.step:09d}"
+        if self.rank == 0:
+            tmp = root / f".tmp-{name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            _save_model(self.model, tmp / "model")
+            torch.save({
+                "optimizer": self.optimizer.state_dict(),
+                "loader": self.loader.state_dict(),
+                "rng": {"cpu": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                "tokens": self.tokens,
+                "step": self.step,
+                "curve": [asdict(p) for p in self.curve],
+                "seconds": seconds,
+            }, tmp / "state.pt")
+            shutil.rmtree(root / name, ignore_errors=True)  # debris of an interrupted earlier attempt
+            os.replace(tmp, root / name)
+            _write_atomic(root / LATEST, name)  # the commit point
+            for old in root.iterdir():
+                if old.is_file() and old.name != LATEST:
+                    old.unlink()
+                elif old.is_dir() and old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
+        self._barrier()
+        return root / name
+
+    def _load_state(self, checkpoint: Path) -> None:
+        state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.tokens = state["tokens"]
+        self.step = state["step"]
+        self.curve = [EvalPoint(**p) for p in state["curve"]]
+        self._seconds_before = state["seconds"]
+
+    def _finish(self, seconds: float) -> TrainResult:
+        final_dir = self.out_dir / FINAL
+        if self.rank == 0:
+            tmp = self.out_dir / f".tmp-{FINAL}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            _save_model(self.model, tmp)
+            shutil.rmtree(final_dir, ignore_errors=True)
+            os.replace(tmp, final_dir)
+        usage = self.loader.usage()
+        text = TrainResult(
+            curve=list(self.curve), tokens_seen=self.tokens, steps=self.step, final_dir=final_dir,
+            tokens_per_source={name: u.tokens for name, u in usage.items()},
+            epochs_per_source={name: u.epochs for name, u in usage.items()},
+            seconds=seconds, tokens_per_second=self.tokens / seconds,
+        ).to_json()
+        for callback in self.callbacks:
+            callback.on_end(TrainResult.from_json(text))
+        if self.rank == 0:
+            _write_atomic(self.out_dir / COMPLETE, text)  # last: marks the run done
+        self._barrier()
+        return TrainResult.from_json(text)
+
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+def _device(requested: str, local_rank: int) -> torch.device:
+    name = ("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+@contextmanager
+def _process_group(device: torch.device, world_size: int) -> Iterator[None]:
+    """Join torchrun's process group for the run unless the caller already did."""
+    if world_size == 1 or dist.is_initialized():
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _build_model(spec: ModelSpec, vocab: Vocab, seq_len: int, weights: Path | None) -> torch.nn.Module:
+    from transformers import Olmo2ForCausalLM
+
+    config = spec.hf_config(vocab, seq_len)
+    if weights is None:
+        return Olmo2ForCausalLM(config)
+    with _quiet_transformers():
+        loaded = Olmo2ForCausalLM.from_pretrained(weights, dtype=torch.float32)
+    shape = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+    if any(getattr(loaded.config, k) != getattr(config, k) for k in shape):
+        raise ValueError(f"the model at {weights} does not have the configured shape "
+                         f"({', '.join(f'{k}={getattr(config, k)}' for k in shape)})")
+    return loaded
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    embedding = model.get_input_embeddings().weight
+    decay = [p for p in model.parameters() if p.ndim >= 2 and p is not embedding]
+    rest = [p for p in model.parameters() if p.ndim < 2 or p is embedding]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _save_model(model: torch.nn.Module, folder: Path) -> None:
+    with _quiet_transformers():
+        model.save_pretrained(folder)
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers draws a progress bar per save/load; a training log doesn't want hundreds."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _latest_checkpoint(out_dir: Path) -> Path | None:
+    latest = out_dir / CHECKPOINTS / LATEST
+    return out_dir / CHECKPOINTS / latest.read_text().strip() if latest.exists() else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _curve_line(point: EvalPoint) -> str:
+    return json.dumps(asdict(point)) + "\n"
+
+
+def _run_config(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: list[TokenShard],
+                total_tokens: int, validation: TokenShard, seed: int,
+                init_from: Path | None) -> dict[str, Any]:
+    """What determines the run's result (device and compile do not)."""
+    return {
+        "model": model.model_dump(mode="json"),
+        "training": training.model_dump(mode="json", exclude={"device", "compile"}),
+        "vocab": asdict(vocab),
+        "sources": [{"name": s.name, "tokens": s.n_tokens} for s in sources],
+        "validation": {"name": validation.name, "tokens": validation.n_tokens},
+        "total_tokens": total_tokens,
+        "seed": seed,
+        "init_from": str(Path(init_from).resolve()) if init_from else None,
+    }
+
+
+def _check_same_run(out_dir: Path, config: dict[str, Any]) -> None:
+    path = out_dir / RUN_CONFIG
+    if path.exists() and json.loads(path.read_text()) != config:
+        raise ValueError(f"{out_dir} holds a different run (see {path}); use a fresh folder")
