@@ -1,0 +1,166 @@
+"""ORM models of the results store: study -> trial -> arm -> evaluation, and fits of a study's curves.
+
+Migrations under store/migrations/versions must create exactly this schema; a test compares them
+with Alembic's autogenerate so the two never drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TRIAL_STATES = ("running", "finished", "failed", "pruned")
+ARM_STATES = ("running", "finished", "failed")
+
+# Deterministic constraint names, so migrations can name what they alter and autogenerate can compare.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _state_check(states: tuple[str, ...]) -> CheckConstraint:
+    allowed = ", ".join(f"'{s}'" for s in states)
+    return CheckConstraint(f"state IN ({allowed})", name="state")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True), float: Double}
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    spec_yaml: Mapped[str] = mapped_column(Text)
+    objective: Mapped[dict[str, Any]]
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Trial(Base):
+    """One point of the search space; (study_id, params_hash) is its identity across retries."""
+
+    __tablename__ = "trials"
+    __table_args__ = (
+        UniqueConstraint("study_id", "params_hash"),
+        Index(None, "study_id", "state"),
+        _state_check(TRIAL_STATES),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    params_hash: Mapped[str] = mapped_column(String(64))
+    optuna_number: Mapped[int | None] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))
+    objective_value: Mapped[float | None]
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class Arm(Base):
+    """One pretraining run inside a trial (repetition, oracle, ...); results land here when it ends."""
+
+    __tablename__ = "arms"
+    __table_args__ = (
+        UniqueConstraint("trial_id", "name"),
+        Index(None, "name"),
+        _state_check(ARM_STATES),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(64))
+    config_hash: Mapped[str] = mapped_column(String(64))
+    unique_tokens: Mapped[int] = mapped_column(BigInteger)
+    total_tokens: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    final_val_loss: Mapped[float | None]
+    tokens_seen: Mapped[int | None] = mapped_column(BigInteger)
+    effective_tokens: Mapped[float | None]
+    effective_tokens_extrapolated: Mapped[bool | None]
+    multiplier_vs_repetition: Mapped[float | None]
+
+
+class Evaluation(Base):
+    """A validation point of an arm's learning curve, keyed by tokens seen so re-logging is idempotent."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("arm_id", "tokens"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    arm_id: Mapped[int] = mapped_column(ForeignKey("arms.id", ondelete="CASCADE"))
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    step: Mapped[int] = mapped_column(Integer)
+    val_loss: Mapped[float | None]  # NULL: the loss was NaN (a diverged run), which SQLite can't hold
+    train_loss: Mapped[float | None]
+    effective_tokens: Mapped[float | None]
+    effective_tokens_extrapolated: Mapped[bool | None]
+
+
+class Fit(Base):
+    """A scaling law fitted to a study's curves (one arm's, or pooled when `arm` is NULL).
+
+    (study, law, inputs_hash) is its identity: the hash covers the points and the fit options,
+    so fitting the same points the same way again updates this row instead of adding one.
+    """
+
+    __tablename__ = "fits"
+    __table_args__ = (
+        UniqueConstraint("study_id", "law", "inputs_hash"),
+        Index(None, "study_id", "arm", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    arm: Mapped[str | None] = mapped_column(String(255))
+    law: Mapped[str] = mapped_column(String(64))
+    constants: Mapped[dict[str, Any]]
+    ci: Mapped[dict[str, Any]]
+    loss: Mapped[float]
+    n_points: Mapped[int] = mapped_column(Integer)
+    inputs_hash: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]]
+    residuals: Mapped[list[float]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FitTrial(Base):
+    """Which trials' curves a fit used (deleting a trial deletes its links, not the fit)."""
+
+    __tablename__ = "fit_trials"
+    __table_args__ = (Index(None, "trial_id"),)
+
+    fit_id: Mapped[int] = mapped_column(ForeignKey("fits.id", ondelete="CASCADE"), primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)

@@ -1,0 +1,256 @@
+"""The analysis CLI contract (fit, compare, report) and comparisons that stay fast at thousands of runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from cli.main import app
+from store import Store
+from store.schema import Arm, Evaluation, Trial
+from synpro.scaling import MUENNIGHOFF_C4
+from test_fits import SPEC, STUDY, TOTAL, populate
+
+runner = CliRunner()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_c4_points(path: Path) -> None:
+    """Points of Muennighoff's published C4 law: model sizes x unique data x epochs, some of the
+    models beyond compute-optimal for their data (so R_N* is identifiable)."""
+    grid = np.meshgrid(np.logspace(7, 10, 5), np.logspace(9, 12, 5), [1.0, 4.0, 16.0, 40.0])
+    N, U, epochs = (a.ravel() for a in grid)
+    L = MUENNIGHOFF_C4.predict(N, U * epochs, U)
+    rows = ["params,tokens,unique_tokens,loss"] + [f"{n!r},{d!r},{u!r},{l!r}" for n, d, u, l in zip(
+        N.tolist(), (U * epochs).tolist(), U.tolist(), L.tolist())]
+    path.write_text("\n".join(rows) + "\n")
+
+
+# ---- synpro fit --points ------------------------------------------------------------------------
+
+
+def test_fit_points_json_contract_recovers_the_published_c4_law(tmp_path: Path) -> None:
+    """Through the real entry point, as another tool would call it."""
+    points = tmp_path / "c4.csv"
+    write_c4_points(points)
+    result = subprocess.run([sys.executable, "-m", "cli", "fit", "--points", str(points), "--law",
+                             "data-constrained", "--tie-exponents", "--format", "json"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["law"] == "data-constrained" and payload["n_points"] == 100
+    truth = MUENNIGHOFF_C4.constants()
+    assert set(payload["constants"]) == set(payload["ci"]) == set(truth)
+    for name, value in truth.items():
+        assert payload["constants"][name] == pytest.approx(value, rel=1e-2), name
+        lo, hi = payload["ci"][name]
+        assert lo <= payload["constants"][name] <= hi
+    assert payload["loss"] < 1e-6 and payload["settings"]["tie_exponents"] is True
+
+
+def test_fit_points_table_marks_frozen_constants(tmp_path: Path) -> None:
+    points = tmp_path / "c4.csv"
+    write_c4_points(points)
+    result = runner.invoke(app, ["fit", "--points", str(points), "--law", "chinchilla", "--freeze", "E=1.8691"])
+    assert result.exit_code == 0, result.output
+    assert "chinchilla law fitted to 100 points" in result.output
+    assert "frozen" in result.output and "fitted" in result.output
+
+
+BAD_CSV = {
+    "missing-column": ("params,tokens,loss\n1e8,1e9,3.0\n", "missing column(s) unique_tokens", None),
+    "not-a-number": ("params,tokens,unique_tokens,loss\n1e8,1e9,1e9,3.0\n1e8,lots,1e9,2.9\n",
+                     "row 2: tokens 'lots' is not a number", "bad.csv:3 [tokens]"),
+    "non-positive": ("params,tokens,unique_tokens,loss\n1e8,1e9,1e9,3.0\n1e8,2e9,1e9,-2.9\n",
+                     "row 2: loss must be a finite positive number, got '-2.9'", "bad.csv:3 [loss]"),
+    "too-few": ("params,tokens,unique_tokens,loss\n1e8,1e9,1e9,3.0\n2e8,2e9,1e9,2.9\n",
+                "2 points cannot fit", None),
+    "empty": ("params,tokens,unique_tokens,loss\n", "no data rows", None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CSV))
+def test_bad_csv_exits_2_with_a_clear_message(tmp_path: Path, case: str) -> None:
+    text, message, location = BAD_CSV[case]
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    result = runner.invoke(app, ["fit", "--points", str(path), "--law", "data-constrained"])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and str(path) in result.stderr
+    if location:
+        assert location in result.stderr
+    assert "Traceback" not in result.output and len(result.stderr.splitlines()) < 10
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--law", "chinchilla"], "exactly one of --points"),
+    (["--points", "p.csv"], "--law chinchilla or --law data-constrained"),
+    (["--points", "p.csv", "--law", "chinchilla", "--freeze", "E"], "not NAME=VALUE"),
+    (["--points", "nowhere.csv", "--law", "chinchilla"], "cannot read the points"),
+    (["--study", "s", "--law", "chinchilla", "--store", "sqlite:///x.db"], "--law applies to --points"),
+])
+def test_bad_fit_arguments_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "p.csv").write_text("params,tokens,unique_tokens,loss\n")
+    result = runner.invoke(app, ["fit", *[str(tmp_path / a) if a.endswith(".csv") else a for a in args]])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+# ---- study fits, compare and report on a store populated through the Store API ----------------------
+
+
+def populated(tmp_path: Path) -> str:
+    """A three-trial study whose last trial also carries effective tokens, like a finished sweep."""
+    url = f"sqlite:///{tmp_path / 'wd' / 'synpro.db'}"
+    with Store(url) as store:
+        ids = populate(store, widths=(64, 128, 256))
+        last = [p for p in store.curves(STUDY) if p["trial"] == 2]
+        for arm, (d_eff, multiplier) in {"oracle": (2e9, 8.0), "repetition": (2.5e8, 1.0),
+                                         "synthetic": (1e9, 4.0)}.items():
+            curve = [p for p in last if p["arm"] == arm]
+            store.add_evaluations(ids[arm], [{"tokens": p["tokens"], "step": p["step"], "val_loss": p["val_loss"],
+                                              "effective_tokens": d_eff * p["tokens"] / TOTAL,
+                                              "effective_tokens_extrapolated": i == 0} for i, p in enumerate(curve)])
+            store.set_arm_result(ids[arm], final_val_loss=curve[-1]["val_loss"], tokens_seen=int(TOTAL),
+                                 effective_tokens=d_eff, effective_tokens_extrapolated=False,
+                                 multiplier_vs_repetition=multiplier)
+    return url
+
+
+def test_study_fit_then_compare_and_report(tmp_path: Path) -> None:
+    url = populated(tmp_path)
+    fitted = runner.invoke(app, ["fit", "--store", url, "--study", STUDY, "--format", "json"])
+    assert fitted.exit_code == 0, fitted.output
+    payload = json.loads(fitted.stdout)
+    by_arm = {f["arm"]: f for f in payload["fits"]}
+    assert by_arm["oracle"]["law"] == "chinchilla" and by_arm["repetition"]["law"] == "recipe"
+    assert by_arm["repetition"]["constants"]["R_D_star"] == pytest.approx(15.388, rel=0.15)
+    assert by_arm["repetition"]["frozen_why"]["B"].startswith("fitted on the unique-data points")
+    table = runner.invoke(app, ["fit", "--store", url, "--study", STUDY, "--arm", "synthetic"])
+    assert table.exit_code == 0, table.output
+    assert "synthetic" in table.output and "Saved 2 fit(s)" in table.output
+
+    out = tmp_path / "plots"
+    compared = runner.invoke(app, ["compare", "--store", url, "--out", str(out), "--format", "json"])
+    assert compared.exit_code == 0, compared.output
+    rows = {r["arm"]: r for r in json.loads(compared.stdout)["arms"]}
+    assert rows["synthetic"]["mean_multiplier"] == 4.0  # known on one trial; the mean skips unknowns
+    assert rows["repetition"]["r_d_star"] == pytest.approx(by_arm["repetition"]["constants"]["R_D_star"])
+    assert rows["repetition"]["mean_epochs"] == 40.0 and rows["repetition"]["n_trials"] == 3
+    assert 1 < rows["repetition"]["unique_value"] < rows["repetition"]["ceiling"]
+    assert rows["oracle"]["r_d_star"] is None
+    for name in ("loss_curves.png", "effective_tokens.png", "search.png", "fits.png"):
+        assert (out / STUDY / name).read_bytes().startswith(PNG_MAGIC), name
+    shown = runner.invoke(app, ["compare", "--store", url, "--study", STUDY])
+    assert shown.exit_code == 0 and "repetition" in shown.output and "R_D*" in shown.output
+
+    reported = runner.invoke(app, ["report", "--store", url, "--study", STUDY])
+    assert reported.exit_code == 0, reported.output
+    page = (tmp_path / "wd" / "reports" / f"{STUDY}.html").read_text()  # default: the workdir's reports/
+    assert page.count("data:image/png;base64,") == 4
+    assert "src=\"http" not in page and "href=" not in page and "<script" not in page  # no external assets
+    for text in ("Comparison of arms", "Value of a token, per arm", "Frozen constants", "Results per trial",
+                 "model.d_model", "oracle", "repetition", "synthetic", "recipe", "effective"):
+        assert text in page, text
+    assert "unique_tokens: 40000" in page  # the spec, inline
+
+
+def test_compare_and_report_name_unknown_studies(tmp_path: Path) -> None:
+    url = populated(tmp_path)
+    for command in (["compare", "--store", url, "--study", "nope"], ["report", "--store", url, "--study", "nope"],
+                    ["fit", "--store", url, "--study", "nope"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2 and f"known studies: {STUDY}" in result.stderr, result.output
+
+
+def test_study_fit_is_logged_to_the_studys_mlflow_run(tmp_path: Path) -> None:
+    from synpro.tracking import Tracker
+
+    workdir = tmp_path / "wd"
+    url = populated(tmp_path)
+    tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}", STUDY, workdir / "mlartifacts")
+    run = tracker.run("study", STUDY, {"synpro.study": STUDY})
+    with Store(url) as store:
+        store.upsert_study(STUDY, SPEC, {"arm": "repetition"}, mlflow_run_id=run)
+    result = runner.invoke(app, ["fit", "--workdir", str(workdir), "--study", STUDY])
+    assert result.exit_code == 0, result.output
+    assert "and the study's MLflow run" in result.output
+    tags = tracker.client.get_run(run).data.tags
+    assert float(tags["synpro.fit.R_D_star.repetition"]) == pytest.approx(15.388, rel=0.15)
+    assert [a.path for a in tracker.client.list_artifacts(run)] == ["fits.json"]
+
+
+# ---- comparisons at thousands of runs ----------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'results.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def bulk_study(store: Store, n_trials: int, evaluations: int) -> dict[str, list[float]]:
+    """A study of n_trials x (repetition, oracle) finished arms with curves, inserted in bulk;
+    returns each arm's final losses."""
+    now = datetime.now(timezone.utc)
+    study_id = store.upsert_study("big", "experiment: {name: big}\n", {"arm": "repetition"})
+    rng = np.random.default_rng(0)
+    finals: dict[str, list[float]] = {"repetition": [], "oracle": []}
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(Trial), [
+            {"study_id": study_id, "params_hash": f"h{i}", "optuna_number": i,
+             "params": {"training.lr": 1e-3 * (i + 1)}, "state": "finished", "objective_value": 3.0,
+             "heartbeat_at": now, "started_at": now}
+            for i in range(n_trials)])
+        trials = conn.execute(sa.select(Trial.id).where(Trial.study_id == study_id).order_by(Trial.id)).scalars().all()
+        arms = []
+        for trial in trials:
+            for name in finals:
+                loss = float(rng.uniform(3.0, 4.0))
+                finals[name].append(loss)
+                arms.append({"trial_id": trial, "name": name, "kind": name, "config_hash": "cfg",
+                             "unique_tokens": 10**6 if name == "repetition" else 4 * 10**6,
+                             "total_tokens": 4 * 10**6,
+                             "state": "finished", "final_val_loss": loss, "tokens_seen": 4 * 10**6,
+                             "effective_tokens": 1e6, "multiplier_vs_repetition": 1.0})
+        conn.execute(sa.insert(Arm), arms)
+        arm_ids = conn.execute(sa.select(Arm.id).join(Trial).where(Trial.study_id == study_id)).scalars().all()
+        conn.execute(sa.insert(Evaluation), [
+            {"arm_id": arm, "tokens": (k + 1) * 10**6, "step": k, "val_loss": 4.0 - k / 10}
+            for arm in arm_ids for k in range(evaluations)])
+    for k in range(20):  # a history of fits: the comparison must pick the newest
+        store.add_fit(study_id, arm="repetition", law="recipe", constants={"R_D_star": float(k + 1)}, ci={},
+                      loss=0.0, n_points=4, inputs_hash=f"fit-{k}", settings={}, residuals=[], trial_ids=trials[:3])
+    return finals
+
+
+def test_compare_answers_in_under_a_second_at_thousands_of_runs(url: str) -> None:
+    n_trials, evaluations = 2_500, 4
+    with Store(url) as store:
+        finals = bulk_study(store, n_trials, evaluations)
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM evaluations")).scalar_one() == 20_000
+        store.compare("big")  # warm the connection pool and the page cache, as a second call would be
+        start = time.perf_counter()
+        rows = store.compare("big")
+        elapsed = time.perf_counter() - start
+    print(f"compare over {2 * n_trials} arms / {2 * n_trials * evaluations} evaluations: {elapsed * 1e3:.1f} ms")
+    assert elapsed < 1.0
+    by_arm = {r["arm"]: r for r in rows}
+    assert list(by_arm) == ["repetition", "oracle"]  # registration order
+    for arm, losses in finals.items():
+        row = by_arm[arm]
+        assert (row["n_trials"], row["n_finished"]) == (n_trials, n_trials)
+        assert row["mean_final_loss"] == pytest.approx(np.mean(losses))
+        assert row["best_final_loss"] == pytest.approx(min(losses))
+    assert by_arm["repetition"]["r_d_star"] == 20.0 and by_arm["repetition"]["mean_epochs"] == 4.0
+    assert by_arm["oracle"]["r_d_star"] is None and by_arm["oracle"]["mean_epochs"] == 1.0
