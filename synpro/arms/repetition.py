@@ -1,0 +1,9 @@
+"""Repetition: the U organic tokens, repeated for as many epochs as the budget T allows."""
+
+from synpro.arms.base import ARMS, Arm
+
+
+@ARMS.register("repetition")
+class Repetition(Arm):
+    def organic(self, data):
+        return [data.organic]

@@ -1,0 +1,23 @@
+"""Arms that add LLM-rewritten copies of the organic pool to it, under the same budget T."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from synpro.arms.base import Arm
+
+
+class SyntheticOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    operations: list[str] = Field(min_length=1)
+
+
+class SyntheticArm(Arm):
+    """Organic U plus one synthetic set per operation, mixed by token count."""
+
+    Options = SyntheticOptions
+
+    def organic(self, data):
+        return [data.organic]
+
+    def operations(self) -> list[str]:
+        return list(self.options.operations)
