@@ -1,0 +1,1 @@
+"""The `synpro` command line (Typer)."""

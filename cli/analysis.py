@@ -1,0 +1,313 @@
+"""Commands that analyse stored results: fit scaling laws, compare arms, write a study report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from cli.app import WorkdirOpt, app, guarded, out, store_url
+from synpro.display import finite, fmt
+from synpro.errors import InputError
+
+StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL of the results store.")
+_CSV_COLUMNS = {"N": "params", "D": "tokens", "U": "unique_tokens", "L": "loss"}
+
+
+class LawName(str, Enum):
+    chinchilla = "chinchilla"
+    data_constrained = "data-constrained"
+
+
+class TableOrJson(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _read_points(path: Path, law: str) -> dict[str, Any]:
+    """The CSV's columns the law needs, as arrays; InputError naming the column or row at fault."""
+    import numpy as np
+
+    from synpro.scaling import LAWS
+
+    needed = {key: _CSV_COLUMNS[key] for key in (*LAWS.get(law).inputs, "L")}
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError.one(f"cannot read the points: {exc.strerror}", file=str(path)) from None
+    reader = csv.DictReader(text.splitlines())
+    header = [name.strip() for name in reader.fieldnames or []]
+    reader.fieldnames = header
+    missing = [column for column in needed.values() if column not in header]
+    if missing:
+        raise InputError.one(f"missing column(s) {', '.join(missing)} (the header has: "
+                             f"{', '.join(header) or 'nothing'})", file=str(path), line=1,
+                             hint=f"the {law} law needs columns {','.join(needed.values())}")
+    values: dict[str, list[float]] = {key: [] for key in needed}
+    for row_number, row in enumerate(reader, start=1):
+        for key, column in needed.items():
+            raw = (row.get(column) or "").strip()
+            try:
+                value = float(raw)
+            except ValueError:
+                raise InputError.one(f"row {row_number}: {column} {raw!r} is not a number", file=str(path),
+                                     line=reader.line_num, key=column) from None
+            if not (math.isfinite(value) and value > 0):
+                raise InputError.one(f"row {row_number}: {column} must be a finite positive number, got {raw!r}",
+                                     file=str(path), line=reader.line_num, key=column)
+            values[key].append(value)
+    if not values["L"]:
+        raise InputError.one("no data rows under the header", file=str(path), line=2)
+    return {key: np.array(column) for key, column in values.items()}
+
+
+def _parse_freeze(items: list[str]) -> dict[str, float]:
+    frozen = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            frozen[name.strip()] = float(raw)
+        except ValueError:
+            raise InputError.one(f"--freeze {item!r} is not NAME=VALUE with a numeric VALUE", key="freeze",
+                                 hint="e.g. --freeze alpha=0.35266 --freeze E=1.8691") from None
+    return frozen
+
+
+def _interval(value: float, ci: tuple[float, float]) -> str:
+    lo, hi = ci
+    return fmt(value) if lo == hi else f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(finite(payload), indent=2) + "\n")
+
+
+def _print_constants(title: str, result: Any) -> None:
+    """A FitResult's constants, each marked fitted, frozen or tied."""
+    table = Table(title=title, title_justify="left")
+    for column in ("constant", "value [95% CI]", "how"):
+        table.add_column(column, justify="left" if column != "value [95% CI]" else "right")
+    tied = result.settings["tie_exponents"]
+    for name, value in result.constants.items():
+        how = "tied to alpha" if tied and name == "beta" else "fitted"
+        table.add_row(name, _interval(value, result.ci[name]), "frozen" if name in result.settings["frozen"] else how)
+    out.print(table)
+
+
+def _fit_points(points: Path, law: LawName | None, frozen: dict[str, float], tie_exponents: bool,
+                n_boot: int, format: TableOrJson) -> None:
+    from synpro.scaling.fit import fit_law
+
+    if law is None:
+        raise InputError.one("say which law to fit: --law chinchilla or --law data-constrained", key="law")
+    columns = _read_points(points, law.value)
+    try:
+        result = fit_law(law.value, columns["L"], N=columns["N"], D=columns["D"], U=columns.get("U"),
+                         frozen=frozen, tie_exponents=tie_exponents, n_boot=n_boot)
+    except InputError as exc:
+        exc.file = str(points)
+        raise
+    if format is TableOrJson.json:
+        _print_json({"law": result.law, "constants": result.constants,
+                     "ci": {k: list(v) for k, v in result.ci.items()}, "loss": result.loss,
+                     "n_points": result.n_points, "frozen": result.settings["frozen"], "settings": result.settings})
+        return
+    _print_constants(f"{result.law} law fitted to {result.n_points} points of {points} "
+                     f"(fit loss {result.loss:.3g})", result)
+
+
+def _log_to_mlflow(workdir: Path, study: str, run_id: str, summaries: list[dict]) -> bool:
+    """Attach the fits to the study's MLflow run when the workdir has a tracking store."""
+    db = workdir / "mlflow.db"
+    if not db.exists():
+        return False
+    from synpro.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{db.resolve()}", study, workdir / "mlartifacts")
+    tracker.log_dict(run_id, summaries, "fits.json")
+    tracker.set_tags(run_id, {f"synpro.fit.R_D_star.{s['arm']}": f"{s['constants']['R_D_star']:.6g}"
+                              for s in summaries if "R_D_star" in s["constants"]})
+    return True
+
+
+def _fit_study(url: str, workdir: Optional[Path], study: str, arm: Optional[str], frozen: dict[str, float],
+               tie_exponents: bool, n_boot: int, format: TableOrJson) -> None:
+    from store import Store
+    from synpro.fits import fit_study, save_fits
+
+    with Store(url) as db:
+        fits = fit_study(db, study, arm=arm, frozen=frozen, tie_exponents=tie_exponents, n_boot=n_boot)
+        ids = save_fits(db, study, fits)
+        run_id = db.study(study)["mlflow_run_id"]
+    summaries = [{"id": fit_id, **fit.summary()} for fit_id, fit in zip(ids, fits.all())]
+    logged = bool(workdir and run_id and _log_to_mlflow(workdir, study, run_id, summaries))
+    if format is TableOrJson.json:
+        _print_json({"study": study, "fits": summaries, "skipped": fits.skipped})
+        return
+    table = Table(title=f"What a token of each arm is worth (study {study}; R_D* per arm with the base frozen, "
+                        "no excess-parameter discount)", title_justify="left")
+    for column in ("arm", "law", "points", "R_D* [95% CI]", "epochs", "D'/U", "D'/D", "ceiling 1+R_D*", "fit id"):
+        table.add_column(column, justify="left" if column in ("arm", "law") else "right")
+    for s in summaries:
+        r = s["constants"].get("R_D_star")
+        table.add_row(s["arm"], s["law"], fmt(s["n_points"]), "-" if r is None else _interval(r, s["ci"]["R_D_star"]),
+                      fmt(s["epochs"]), fmt(s["unique_value"]), fmt(s["token_value"]), fmt(s["ceiling"]),
+                      str(s["id"]))
+    out.print(table)
+    if fits.base is not None:
+        _print_constants(f"Base constants, fitted on arm {fits.base.points.arm!r}", fits.base.result)
+    # Base constants not fitted: frozen in the base fit, or (no base fit) given for every arm.
+    source = fits.base or (fits.arms[0] if fits.arms else None)
+    settings = source.result.settings if source else {"frozen": {}, "frozen_why": {}}
+    for name, value in settings["frozen"].items():
+        out.print(f"[bold]{name}[/] frozen at {fmt(value)}: {settings['frozen_why'][name]}", highlight=False)
+    for fit in fits.all():
+        for name in fit.result.settings["on_bound"]:
+            out.print(f"[yellow]{name}[/] of the {fit.points.arm!r} fit ended on its search bound "
+                      f"({fmt(fit.result.constants[name])}): these points do not pin it down; freeze it "
+                      f"(--freeze {name}=VALUE) or add points", highlight=False)
+    for name, why in fits.skipped.items():
+        out.print(f"[yellow]{name}[/]: not fitted: {why}", highlight=False)
+    out.print(f"Saved {len(ids)} fit(s) to the store" + (" and the study's MLflow run." if logged else "."))
+
+
+@app.command()
+@guarded
+def fit(
+    points: Optional[Path] = typer.Option(None, "--points", help="CSV with columns params,tokens,unique_tokens,loss."),
+    law: Optional[LawName] = typer.Option(None, "--law", help="Law to fit to --points."),
+    workdir: Optional[Path] = WorkdirOpt,
+    store: Optional[str] = StoreOpt,
+    study: Optional[str] = typer.Option(None, "--study", help="Fit this study's stored runs, per arm."),
+    arm: Optional[str] = typer.Option(None, "--arm", help="With --study: only this arm (plus the base)."),
+    format: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json."),
+    tie_exponents: bool = typer.Option(False, "--tie-exponents", help="Fit one exponent for alpha and beta."),
+    freeze: list[str] = typer.Option([], "--freeze", help="Hold a constant fixed: NAME=VALUE (repeatable)."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap refits for 95% intervals."),
+) -> None:
+    """Fit a scaling law to points in a CSV, or per-recipe laws to a study's stored runs.
+
+    With --points, prints the fitted constants (JSON: "constants" and "ci" keyed A, B, E, alpha,
+    beta, R_D_star, R_N_star as the law has them, plus "loss"). With --study, fits the base law on
+    the oracle's unique-data points (freezing what one model size cannot identify, and saying
+    so), then R_D* for each other arm, and saves the fits to the store.
+
+    Examples:
+      synpro fit --points runs.csv --law data-constrained --tie-exponents --format json
+      synpro fit --workdir runs/quickstart --study quickstart
+    """
+    frozen = _parse_freeze(freeze)
+    if (points is None) == (study is None):
+        raise InputError.one("give exactly one of --points FILE.csv or --study NAME", key="points",
+                             hint="synpro fit --help shows both forms")
+    if points is not None:
+        if workdir or store or arm:
+            raise InputError.one("--workdir, --store and --arm apply to --study fits, not to --points", key="points")
+        _fit_points(points, law, frozen, tie_exponents, bootstrap, format)
+        return
+    if law is not None:
+        raise InputError.one("--law applies to --points; study fits use the base law plus R_D* per arm", key="law")
+    _fit_study(store_url(workdir, store), workdir, study, arm, frozen, tie_exponents, bootstrap, format)
+
+
+def _reports_dir(url: str) -> Path:
+    """`reports/` beside a SQLite store (the workdir), else in the current folder."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database).parent / "reports"
+    return Path("reports")
+
+
+def _write_figures(db: Any, study: str, folder: Path) -> list[Path]:
+    from synpro import plots
+    from synpro.report import study_figures
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, figure in study_figures(db, study).items():
+        figure.savefig(folder / name)
+        plots.close(figure)
+        written.append(folder / name)
+    return written
+
+
+@app.command()
+@guarded
+def compare(
+    workdir: Optional[Path] = WorkdirOpt,
+    store: Optional[str] = StoreOpt,
+    study: Optional[str] = typer.Option(None, "--study", help="Only this study (default: every study)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out",
+                                           help="Folder for the PNG plots (default: the workdir's reports/)."),
+    format: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json."),
+) -> None:
+    """Compare arms side by side (final loss, effective tokens, multiplier vs repetition, fitted R_D*)
+    and write plots for each study.
+
+    Example:  synpro compare --workdir runs/quickstart --out reports/
+    """
+    from store import Store
+    from synpro.fits import token_worth
+
+    url = store_url(workdir, store)
+    folder = out_dir or _reports_dir(url)
+    with Store(url) as db:
+        rows = db.compare(study)
+        for row in rows:
+            row.update(token_worth(row["mean_epochs"], row["r_d_star"]))
+        written = [path for name in dict.fromkeys(r["study"] for r in rows)
+                   for path in _write_figures(db, name, folder / name)]
+    if format is TableOrJson.json:
+        _print_json({"arms": rows, "plots": [str(p) for p in written]})
+        return
+    table = Table(title="Arms side by side (means over trials; D_eff inverts the oracle's loss curve)",
+                  title_justify="left")
+    columns = ["study", "arm", "trials", "mean final loss", "best final loss", "mean D_eff", "× repetition",
+               "epochs", "R_D*", "D'/U"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("study", "arm") else "right")
+    for r in rows:
+        table.add_row(r["study"], r["arm"], f"{r['n_finished']}/{r['n_trials']}", *(fmt(r[key]) for key in (
+            "mean_final_loss", "best_final_loss", "mean_effective_tokens", "mean_multiplier", "mean_epochs",
+            "r_d_star", "unique_value")))
+    out.print(table)
+    if not any(r["r_d_star"] is not None for r in rows):
+        out.print("No fitted R_D* yet: synpro fit --study NAME fits one per arm.")
+    for path in written:
+        out.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@guarded
+def report(
+    workdir: Optional[Path] = WorkdirOpt,
+    store: Optional[str] = StoreOpt,
+    study: str = typer.Option(..., "--study", help="The study to report on."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="The HTML file (default: reports/STUDY.html "
+                                                                 "in the workdir)."),
+) -> None:
+    """Write one self-contained HTML page for a study: spec, results, comparison, fits and plots.
+
+    Example:  synpro report --workdir runs/quickstart --study quickstart --out quickstart.html
+    """
+    from store import Store
+    from synpro.report import render_report
+
+    url = store_url(workdir, store)
+    path = out_file or _reports_dir(url) / f"{study}.html"
+    with Store(url) as db:
+        page = render_report(db, study)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
+    out.print(f"wrote {path} ({len(page) / 1e3:,.0f} kB)", highlight=False)

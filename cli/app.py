@@ -1,0 +1,119 @@
+"""The Typer app and what every command shares: error handling, consoles, spec and store lookup."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+# Our own rich bars report progress; the libraries' tqdm bars and info logs would only interleave.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from synpro.display import fmt  # noqa: E402
+from synpro.errors import InputError  # noqa: E402
+
+app = typer.Typer(
+    name="synpro",
+    help="Declarative sweeps for synthetic pretraining data in the data-bound regime.\n\n"
+         "Example:  synpro validate experiments/quickstart.yaml && synpro sweep experiments/quickstart.yaml",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+# Piped output (CI logs, `| less`) gets room for the results table instead of rich's 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+ERROR_LOG = Path(os.environ.get("SYNPRO_ERROR_LOG", Path.home() / ".cache" / "synpro" / "last-error.log"))
+
+
+def guarded(command: Callable) -> Callable:
+    """Turn user errors into one screen and exit code 2; never show a traceback for them."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except InputError as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]: finished work is kept; run the same command again to resume.")
+            raise typer.Exit(130) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - last resort: short message, full trace in a file
+            ERROR_LOG.parent.mkdir(parents=True, exist_ok=True)
+            ERROR_LOG.write_text(traceback.format_exc())
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+                      f"The full traceback is in {ERROR_LOG}; finished work is kept.", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def load_spec_with(spec_path: Path, overrides: dict[str, Any]):
+    from synpro.spec import load_spec
+
+    spec = load_spec(spec_path)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        try:
+            spec = spec.with_params(overrides)
+        except Exception as exc:  # pydantic ValidationError from a bad flag value
+            raise InputError.one(f"bad command-line override: {exc}", file=str(spec_path)) from None
+    return spec
+
+
+SpecArg = typer.Argument(..., exists=False, help="The experiment spec (YAML).", show_default=False)
+WorkdirOpt = typer.Option(None, "--workdir", "-w", help="Where stages, stores and MLflow live (default: the spec's).")
+
+
+def store_url(workdir: Optional[Path], store: Optional[str]) -> str:
+    if store:
+        return store
+    if workdir is None:
+        found = sorted(Path("runs").glob("*/synpro.db"))
+        if len(found) != 1:
+            raise InputError.one("say which results to read: --workdir DIR or --store URL"
+                                 + (f" (found {len(found)} workdirs under runs/)" if found else ""))
+        workdir = found[0].parent
+    db = workdir / "synpro.db"
+    if not db.exists():
+        raise InputError.one(f"no results store at {db}", hint="run `synpro sweep SPEC` first, or pass --store URL")
+    return f"sqlite:///{db.resolve()}"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+ARM_FIELDS = ["final_val_loss", "tokens_seen", "unique_tokens", "effective_tokens",
+              "effective_tokens_extrapolated", "multiplier_vs_repetition", "mlflow_run_id"]
+
+
+def print_results(results: list[dict[str, Any]]) -> None:
+    table = Table(title="SynPro results (effective tokens invert the oracle's loss curve)", title_justify="left")
+    for col in ["trial", "params", "arm", "val loss", "tokens seen", "unique", "D_eff", "extrap.", "× repetition"]:
+        table.add_column(col, justify="left" if col in ("params", "arm") else "right")
+    for trial in results:
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
+        for arm, r in trial["arms"].items():
+            table.add_row(str(trial["trial"]), params, arm, *(fmt(r[f]) for f in ARM_FIELDS[:-1]))
+            params = ""
+    out.print(table)
+
+

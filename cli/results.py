@@ -1,0 +1,72 @@
+"""Commands that read what sweeps stored: results and the MLflow UI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.app import ARM_FIELDS, Format, WorkdirOpt, app, guarded, out, print_results, store_url
+from synpro.display import finite
+from synpro.errors import InputError
+
+
+@app.command()
+@guarded
+def results(
+    workdir: Optional[Path] = WorkdirOpt,
+    store: Optional[str] = typer.Option(None, "--store", help="SQLAlchemy URL of the results store."),
+    study: Optional[str] = typer.Option(None, "--study", help="Only this study."),
+    format: Format = typer.Option(Format.table, "--format", "-f", help="table, json or csv."),
+) -> None:
+    """Print stored results: per trial, each arm's loss, effective tokens and multiplier vs repetition.
+
+    Example:  synpro results --workdir runs/quickstart --format json
+    """
+    from store import Store
+
+    with Store(store_url(workdir, store)) as db:
+        rows = db.results(study)
+    if format is Format.json:
+        sys.stdout.write(json.dumps(finite(rows), indent=2) + "\n")
+    elif format is Format.csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["study", "trial", "params", "arm", *ARM_FIELDS])
+        for trial in rows:
+            for arm, r in trial["arms"].items():
+                writer.writerow([trial["study"], trial["trial"], json.dumps(trial["params"]), arm,
+                                 *(r[f] for f in ARM_FIELDS)])
+    else:
+        print_results(rows)
+
+
+@app.command()
+@guarded
+def ui(
+    workdir: Optional[Path] = WorkdirOpt,
+    mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help="Tracking URI (default: the workdir's)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(5000, help="Port to listen on."),
+) -> None:
+    """Start the MLflow UI on a workdir's runs (study → trial → arm, curves against tokens seen).
+
+    Example:  synpro ui --workdir runs/quickstart --port 5000
+    """
+    if mlflow_uri is None:
+        if workdir is None or not (workdir / "mlflow.db").exists():
+            raise InputError.one(f"no MLflow store in {workdir}", hint="pass --workdir of a swept spec, or --mlflow-uri")
+        mlflow_uri = f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    out.print(f"MLflow UI on http://{host}:{port} for {mlflow_uri} (Ctrl-C to stop)")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_uri,
+           "--host", host, "--port", str(port), "--workers", "1"]
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+

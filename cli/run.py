@@ -1,0 +1,115 @@
+"""Commands that run work: validate a spec, sweep it, generate a synthetic set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from cli.app import SpecArg, WorkdirOpt, load_spec_with, app, guarded, out, print_results
+from synpro.errors import InputError
+
+
+@app.command()
+@guarded
+def validate(spec_path: Path = SpecArg) -> None:
+    """Check a spec and print what it expands to; exit 2 with located errors if it is broken.
+
+    Example:  synpro validate experiments/quickstart.yaml
+    """
+    from synpro import search
+
+    spec = load_spec_with(spec_path, {})
+    for point in search.grid_points(spec) if spec.search.sampler == "grid" else []:
+        try:
+            spec.with_params(point)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError.one(f"grid point {point} gives an invalid spec: {exc}", file=str(spec_path),
+                                 key="search.params") from None
+    unique, total = spec.budget.resolve(spec.model)
+    table = Table(title=f"{spec_path}: valid", show_header=False, title_justify="left")
+    rows = [
+        ("experiment", f"{spec.experiment.name} (seed {spec.experiment.seed})"),
+        ("workdir", str(spec.workdir)),
+        ("corpus", f"{spec.corpus.source}: {spec.corpus.name if spec.corpus.source == 'builtin' else spec.corpus_path()}"),
+        ("tokenizer", f"pretrained {spec.tokenizer.name}" if spec.tokenizer.kind == "pretrained"
+         else f"BPE trained on the organic pool, vocab {spec.tokenizer.vocab_size:,}"),
+        ("model", f"{spec.model.preset or 'custom'}: d={spec.model.d_model} L={spec.model.n_layers} "
+                  f"N={spec.model.non_embedding_params():,} non-embedding params"),
+        ("budget", f"U={unique:,} unique tokens, T={total:,} total ({total / unique:.1f} epochs of U)"),
+        ("arms", ", ".join(f"{a.name} ({a.kind})" for a in spec.arms)),
+        ("search", f"{spec.search.sampler} over {list(spec.search.params) or 'nothing'}"),
+        ("trials", str(search.n_trials(spec))),
+        ("objective", f"{spec.search.objective.direction} {spec.search.objective.metric} of {spec.search.objective.arm}"),
+        ("store", spec.store_url()),
+        ("optuna", spec.optuna_url()),
+        ("mlflow", spec.mlflow_uri() if spec.tracking.enabled else "disabled"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+
+
+@app.command()
+@guarded
+def sweep(
+    spec_path: Path = SpecArg,
+    workdir: Optional[Path] = WorkdirOpt,
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", "-n", min=1, help="Trials to complete in total."),
+    store: Optional[str] = typer.Option(None, "--store", help="SQLAlchemy URL of the results store."),
+    optuna_storage: Optional[str] = typer.Option(None, "--optuna-storage", help="Optuna storage URL."),
+    mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help="MLflow tracking URI."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Run every trial of a spec (resumable: run it again to continue or to do nothing new).
+
+    Examples:
+      synpro sweep experiments/quickstart.yaml
+      synpro sweep experiments/paper-400m.yaml --store postgresql+psycopg://user@host/synpro
+    """
+    spec = load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None, "store.url": store,
+                             "store.optuna_url": optuna_storage, "tracking.mlflow_uri": mlflow_uri})
+    from synpro.sweep import run_sweep
+    summary = run_sweep(spec, n_trials=n_trials, progress=progress,
+                        announce=lambda line: out.rule(f"[bold]{line}", align="left"))
+    print_results(summary.results)
+    out.print(f"{summary.completed}/{summary.target_trials} trials complete ({summary.ran_now} run now). "
+              f"Results: synpro results --workdir {spec.workdir}   MLflow UI: synpro ui --workdir {spec.workdir}")
+
+
+
+
+@app.command()
+@guarded
+def generate(
+    spec_path: Path = SpecArg,
+    operation: str = typer.Option(..., "--operation", "-o", help="An operation of the spec's generation.operations "
+                                  "(built in: rephrase, reformat)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-l", min=1, help="Rewrite at most this many windows "
+                                        "in total (a later call with a larger limit continues)."),
+    workdir: Optional[Path] = WorkdirOpt,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Produce or extend one synthetic set on its own, and print where it lives and its metrics.
+
+    Example:  synpro generate experiments/quickstart.yaml --operation rephrase --limit 20
+    """
+    spec = load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None})
+    from synpro.data.prepare import prepare_data
+    from synpro.generation import generate_set
+    from synpro.plan import plan_trial
+
+    plan = plan_trial(spec)
+    data = prepare_data(spec, plan.data_dir, progress=progress)
+    synthetic = generate_set(spec, operation, data, plan.synthetic_dir, limit=limit, progress=progress)
+    table = Table(title=f"synthetic set {synthetic.name} ({'complete' if synthetic.complete else 'partial'})",
+                  show_header=False, title_justify="left")
+    table.add_row("folder", str(synthetic.out_dir))
+    table.add_row("records", str(synthetic.records))
+    table.add_row("tokens", f"{synthetic.shard.n_tokens:,} in {synthetic.shard.n_docs:,} documents")
+    for key, value in {**synthetic.stats, **synthetic.metrics}.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    out.print(table)

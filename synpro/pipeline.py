@@ -1,0 +1,213 @@
+"""One trial, stage by stage: data → each arm's pretraining → effective tokens → store and MLflow.
+
+Stages read the plan and write their own folders; the store and the tracker only receive results,
+so a killed trial re-run from the top skips every finished stage and re-logs nothing twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from synpro import plots
+from synpro.data.prepare import PreparedData, prepare_data
+from synpro.effective import effective_curve
+from synpro.errors import InputError
+from synpro.generation import SyntheticSet, generate_set
+from synpro.plan import ArmPlan, TrialPlan
+from synpro.tracking import Tracker
+from synpro.training import Callback, EvalPoint, TrainResult, train
+from store import Store
+
+
+@dataclass
+class ArmOutcome:
+    name: str
+    kind: str
+    arm_id: int
+    result: TrainResult
+    unique_tokens: int
+    mlflow_run_id: str | None
+    effective: list[tuple[int, float, bool]] = field(default_factory=list)  # (tokens, D_eff, extrapolated)
+    multiplier: float | None = None
+
+    @property
+    def final_effective(self) -> tuple[float | None, bool | None]:
+        if not self.effective:
+            return None, None
+        _, d_eff, extrapolated = self.effective[-1]
+        return d_eff, extrapolated
+
+    def summary(self) -> dict[str, Any]:
+        d_eff, extrapolated = self.final_effective
+        return {
+            "kind": self.kind,
+            "final_val_loss": self.result.curve[-1].val_loss,
+            "tokens_seen": self.result.tokens_seen,
+            "unique_tokens": self.unique_tokens,
+            "effective_tokens": d_eff,
+            "effective_tokens_extrapolated": extrapolated,
+            "multiplier_vs_repetition": self.multiplier,
+            "mlflow_run_id": self.mlflow_run_id,
+        }
+
+
+@dataclass
+class TrialContext:
+    store: Store
+    tracker: Tracker
+    trial_id: int
+    trial_run_id: str | None
+    progress: bool = True
+
+
+class _CurveSink(Callback):
+    """Streams each evaluation to the store and MLflow while the arm trains."""
+
+    def __init__(self, ctx: TrialContext, arm_id: int, run_id: str | None):
+        self.ctx, self.arm_id, self.run_id = ctx, arm_id, run_id
+
+    def on_eval(self, point: EvalPoint) -> None:
+        self.ctx.store.add_evaluations(self.arm_id, [_point_row(point)])
+        self.ctx.store.heartbeat(self.ctx.trial_id)
+        _log_curve(self.ctx.tracker, self.run_id, [point])
+
+
+def _log_curve(tracker: Tracker, run_id: str | None, points: list[EvalPoint]) -> None:
+    for key in ("val_loss", "train_loss"):
+        tracker.log_points(run_id, key, [(p.tokens, getattr(p, key)) for p in points])
+
+
+def _point_row(point: EvalPoint) -> dict[str, Any]:
+    return {"tokens": point.tokens, "step": point.step, "val_loss": point.val_loss, "train_loss": point.train_loss}
+
+
+def make_synthetic(plan: TrialPlan, data: PreparedData, ctx: TrialContext) -> dict[str, SyntheticSet]:
+    """Every synthetic set the trial's arms need (cached by content; shared across arms and trials)."""
+    needed = sorted({op for arm in plan.arms for op in arm.arm.operations()})
+    sets = {op: generate_set(plan.spec, op, data, plan.synthetic_dir, progress=ctx.progress) for op in needed}
+    for op, synthetic in sets.items():
+        _require_output(plan, op, synthetic)
+        ctx.tracker.log_values(ctx.trial_run_id, {f"synthetic/{op}/{k}": v for k, v in synthetic.metrics.items()})
+        ctx.tracker.log_dict(ctx.trial_run_id, synthetic.stats, f"synthetic/{op}/stats.json")
+        ctx.tracker.log_table(ctx.trial_run_id, synthetic.samples(20), f"synthetic/{op}/samples.json")
+    return sets
+
+
+def _require_output(plan: TrialPlan, op: str, synthetic: SyntheticSet) -> None:
+    """A generator whose every output fails the filters is bad input, not an arm equal to repetition."""
+    if synthetic.shard.n_tokens > 0:
+        return
+    failures = {k: v for k, v in synthetic.stats.get("failures", {}).items() if v}
+    raise InputError.one(
+        f"the generator produced no usable {op!r} output: {synthetic.stats.get('windows', 0)} windows, "
+        f"all rejected ({', '.join(f'{k}: {v}' for k, v in failures.items()) or 'no reasons recorded'}); "
+        f"see {synthetic.records}",
+        file=plan.spec.source_file, key=f"generation.operations.{op}",
+        hint="'truncated' means generation.generator.max_new_tokens is too small for the windows "
+             "(or lower generation.window_tokens); otherwise check the model and the prompt")
+
+
+def run_arm(plan: TrialPlan, arm: ArmPlan, data: PreparedData, synthetic: dict[str, SyntheticSet],
+            ctx: TrialContext) -> ArmOutcome:
+    spec = plan.spec
+    unique = sum(s.n_tokens for s in arm.arm.organic(data))
+    sources = arm.arm.sources(data, {op: synthetic[op].shard for op in arm.arm.operations()})
+    run_id = ctx.tracker.run("arm", arm.name, {"synpro.trial": plan.params_hash, "synpro.arm": arm.name},
+                             parent_id=ctx.trial_run_id)
+    arm_id = ctx.store.upsert_arm(ctx.trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens,
+                                  mlflow_run_id=run_id)
+    ctx.tracker.log_params(run_id, {"arm": arm.name, "kind": arm.spec.kind, "unique_tokens": unique,
+                                    "total_tokens": plan.total_tokens, "stage_key": arm.key,
+                                    "sources": {s.name: s.n_tokens for s in sources},
+                                    **{f"arm.{k}": v for k, v in (arm.spec.model_extra or {}).items()}})
+    sink = _CurveSink(ctx, arm_id, run_id)
+    try:
+        result = train(model=spec.model, training=spec.training, vocab=data.vocab, sources=sources,
+                       total_tokens=plan.total_tokens, validation=data.validation, out_dir=arm.out_dir,
+                       seed=spec.experiment.seed, callbacks=[sink], progress=ctx.progress)
+    except BaseException:
+        ctx.tracker.finish(run_id, "KILLED")
+        raise
+    # A resumed or cached arm may have points the sink never saw; the store gets them all in _record.
+    _log_curve(ctx.tracker, run_id, result.curve)
+    return ArmOutcome(arm.name, arm.spec.kind, arm_id, result, unique, run_id)
+
+
+def _seen(result: TrainResult) -> list[tuple[int, float]]:
+    """Curve points after some training: D_eff is defined in log tokens, so the tokens=0 point is out."""
+    return [(p.tokens, p.val_loss) for p in result.curve if p.tokens > 0]
+
+
+def attach_effective_tokens(plan: TrialPlan, outcomes: dict[str, ArmOutcome]) -> None:
+    """D_eff at every checkpoint by inverting the reference (oracle) curve; multipliers vs repetition."""
+    if plan.reference is None:
+        return
+    oracle = _seen(outcomes[plan.reference.name].result)
+    for outcome in outcomes.values():
+        outcome.effective = [tuple(p) for p in effective_curve(oracle, _seen(outcome.result))]
+    repetition = next((o for o in outcomes.values() if o.kind == "repetition"), None)
+    if repetition is None:
+        return
+    base, _ = repetition.final_effective
+    for outcome in outcomes.values():
+        d_eff, _ = outcome.final_effective
+        if base and d_eff is not None and math.isfinite(base) and base > 0:
+            outcome.multiplier = d_eff / base
+
+
+def _multiplier_curve(outcome: ArmOutcome, repetition: ArmOutcome | None) -> list[tuple[int, float]]:
+    if repetition is None:
+        return []
+    base = {t: d for t, d, _ in repetition.effective if math.isfinite(d) and d > 0}
+    return [(t, d / base[t]) for t, d, _ in outcome.effective if t in base and math.isfinite(d)]
+
+
+def _record(outcome: ArmOutcome, outcomes: dict[str, ArmOutcome], ctx: TrialContext) -> None:
+    effective = {t: (d, x) for t, d, x in outcome.effective}
+    ctx.store.add_evaluations(outcome.arm_id, [
+        {**_point_row(p), "effective_tokens": effective.get(p.tokens, (None, None))[0],
+         "effective_tokens_extrapolated": effective.get(p.tokens, (None, None))[1]}
+        for p in outcome.result.curve])
+    run_id = outcome.mlflow_run_id
+    ctx.tracker.log_points(run_id, "effective_tokens",
+                           [(t, d) for t, d, _ in outcome.effective if math.isfinite(d)])
+    repetition = next((o for o in outcomes.values() if o.kind == "repetition"), None)
+    ctx.tracker.log_points(run_id, "multiplier_vs_repetition", _multiplier_curve(outcome, repetition))
+    summary = outcome.summary()
+    ctx.store.set_arm_result(outcome.arm_id, final_val_loss=summary["final_val_loss"],
+                             tokens_seen=summary["tokens_seen"], effective_tokens=summary["effective_tokens"],
+                             effective_tokens_extrapolated=summary["effective_tokens_extrapolated"],
+                             multiplier_vs_repetition=summary["multiplier_vs_repetition"])
+    ctx.tracker.log_dict(run_id, summary, "result.json")
+    ctx.tracker.finish(run_id)
+
+
+def _log_figures(plan: TrialPlan, outcomes: dict[str, ArmOutcome], ctx: TrialContext) -> None:
+    reference = plan.reference.name if plan.reference else None
+    figures = {"loss_curves.png": plots.loss_figure(
+        {n: [(p.tokens, p.val_loss) for p in o.result.curve] for n, o in outcomes.items()}, reference)}
+    if reference:
+        figures["effective_tokens.png"] = plots.effective_figure({n: o.effective for n, o in outcomes.items()},
+                                                                 reference)
+    for path, fig in figures.items():
+        ctx.tracker.log_figure(ctx.trial_run_id, fig, path)
+        plots.close(fig)
+
+
+def run_trial(plan: TrialPlan, ctx: TrialContext) -> dict[str, ArmOutcome]:
+    data = prepare_data(plan.spec, plan.data_dir, progress=ctx.progress)
+    synthetic = make_synthetic(plan, data, ctx)
+    outcomes = {arm.name: run_arm(plan, arm, data, synthetic, ctx) for arm in plan.arms}
+    attach_effective_tokens(plan, outcomes)
+    for outcome in outcomes.values():
+        _record(outcome, outcomes, ctx)
+    _log_figures(plan, outcomes, ctx)
+    return outcomes
+
+
+def objective_value(plan: TrialPlan, outcomes: dict[str, ArmOutcome]) -> float:
+    objective = plan.spec.search.objective
+    value = outcomes[objective.arm].summary()[objective.metric]
+    return float("nan") if value is None else float(value)

@@ -1,0 +1,126 @@
+"""Figures people would rather look at than read: learning curves and effective tokens per arm,
+fitted laws over their points, and what a search found."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures go to PNG files and MLflow artifacts
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+Curve = Sequence[tuple[float, float]]
+
+
+def _styled(reference: str | None, name: str) -> dict:
+    return {"linestyle": "--", "color": "black", "linewidth": 1.5} if name == reference else {"marker": "o", "markersize": 3}
+
+
+def loss_figure(curves: dict[str, Curve], reference: str | None = None, title: str = "") -> Figure:
+    """Validation loss against tokens seen, one line per arm, the reference (oracle) dashed."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for name, points in curves.items():
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, label=name, **_styled(reference, name))
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("validation loss")
+    ax.set_title(title or "Learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def effective_figure(effective: dict[str, Sequence[tuple[float, float, bool]]], reference: str | None = None,
+                     title: str = "") -> Figure:
+    """Effective (oracle-equivalent unique) tokens against tokens seen; hollow markers are extrapolated."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    top = 0.0
+    for name, points in effective.items():
+        finite = [(t, d, x) for t, d, x in points if d is not None and math.isfinite(d) and d > 0]
+        if not finite:
+            continue
+        xs, ys, extrapolated = zip(*finite)
+        line, = ax.plot(xs, ys, label=name, **_styled(reference, name))
+        hollow = [(x, y) for x, y, e in finite if e]
+        if hollow:
+            ax.scatter(*zip(*hollow), facecolors="none", edgecolors=line.get_color(), s=40, zorder=3)
+        top = max(top, max(xs))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("effective tokens (oracle-equivalent)")
+    ax.set_title(title or "Effective tokens (hollow = extrapolated)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def law_figure(series: dict[str, tuple[Curve, Curve]], title: str = "") -> Figure:
+    """Observed points (markers) and the fitted law (a line in the same colour), per series."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for name, (observed, fitted) in series.items():
+        color = None
+        if fitted:
+            line, = ax.plot(*zip(*fitted), label=name)
+            color = line.get_color()
+        if observed:
+            ax.scatter(*zip(*observed), s=14, color=color, label=None if fitted else name, zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("validation loss")
+    ax.set_title(title or "Fitted laws (lines) over their points")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+def search_figure(trials: Sequence[tuple[dict[str, Any], float]], objective: str, title: str = "") -> Figure:
+    """The objective against each searched parameter, one panel per parameter and a point per trial.
+
+    Numeric parameters get a numeric axis (log when they span more than a decade); anything
+    else is categorical, one column per distinct value.
+    """
+    names = sorted({name for params, _ in trials for name in params})
+    panels = max(1, len(names))
+    fig, axes = plt.subplots(1, panels, figsize=(max(6.4, 3.6 * panels), 4.2), dpi=110, squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], names):
+        pairs = [(params[name], value) for params, value in trials if name in params and math.isfinite(value)]
+        xs, ys = zip(*pairs) if pairs else ((), ())
+        if _numeric(xs):
+            ax.scatter(xs, ys, s=24)
+            if xs and min(xs) > 0 and max(xs) > 10 * min(xs):
+                ax.set_xscale("log")
+        else:
+            labels = sorted({str(x) for x in xs})
+            ax.scatter([labels.index(str(x)) for x in xs], ys, s=24)
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(objective)
+    fig.suptitle(title or "Search results (a point per trial)")
+    fig.tight_layout()
+    return fig
+
+
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (for embedding in a self-contained page)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)

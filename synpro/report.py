@@ -1,0 +1,213 @@
+"""One self-contained HTML page per study: spec, results, comparison, fits and figures.
+
+Figures are embedded as base64 PNG and the styles are inline, so the page can be mailed,
+archived or opened offline without anything else. Figures are shared with `synpro compare`,
+which writes the same ones as PNG files.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from synpro.display import fmt
+from store import Store
+from synpro import plots
+from synpro.fits import is_reference, predict, study_points, token_worth
+
+_FIT_POINTS_PER_LINE = 60
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; vertical-align: top; }
+th { background: #f3f3f3; } td.text, th.text { text-align: left; }
+pre { background: #f7f7f7; padding: 0.8rem; overflow-x: auto; font-size: 0.85rem; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5rem 0; }
+.note { color: #555; font-size: 0.9rem; }
+"""
+_READING = (
+    "Effective tokens D_eff of a run are the unique (oracle) tokens that reach the same validation loss: the "
+    "oracle's curve is inverted by monotone interpolation in log D, and by a fitted power law beyond its last "
+    "point (then flagged as extrapolated). The multiplier is D_eff(arm) / D_eff(repetition) at equal tokens "
+    "seen. R_D* is Muennighoff et al.'s decay constant fitted per arm with the base law frozen: D' = U + U R_D* "
+    "(1 - exp(-R/R_D*)), R = epochs - 1; D'/U is what the arm's tokens are worth in unique tokens at its "
+    "epochs, D'/D what one seen token is worth, and 1 + R_D* the ceiling of D'/U under endless repetition.")
+
+
+def best_trial(results: list[dict], objective: dict[str, Any]) -> dict | None:
+    """The trial with the best finite objective value, else the last trial that has arms."""
+    scored = [t for t in results if t["objective_value"] is not None and math.isfinite(t["objective_value"])]
+    if scored:
+        pick = max if objective.get("direction") == "maximize" else min
+        return pick(scored, key=lambda t: t["objective_value"])
+    with_arms = [t for t in results if t["arms"]]
+    return with_arms[-1] if with_arms else None
+
+
+def latest_fits(store: Store, study: str) -> dict[str | None, dict]:
+    """The newest stored fit of each arm."""
+    return {fit["arm"]: fit for fit in store.fits(study)}
+
+
+def _reference(trial: dict) -> str | None:
+    return next((name for name, arm in trial["arms"].items() if is_reference(arm["kind"])), None)
+
+
+def _fit_series(store: Store, study: str, fits: dict[str | None, dict]) -> dict[str, tuple[list, list]]:
+    """Per fitted arm and (model size, unique tokens): its points and the fitted law through them."""
+    points = study_points(store, study) if fits else {}
+    series: dict[str, tuple[list, list]] = {}
+    for arm, fit in fits.items():
+        if arm not in points:
+            continue
+        p = points[arm]
+        groups = sorted(set(zip(p.N.tolist(), p.U.tolist())))
+        for n, u in groups:
+            mask = (p.N == n) & (p.U == u)
+            grid = np.geomspace(p.D[mask].min(), p.D[mask].max(), _FIT_POINTS_PER_LINE)
+            line = predict(fit["law"], fit["constants"], {"N": np.full_like(grid, n), "D": grid,
+                                                          "U": np.full_like(grid, u)})
+            label = arm if len(groups) == 1 else f"{arm} (N={n:.3g}, U={u:.3g})"
+            series[label] = (list(zip(p.D[mask].tolist(), p.L[mask].tolist())), list(zip(grid.tolist(), line.tolist())))
+    return series
+
+
+def study_figures(store: Store, study: str) -> dict[str, Figure]:
+    """File name -> figure: the best trial's curves, the search results and the fitted laws."""
+    objective = store.study(study)["objective"]
+    results = store.results(study)
+    figures: dict[str, Figure] = {}
+    best = best_trial(results, objective)
+    if best is not None:
+        points = [p for p in store.curves(study) if p["params_hash"] == best["params_hash"]]
+        reference = _reference(best)
+        title = f"trial #{best['trial']}" + (" (best objective)" if best["objective_value"] is not None else "")
+        curves: dict[str, list] = {}
+        effective: dict[str, list] = {}
+        for p in points:
+            if p["val_loss"] is not None:
+                curves.setdefault(p["arm"], []).append((p["tokens"], p["val_loss"]))
+            if p["effective_tokens"] is not None:
+                effective.setdefault(p["arm"], []).append(
+                    (p["tokens"], p["effective_tokens"], bool(p["effective_tokens_extrapolated"])))
+        if curves:
+            figures["loss_curves.png"] = plots.loss_figure(curves, reference, f"Learning curves, {title}")
+        if effective:
+            figures["effective_tokens.png"] = plots.effective_figure(
+                effective, reference, f"Effective tokens, {title} (hollow = extrapolated)")
+    searched = [(t["params"], t["objective_value"]) for t in results
+                if t["params"] and t["objective_value"] is not None]
+    if searched:
+        name = f"{objective.get('metric', 'objective')} of {objective.get('arm', '?')}"
+        figures["search.png"] = plots.search_figure(searched, name, f"Search results: {objective.get('direction', '')} "
+                                                                    f"{name}")
+    series = _fit_series(store, study, latest_fits(store, study))
+    if series:
+        figures["fits.png"] = plots.law_figure(series, "Fitted laws (lines) over each arm's points")
+    return figures
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], text_columns: int = 1) -> str:
+    """An HTML table; the first `text_columns` columns are left-aligned text."""
+    def cell(tag: str, i: int, value: Any) -> str:
+        shown = value if isinstance(value, str) else fmt(value)
+        css = ' class="text"' if i < text_columns else ""
+        return f"<{tag}{css}>{html.escape(shown)}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _interval(fit: dict, name: str) -> str:
+    value = fit["constants"].get(name)
+    if value is None:
+        return "-"
+    lo, hi = fit["ci"].get(name, (value, value))
+    return fmt(value) if lo == hi else f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def _results_rows(results: list[dict]) -> list[list[Any]]:
+    rows = []
+    for trial in results:
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
+        for arm, r in trial["arms"].items():
+            rows.append([str(trial["trial"]), params, arm, r["state"], r["final_val_loss"], r["tokens_seen"],
+                         r["unique_tokens"], r["effective_tokens"], r["effective_tokens_extrapolated"],
+                         r["multiplier_vs_repetition"]])
+    return rows
+
+
+def _fit_sections(store: Store, study: str, fits: dict[str | None, dict]) -> str:
+    if not fits:
+        return f'<p class="note">No fits yet: run <code>synpro fit --study {html.escape(study)}</code>.</p>'
+    points = study_points(store, study)
+    rows = []
+    frozen: dict[tuple[str, str, str], list[str]] = {}  # (constant, value, why) -> arms
+    for arm, fit in fits.items():
+        epochs = points[arm].epochs if arm in points else None
+        worth = token_worth(epochs, fit["constants"].get("R_D_star"))
+        rows.append([arm or "(pooled)", fit["law"], fit["n_points"], _interval(fit, "R_D_star"), epochs,
+                     worth["unique_value"], worth["token_value"], worth["ceiling"], fit["loss"], fit["id"]])
+        why = fit["settings"].get("frozen_why", {})
+        for name, value in fit["settings"].get("frozen", {}).items():
+            frozen.setdefault((name, fmt(value), why.get(name, "given")), []).append(arm or "(pooled)")
+    constants = list(dict.fromkeys(name for fit in fits.values() for name in fit["constants"]))
+    constant_rows = [[arm or "(pooled)", fit["law"], *(_interval(fit, n) for n in constants)]
+                     for arm, fit in fits.items()]
+    frozen_rows = [[name, value, why, ", ".join(arms)] for (name, value, why), arms in frozen.items()]
+    on_bound = [f"{name} of the {arm or '(pooled)'} fit" for arm, fit in fits.items()
+                for name in fit["settings"].get("on_bound", [])]
+    return ("<h3>Value of a token, per arm</h3>"
+            + _table(["arm", "law", "points", "R_D* [95% CI]", "epochs", "D'/U", "D'/D", "ceiling 1+R_D*",
+                      "fit loss", "fit id"], rows, 2)
+            + "<h3>Constants</h3>" + _table(["arm", "law", *constants], constant_rows, 2)
+            + "<h3>Frozen constants (not fitted)</h3>"
+            + (_table(["constant", "value", "why", "in the fits of"], frozen_rows, 4) if frozen_rows
+               else '<p class="note">None: every constant was fitted.</p>')
+            + (f'<p class="note"><b>Not pinned down</b> (ended on a bound of the search, so not an estimate): '
+               f'{html.escape(", ".join(on_bound))}. Freeze them or add points.</p>' if on_bound else ""))
+
+
+def render_report(store: Store, study: str) -> str:
+    """The study's page as one HTML string."""
+    info = store.study(study)
+    results = store.results(study)
+    comparison = store.compare(study)
+    fits = latest_fits(store, study)
+    figures = study_figures(store, study)
+    images = []
+    for name, fig in figures.items():
+        data = base64.b64encode(plots.png(fig)).decode("ascii")
+        plots.close(fig)
+        images.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></figure>')
+    compare_rows = [[c["arm"], c["kind"], c["n_trials"], c["n_finished"], c["mean_final_loss"], c["best_final_loss"],
+                     c["mean_effective_tokens"], c["mean_multiplier"], c["mean_epochs"], c["r_d_star"]]
+                    for c in comparison]
+    objective = info["objective"]
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    title = html.escape(f"SynPro study {study}")
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{title}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{title}</h1>",
+        (f'<p class="note">Generated {generated}. Objective: {html.escape(str(objective.get("direction", "")))} '
+         f'{html.escape(str(objective.get("metric", "")))} of arm {html.escape(str(objective.get("arm", "")))}.</p>'),
+        f'<p class="note">{html.escape(_READING)}</p>',
+        "<h2>Comparison of arms</h2>",
+        _table(["arm", "kind", "trials", "finished", "mean final loss", "best final loss", "mean D_eff",
+                "mean × repetition", "epochs", "latest R_D*"], compare_rows, 2),
+        "<h2>Fits</h2>", _fit_sections(store, study, fits),
+        "<h2>Figures</h2>", "\n".join(images) or '<p class="note">Nothing to plot yet.</p>',
+        "<h2>Results per trial</h2>",
+        _table(["trial", "params", "arm", "state", "val loss", "tokens seen", "unique", "D_eff", "extrap.",
+                "× repetition"], _results_rows(results), 4),
+        "<h2>Spec</h2>", f"<pre>{html.escape(info['spec_yaml'])}</pre>",
+        "</body></html>"])

@@ -1,0 +1,130 @@
+"""MLflow tracking: one run per study → trial → arm, found again by tags so a resume never forks runs.
+
+Uses `MlflowClient` (explicit run ids) rather than the fluent API, because runs are created and
+resumed across processes and nested three deep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from synpro.errors import InputError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+LEVEL_TAG = "synpro.level"
+PARAM_VALUE_LIMIT = 6000
+
+
+class Tracker:
+    """Find-or-create runs and log to them idempotently (metric steps already logged are skipped)."""
+
+    def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None):
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # table-creation chatter on every new store
+        self.uri = uri
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is not None:
+                self.experiment_id = found.experiment_id
+            else:
+                location = artifact_dir.resolve().as_uri() if artifact_dir else None
+                # Without this kind MLflow 3 opens the experiment in its GenAI view, hiding training runs.
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location,
+                    tags={"mlflow.experimentKind": "custom_model_development"})
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the tracker is a config problem
+            raise InputError.one(f"cannot open the MLflow tracking store {uri!r}: {exc}",
+                                 key="tracking.mlflow_uri",
+                                 hint="check the URI, or set tracking.enabled: false") from None
+
+    def run(self, level: str, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
+        """The run at `level` carrying `tags`, created on first use."""
+        tags = {LEVEL_TAG: level, **tags}
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        existing = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
+        if existing:
+            run_id = existing[0].info.run_id
+            if existing[0].info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        logged = self.client.get_run(run_id).data.params
+        new = [Param(k, _param_value(v)) for k, v in params.items() if k not in logged]
+        for i in range(0, len(new), 100):
+            self.client.log_batch(run_id, params=new[i:i + 100])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_points(self, run_id: str, key: str, points: Iterable[tuple[int, float]]) -> None:
+        """Log (step, value) points whose step this run does not have yet for `key`."""
+        from mlflow.entities import Metric
+
+        have = {m.step for m in self.client.get_metric_history(run_id, key)}
+        now = int(time.time() * 1000)
+        new = [Metric(key, float(v), now, int(s)) for s, v in points if int(s) not in have and v is not None]
+        for i in range(0, len(new), 1000):
+            self.client.log_batch(run_id, metrics=new[i:i + 1000])
+
+    def log_values(self, run_id: str, values: dict[str, float]) -> None:
+        """Scalars that describe a run as a whole (step 0), e.g. a synthetic set's metrics."""
+        for key, value in values.items():
+            self.log_points(run_id, key, [(0, value)])
+
+    def log_table(self, run_id: str, rows: list[dict[str, Any]], path: str) -> None:
+        """Rows as an MLflow table artifact (shown side by side in the UI's artifact view)."""
+        if rows:
+            self.client.log_table(run_id, data={k: [r[k] for r in rows] for k in rows[0]}, artifact_file=path)
+
+    def log_dict(self, run_id: str, obj: Any, path: str) -> None:
+        self.client.log_text(run_id, json.dumps(obj, indent=2, default=str), path)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, text, path)
+
+    def log_figure(self, run_id: str, figure: "Figure", path: str) -> None:
+        self.client.log_figure(run_id, figure, path)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+
+class NullTracker(Tracker):
+    """Tracking switched off (`tracking.enabled: false`): same calls, nothing recorded."""
+
+    def __init__(self) -> None:
+        self.uri = None
+
+    def run(self, level: str, name: str, tags: dict[str, str], parent_id: str | None = None) -> str | None:
+        return None
+
+    def log_params(self, *args: Any, **kwargs: Any) -> None: ...
+    def set_tags(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_points(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_values(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_table(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_dict(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_text(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_figure(self, *args: Any, **kwargs: Any) -> None: ...
+    def finish(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= PARAM_VALUE_LIMIT else text[: PARAM_VALUE_LIMIT - 3] + "..."

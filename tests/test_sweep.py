@@ -1,0 +1,217 @@
+"""End to end through the real CLI: a spec becomes arms, effective tokens, MLflow runs and SQL rows,
+and a killed or interrupted sweep resumes without redoing or duplicating anything."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+TINY = """
+experiment: {{name: tiny, seed: 1}}
+tokenizer: {{vocab_size: 512}}
+model: {{preset: tiny}}
+budget: {{unique_tokens: 6000, total_tokens: 24000, validation_tokens: 4000}}
+training: {{lr: 1.0e-2, warmup_tokens: 2000, batch_size: 8, seq_len: 64, eval_interval_tokens: 4096}}
+arms: [{{kind: repetition}}, {{kind: oracle}}]
+search:
+  sampler: grid
+  objective: {{arm: repetition, metric: multiplier_vs_repetition, direction: maximize}}
+  heartbeat_seconds: 1
+  stale_after_seconds: 2
+  params:
+    training.lr: {{type: categorical, choices: {lrs}}}
+"""
+
+
+def write_spec(tmp_path: Path, lrs=(1.0e-2,)) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(lrs=list(lrs)))
+    return path
+
+
+def synpro(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def start_sweep(spec: Path, workdir: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cli", "sweep", str(spec), "--workdir", str(workdir),
+                             "--no-progress"], cwd=spec.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def results_json(workdir: Path) -> list[dict]:
+    result = synpro("results", "--workdir", str(workdir), "--format", "json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def row_counts(workdir: Path) -> dict[str, int]:
+    engine = sa.create_engine(f"sqlite:///{workdir / 'synpro.db'}")
+    with engine.connect() as conn:
+        counts = {t: conn.execute(sa.text(f"select count(*) from {t}")).scalar()
+                  for t in ("studies", "trials", "arms", "evaluations")}
+    engine.dispose()
+    return counts
+
+
+def mlflow_runs(workdir: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"sweep ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "timed out waiting for the sweep"
+        time.sleep(0.2)
+
+
+def test_sweep_end_to_end_and_rerun_does_nothing_new(tmp_path):
+    spec, workdir = write_spec(tmp_path), tmp_path / "wd"
+    first = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "1/1 trials complete" in first.stdout
+
+    [trial] = results_json(workdir)
+    assert trial["state"] == "finished" and trial["params"] == {"training.lr": 0.01}
+    rep, oracle = trial["arms"]["repetition"], trial["arms"]["oracle"]
+    for arm in (rep, oracle):
+        assert arm["tokens_seen"] >= 24000 and arm["final_val_loss"] > 0
+        assert arm["effective_tokens"] > 0 and arm["mlflow_run_id"]
+    assert rep["unique_tokens"] == 6000 and oracle["unique_tokens"] >= 24000
+    assert rep["multiplier_vs_repetition"] == pytest.approx(1.0)
+    # The oracle inverts its own curve: its effective tokens are the tokens it saw.
+    assert oracle["effective_tokens"] == pytest.approx(oracle["tokens_seen"], rel=0.05)
+    # Repeating 6k tokens four times is worth less than 24k unique ones.
+    assert rep["effective_tokens"] < oracle["effective_tokens"]
+
+    client, runs = mlflow_runs(workdir)
+    by_level = {}
+    for run in runs:
+        by_level.setdefault(run.data.tags["synpro.level"], []).append(run)
+    assert {k: len(v) for k, v in by_level.items()} == {"study": 1, "trial": 1, "arm": 2}
+    [study], [trial_run] = by_level["study"], by_level["trial"]
+    assert trial_run.data.tags["mlflow.parentRunId"] == study.info.run_id
+    assert {r.data.tags["mlflow.parentRunId"] for r in by_level["arm"]} == {trial_run.info.run_id}
+    assert trial_run.data.params["training.lr"] == "0.01"
+    arm_run = next(r for r in by_level["arm"] if r.info.run_id == rep["mlflow_run_id"])
+    history = client.get_metric_history(arm_run.info.run_id, "effective_tokens")
+    assert [m.step for m in history] == sorted(m.step for m in history) and history[-1].step >= 24000
+    val_points = len(client.get_metric_history(arm_run.info.run_id, "val_loss"))
+    artifacts = {a.path for a in client.list_artifacts(trial_run.info.run_id)}
+    assert {"spec.yaml", "results.json", "loss_curves.png", "effective_tokens.png"} <= artifacts
+
+    before = row_counts(workdir)
+    stamp = {p: p.stat().st_mtime_ns for p in workdir.glob("stages/*/_COMPLETE")}
+    again = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "(0 run now)" in again.stdout
+    assert row_counts(workdir) == before
+    assert {p: p.stat().st_mtime_ns for p in workdir.glob("stages/*/_COMPLETE")} == stamp
+    client, runs_again = mlflow_runs(workdir)
+    assert len(runs_again) == len(runs)
+    assert len(client.get_metric_history(arm_run.info.run_id, "val_loss")) == val_points
+
+
+def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path):
+    spec, workdir = write_spec(tmp_path, lrs=(1.0e-2, 3.0e-3)), tmp_path / "wd"
+    proc = start_sweep(spec, workdir)
+    # Kill hard once the first arm of the first trial has finished and the second is under way.
+    wait_for(lambda: len(list(workdir.glob("stages/train-*/_COMPLETE"))) >= 1
+             and len(list(workdir.glob("stages/train-*/checkpoints/LATEST"))) >= 1, 300, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    [done] = list(workdir.glob("stages/train-*/_COMPLETE"))
+    done_stamp = done.stat().st_mtime_ns
+    time.sleep(3)  # past stale_after_seconds: the killed trial's heartbeat is stale
+
+    resumed = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2/2 trials complete" in resumed.stdout
+    assert done.stat().st_mtime_ns == done_stamp  # the finished arm was not trained again
+
+    trials = results_json(workdir)
+    assert sorted(t["params"]["training.lr"] for t in trials) == [0.003, 0.01]
+    assert all(t["state"] == "finished" and set(t["arms"]) == {"repetition", "oracle"} for t in trials)
+    counts = row_counts(workdir)
+    assert (counts["trials"], counts["arms"]) == (2, 4)
+    engine = sa.create_engine(f"sqlite:///{workdir / 'synpro.db'}")
+    with engine.connect() as conn:
+        dupes = conn.execute(sa.text("select count(*) from (select arm_id, tokens from evaluations "
+                                     "group by arm_id, tokens having count(*) > 1)")).scalar()
+    engine.dispose()
+    assert dupes == 0
+    _, runs = mlflow_runs(workdir)
+    assert sum(r.data.tags["synpro.level"] == "arm" for r in runs) == 4
+
+
+def test_ctrl_c_exits_130_and_the_next_run_finishes(tmp_path):
+    spec, workdir = write_spec(tmp_path), tmp_path / "wd"
+    proc = start_sweep(spec, workdir)
+    wait_for(lambda: any(workdir.glob("stages/train-*/checkpoints/LATEST")), 300, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "resume" in stderr and "Traceback" not in stderr
+    resumed = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    [trial] = results_json(workdir)
+    assert trial["state"] == "finished"
+
+
+def test_synthetic_arms_end_to_end(tmp_path, parrot_model):
+    """prompted and synpro arms: a synthetic set made once, mixed with organic, logged with its metrics.
+
+    The corpus is the text the tiny parrot generator was trained to answer, so it ends its answers.
+    """
+    from generators import doc_topics
+    from synpro.generation.chunking import split_chunks
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": c}) + "\n" for d in doc_topics(12) for c in split_chunks(d, 500)))
+    spec = tmp_path / "synthetic.yaml"
+    spec.write_text(f"""
+experiment: {{name: tiny, seed: 1}}
+corpus: {{source: jsonl, path: {corpus}, min_chars: 100}}
+tokenizer: {{vocab_size: 400}}
+budget: {{unique_tokens: 2000, total_tokens: 6000, validation_tokens: 1000}}
+training: {{lr: 1.0e-2, warmup_tokens: 1000, batch_size: 8, seq_len: 64, eval_interval_tokens: 1024}}
+generation:
+  generator: {{model: {parrot_model}, backend: transformers, temperature: 0, max_new_tokens: 60, batch_size: 4}}
+  window_tokens: 400
+  max_windows: 6
+  operations:  # the parrot's fixed answer is short and off-topic: test the plumbing, not its quality
+    rephrase: {{kind: rephrase, min_chars: 10, min_length_ratio: 0, min_similarity: -1}}
+arms: [{{kind: repetition}}, {{kind: oracle}}, {{kind: prompted}}, {{kind: synpro, operations: [rephrase]}}]
+search: {{objective: {{arm: synpro, metric: multiplier_vs_repetition, direction: maximize}}}}
+""")
+    workdir = tmp_path / "wd"
+    result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [trial] = results_json(workdir)
+    arms = trial["arms"]
+    assert set(arms) == {"repetition", "oracle", "prompted", "synpro"}
+    for name in ("prompted", "synpro"):
+        assert arms[name]["unique_tokens"] == 2000  # the organic budget; synthetic tokens come on top
+        assert arms[name]["effective_tokens"] > 0 and arms[name]["multiplier_vs_repetition"] > 0
+        # Mixing in the synthetic set changes what the model saw, so the curve differs from repetition's.
+        assert arms[name]["final_val_loss"] != arms["repetition"]["final_val_loss"]
+    [rephrase_set] = list((workdir / "stages" / "synthetic").glob("rephrase-*"))
+    records = [json.loads(line) for line in (rephrase_set / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and any(r["passed"] for r in records)
+
+    client, runs = mlflow_runs(workdir)
+    trial_run = next(r for r in runs if r.data.tags["synpro.level"] == "trial")
+    assert 0 < trial_run.data.metrics["synthetic/rephrase/pass_rate"] <= 1
+    artifacts = {a.path for a in client.list_artifacts(trial_run.info.run_id, "synthetic/rephrase")}
+    assert {"synthetic/rephrase/samples.json", "synthetic/rephrase/stats.json"} <= artifacts
