@@ -85,18 +85,44 @@ class _Stage:
             fitted.append((float(self.to_fitted(name, lo)), float(self.to_fitted(name, hi))))
         return fitted
 
+    def minimize(self, columns: Sequence[np.ndarray], log_loss: np.ndarray, start: np.ndarray,
+                 bounds: Sequence[tuple[float, float]]) -> Any:
+        """One L-BFGS-B run; the objective is scaled by 1/delta so its gradient is O(1) and the
+        optimiser's default tolerances are meaningful."""
+        return minimize(lambda t: float(self.objective(t, columns, log_loss)) / self.delta,
+                        start, method="L-BFGS-B", bounds=bounds)
+
     def optimise(self, columns: Sequence[np.ndarray], log_loss: np.ndarray,
                  starts: np.ndarray) -> np.ndarray:
-        """Best L-BFGS-B optimum over the start rows; the objective is scaled by 1/delta so its
-        gradient is O(1) and the optimiser's default tolerances are meaningful."""
+        """Best L-BFGS-B optimum over the start rows."""
         best_theta, best_value = starts[0], np.inf
         bounds = self.bounds()
         for start in starts:
-            result = minimize(lambda t: float(self.objective(t, columns, log_loss)) / self.delta,
-                              start, method="L-BFGS-B", bounds=bounds)
+            result = self.minimize(columns, log_loss, start, bounds)
             if result.fun < best_value:
                 best_theta, best_value = result.x, result.fun
         return best_theta
+
+    def snap_to_bounds(self, theta: np.ndarray, columns: Sequence[np.ndarray], log_loss: np.ndarray) -> np.ndarray:
+        """Move each constant to a bound of the search where the profile fits at least as well.
+
+        L-BFGS-B stops wherever a direction is nearly flat (e.g. an E far below the losses), and
+        where it stops then depends on rounding. Refitting the others with one constant held at a
+        bound tells: if that fits as well, the points do not pin the constant down, and reporting
+        it at the bound says so on every machine.
+        """
+        theta = np.array(theta, dtype=float)
+        bounds = self.bounds()
+        best = float(self.objective(theta, columns, log_loss)) / self.delta
+        for i, edges in enumerate(bounds):
+            for edge in edges:
+                start = theta.copy()
+                start[i] = edge
+                held = [(edge, edge) if j == i else pair for j, pair in enumerate(bounds)]
+                result = self.minimize(columns, log_loss, start, held)
+                if result.fun <= best:
+                    theta, best = result.x, result.fun
+        return theta
 
     def grid_starts(self, grid: Mapping[str, Sequence[float]], columns: Sequence[np.ndarray],
                     log_loss: np.ndarray, n_starts: int) -> np.ndarray:
@@ -117,9 +143,10 @@ class _Stage:
         if self.free:
             if start is None:
                 starts = self.grid_starts(grid, columns, log_loss, n_starts)
-            else:
+                theta = self.snap_to_bounds(self.optimise(columns, log_loss, starts), columns, log_loss)
+            else:  # a refit from an estimate (bootstrap, base refinement) stays near its snapped start
                 starts = np.array([[float(self.to_fitted(n, start[n])) for n in self.free]])
-            theta = self.optimise(columns, log_loss, starts)
+                theta = self.optimise(columns, log_loss, starts)
         else:
             theta = np.zeros(0)
         return {k: float(v) for k, v in self.constants(theta).items()}
