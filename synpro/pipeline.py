@@ -96,17 +96,22 @@ def make_synthetic(plan: TrialPlan, data: PreparedData, ctx: TrialContext) -> di
 
 
 def _require_output(plan: TrialPlan, op: str, synthetic: SyntheticSet) -> None:
-    """A generator whose every output fails the filters is bad input, not an arm equal to repetition."""
-    if synthetic.shard.n_tokens > 0:
+    """A set with less usable output than one training sequence is bad input, not an arm equal to
+    repetition: the loader trains on whole `seq_len` windows, so such a set would never be seen."""
+    seq_len = plan.spec.training.seq_len
+    if synthetic.shard.n_tokens >= seq_len:
         return
-    failures = {k: v for k, v in synthetic.stats.get("failures", {}).items() if v}
+    stats = synthetic.stats
+    failures = {k: v for k, v in stats.get("failures", {}).items() if v}
     raise InputError.one(
-        f"the generator produced no usable {op!r} output: {synthetic.stats.get('windows', 0)} windows, "
-        f"all rejected ({', '.join(f'{k}: {v}' for k, v in failures.items()) or 'no reasons recorded'}); "
-        f"see {synthetic.records}",
+        f"the generator produced too little usable {op!r} output to train on: {stats.get('passed', 0)} of "
+        f"{stats.get('windows', 0)} windows passed the filters, {synthetic.shard.n_tokens} tokens, less than one "
+        f"training sequence (training.seq_len = {seq_len}); rejected: "
+        f"{', '.join(f'{k}: {v}' for k, v in failures.items()) or 'no reasons recorded'}; see {synthetic.records}",
         file=plan.spec.source_file, key=f"generation.operations.{op}",
-        hint="'truncated' means generation.generator.max_new_tokens is too small for the windows "
-             "(or lower generation.window_tokens); otherwise check the model and the prompt")
+        hint="rewrite more of the pool (raise generation.max_windows or drop it); 'truncated' means "
+             "generation.generator.max_new_tokens is too small for the windows (or lower generation.window_tokens); "
+             "otherwise check the model and the prompt")
 
 
 def run_arm(plan: TrialPlan, arm: ArmPlan, data: PreparedData, synthetic: dict[str, SyntheticSet],

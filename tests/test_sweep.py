@@ -169,11 +169,8 @@ def test_ctrl_c_exits_130_and_the_next_run_finishes(tmp_path):
     assert trial["state"] == "finished"
 
 
-def test_synthetic_arms_end_to_end(tmp_path, parrot_model):
-    """prompted and synpro arms: a synthetic set made once, mixed with organic, logged with its metrics.
-
-    The corpus is the text the tiny parrot generator was trained to answer, so it ends its answers.
-    """
+def synthetic_spec(tmp_path: Path, generator: Path) -> Path:
+    """Four arms over the text the tiny parrot generator was trained to answer (so it ends its answers)."""
     from generators import doc_topics
     from synpro.generation.chunking import split_chunks
 
@@ -187,7 +184,7 @@ tokenizer: {{vocab_size: 400}}
 budget: {{unique_tokens: 2000, total_tokens: 6000, validation_tokens: 1000}}
 training: {{lr: 1.0e-2, warmup_tokens: 1000, batch_size: 8, seq_len: 64, eval_interval_tokens: 1024}}
 generation:
-  generator: {{model: {parrot_model}, backend: transformers, temperature: 0, max_new_tokens: 60, batch_size: 4}}
+  generator: {{model: {generator}, backend: transformers, temperature: 0, max_new_tokens: 60, batch_size: 4}}
   window_tokens: 400
   max_windows: 6
   operations:  # the parrot's fixed answer is short and off-topic: test the plumbing, not its quality
@@ -195,8 +192,14 @@ generation:
 arms: [{{kind: repetition}}, {{kind: oracle}}, {{kind: prompted}}, {{kind: synpro, operations: [rephrase]}}]
 search: {{objective: {{arm: synpro, metric: multiplier_vs_repetition, direction: maximize}}}}
 """)
+    return spec
+
+
+def test_synthetic_arms_end_to_end(tmp_path, parrot_model):
+    """prompted and synpro arms: a synthetic set made once, mixed with organic, logged with its metrics."""
     workdir = tmp_path / "wd"
-    result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    result = synpro("sweep", str(synthetic_spec(tmp_path, parrot_model)), "--workdir", str(workdir), "--no-progress",
+                    cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     [trial] = results_json(workdir)
     arms = trial["arms"]
@@ -215,3 +218,18 @@ search: {{objective: {{arm: synpro, metric: multiplier_vs_repetition, direction:
     assert 0 < trial_run.data.metrics["synthetic/rephrase/pass_rate"] <= 1
     artifacts = {a.path for a in client.list_artifacts(trial_run.info.run_id, "synthetic/rephrase")}
     assert {"synthetic/rephrase/samples.json", "synthetic/rephrase/stats.json"} <= artifacts
+
+
+def test_a_generator_that_emits_garbage_is_exit_2_naming_the_operation(tmp_path, random_model):
+    """Every output of a random model fails the filters: a clear error, not synthetic arms equal to repetition."""
+    spec = synthetic_spec(tmp_path, random_model)
+    workdir = tmp_path / "wd"
+    for _ in range(2):  # the second run reuses the finished (rejected) set and says the same
+        result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        message = " ".join(result.stderr.split())
+        assert "generation.operations.rephrase" in message and "too little usable 'rephrase' output" in message
+        assert "0 of 6 windows passed" in message and "training.seq_len = 64" in message
+    [rephrase_set] = list((workdir / "stages" / "synthetic").glob("rephrase-*"))
+    assert len((rephrase_set / "records.jsonl").read_text().splitlines()) == 6  # generated once, kept for audit
