@@ -24,6 +24,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	    sys.exit(0 if ok else 'torch ' + torch.__version__ + ' is a CUDA build on a CPU machine: install with TORCH=torch==2.13.0 and PIP_FIND_LINKS set')"
 	touch $@
 
+# One process: give it every core (tests keep one thread per process).
+quickstart: export OMP_NUM_THREADS := $(shell nproc)
 quickstart: install
 	$(VENV)/bin/synpro sweep experiments/quickstart.yaml
 
