@@ -85,12 +85,14 @@ class _Stage:
             fitted.append((float(self.to_fitted(name, lo)), float(self.to_fitted(name, hi))))
         return fitted
 
+    def scaled(self, theta: np.ndarray, columns: Sequence[np.ndarray], log_loss: np.ndarray) -> float:
+        """The objective over delta: its gradient is O(1), so the optimiser's default tolerances are meaningful."""
+        return float(self.objective(theta, columns, log_loss)) / self.delta
+
     def minimize(self, columns: Sequence[np.ndarray], log_loss: np.ndarray, start: np.ndarray,
                  bounds: Sequence[tuple[float, float]]) -> Any:
-        """One L-BFGS-B run; the objective is scaled by 1/delta so its gradient is O(1) and the
-        optimiser's default tolerances are meaningful."""
-        return minimize(lambda t: float(self.objective(t, columns, log_loss)) / self.delta,
-                        start, method="L-BFGS-B", bounds=bounds)
+        """One L-BFGS-B run on the scaled objective."""
+        return minimize(self.scaled, start, args=(columns, log_loss), method="L-BFGS-B", bounds=bounds)
 
     def optimise(self, columns: Sequence[np.ndarray], log_loss: np.ndarray,
                  starts: np.ndarray) -> np.ndarray:
@@ -113,7 +115,7 @@ class _Stage:
         """
         theta = np.array(theta, dtype=float)
         bounds = self.bounds()
-        best = float(self.objective(theta, columns, log_loss)) / self.delta
+        best = self.scaled(theta, columns, log_loss)
         for i, edges in enumerate(bounds):
             for edge in edges:
                 start = theta.copy()
