@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from cli.app import WorkdirOpt, app, guarded, out, store_url
+from synpro.core.fs import sqlite_url
 from synpro.display import finite, fmt
 from synpro.errors import InputError
 
@@ -132,7 +133,7 @@ def _log_to_mlflow(workdir: Path, study: str, run_id: str, summaries: list[dict]
         return False
     from synpro.tracking import Tracker
 
-    tracker = Tracker(f"sqlite:///{db.resolve()}", study, workdir / "mlartifacts")
+    tracker = Tracker(sqlite_url(db), study, workdir / "mlartifacts")
     tracker.log_dict(run_id, summaries, "fits.json")
     tracker.set_tags(run_id, {f"synpro.fit.R_D_star.{s['arm']}": f"{s['constants']['R_D_star']:.6g}"
                               for s in summaries if "R_D_star" in s["constants"]})

@@ -19,6 +19,7 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from synpro.core.fs import sqlite_url  # noqa: E402
 from synpro.display import fmt  # noqa: E402
 from synpro.errors import InputError  # noqa: E402
 
@@ -64,6 +65,8 @@ def guarded(command: Callable) -> Callable:
 
 
 def load_spec_with(spec_path: Path, overrides: dict[str, Any]):
+    """Parse, apply command-line overrides, and resolve (plugins, corpus, budget, models, URLs)."""
+    from synpro.resolve import resolve
     from synpro.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -73,6 +76,7 @@ def load_spec_with(spec_path: Path, overrides: dict[str, Any]):
             spec = spec.with_params(overrides)
         except Exception as exc:  # pydantic ValidationError from a bad flag value
             raise InputError.one(f"bad command-line override: {exc}", file=str(spec_path)) from None
+    resolve(spec)
     return spec
 
 
@@ -92,7 +96,7 @@ def store_url(workdir: Optional[Path], store: Optional[str]) -> str:
     db = workdir / "synpro.db"
     if not db.exists():
         raise InputError.one(f"no results store at {db}", hint="run `synpro sweep SPEC` first, or pass --store URL")
-    return f"sqlite:///{db.resolve()}"
+    return sqlite_url(db)
 
 
 class Format(str, Enum):

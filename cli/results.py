@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from cli.app import ARM_FIELDS, Format, WorkdirOpt, app, guarded, out, print_results, store_url
+from synpro.core.fs import sqlite_url
 from synpro.display import finite
 from synpro.errors import InputError
 
@@ -62,7 +63,7 @@ def ui(
     if mlflow_uri is None:
         if workdir is None or not (workdir / "mlflow.db").exists():
             raise InputError.one(f"no MLflow store in {workdir}", hint="pass --workdir of a swept spec, or --mlflow-uri")
-        mlflow_uri = f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
+        mlflow_uri = sqlite_url(workdir / "mlflow.db")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     out.print(f"MLflow UI on http://{host}:{port} for {mlflow_uri} (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_uri,

@@ -9,18 +9,26 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from cli.app import SpecArg, WorkdirOpt, load_spec_with, app, guarded, out, print_results
+from cli.app import Format, SpecArg, WorkdirOpt, app, guarded, load_spec_with, out, print_results
 from synpro.errors import InputError
 
 
 @app.command()
 @guarded
-def validate(spec_path: Path = SpecArg) -> None:
-    """Check a spec and print what it expands to; exit 2 with located errors if it is broken.
+def validate(spec_path: Path = SpecArg,
+             format: Format = typer.Option(Format.table, "--format", "-f", help="table, or json for scripts "
+                                           "(the resolved spec, budget, trial and stage counts).")) -> None:
+    """Check a spec against the machine and print what it expands to; exit 2 with located errors.
 
-    Example:  synpro validate experiments/quickstart.yaml
+    Checks plugins, the corpus (exists, holds text, can hold the budget), tokenizer and generator
+    models (offline), store/Optuna/MLflow URLs and their drivers, and every grid point.
+
+    Examples:
+      synpro validate experiments/quickstart.yaml
+      synpro validate experiments/paper-400m.yaml --format json
     """
     from synpro import search
+    from synpro.plan import plan_trial
 
     spec = load_spec_with(spec_path, {})
     for point in search.grid_points(spec) if spec.search.sampler == "grid" else []:
@@ -30,6 +38,13 @@ def validate(spec_path: Path = SpecArg) -> None:
             raise InputError.one(f"grid point {point} gives an invalid spec: {exc}", file=str(spec_path),
                                  key="search.params") from None
     unique, total = spec.budget.resolve(spec.model)
+    n_params = spec.model.non_embedding_params()
+    stages = len(plan_trial(spec).graph)
+    if format == Format.json:
+        out.print_json(data={"spec": spec.to_dict(), "budget": {"U": unique, "T": total, "N": n_params,
+                                                                "epochs": total / unique},
+                             "trials": search.n_trials(spec), "stages": stages})
+        return
     table = Table(title=f"{spec_path}: valid", show_header=False, title_justify="left")
     rows = [
         ("experiment", f"{spec.experiment.name} (seed {spec.experiment.seed})"),
@@ -38,11 +53,11 @@ def validate(spec_path: Path = SpecArg) -> None:
         ("tokenizer", f"pretrained {spec.tokenizer.name}" if spec.tokenizer.kind == "pretrained"
          else f"BPE trained on the organic pool, vocab {spec.tokenizer.vocab_size:,}"),
         ("model", f"{spec.model.preset or 'custom'}: d={spec.model.d_model} L={spec.model.n_layers} "
-                  f"N={spec.model.non_embedding_params():,} non-embedding params"),
+                  f"N={n_params:,} non-embedding params"),
         ("budget", f"U={unique:,} unique tokens, T={total:,} total ({total / unique:.1f} epochs of U)"),
         ("arms", ", ".join(f"{a.name} ({a.kind})" for a in spec.arms)),
         ("search", f"{spec.search.sampler} over {list(spec.search.params) or 'nothing'}"),
-        ("trials", str(search.n_trials(spec))),
+        ("trials", f"{search.n_trials(spec)} ({stages} stages in the first)"),
         ("objective", f"{spec.search.objective.direction} {spec.search.objective.metric} of {spec.search.objective.arm}"),
         ("store", spec.store_url()),
         ("optuna", spec.optuna_url()),
@@ -50,6 +65,37 @@ def validate(spec_path: Path = SpecArg) -> None:
     ]
     for key, value in rows:
         table.add_row(key, value)
+    out.print(table)
+
+
+@app.command()
+@guarded
+def plan(spec_path: Path = SpecArg, workdir: Optional[Path] = WorkdirOpt,
+         format: Format = typer.Option(Format.table, "--format", "-f", help="table or json.")) -> None:
+    """Print a trial's stage graph (kind, key, inputs, folder, done) without running anything.
+
+    The spec as written is the first trial; grid points only change the stages they touch.
+
+    Examples:
+      synpro plan experiments/quickstart.yaml
+      synpro plan experiments/quickstart.yaml --format json | jq '.[] | select(.done | not)'
+    """
+    from synpro import search
+    from synpro.plan import plan_trial
+
+    spec = load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None})
+    points = search.grid_points(spec) if spec.search.sampler == "grid" else [{}]
+    rows = plan_trial(spec.with_params(points[0])).describe()
+    if format == Format.json:
+        out.print_json(data=rows)
+        return
+    table = Table(title=f"stage graph of {spec_path} (first trial)", title_justify="left")
+    for col in ("kind", "key", "arm", "inputs", "done", "path"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["kind"], row["key"], row["arm"] or row["label"] or "",
+                      ", ".join(f"{n}={k}" for n, k in row["inputs"].items()), "yes" if row["done"] else "no",
+                      row["path"])
     out.print(table)
 
 
@@ -98,13 +144,23 @@ def generate(
     Example:  synpro generate experiments/quickstart.yaml --operation rephrase --limit 20
     """
     spec = load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None})
-    from synpro.data.prepare import prepare_data
-    from synpro.generation import generate_set
-    from synpro.plan import plan_trial
+    from synpro.core.fs import dir_lock
+    from synpro.generation.synthetic import load_set, make_set
+    from synpro.plan import GraphBuilder
+    from synpro.stages import MANIFEST, Runner
 
-    plan = plan_trial(spec)
-    data = prepare_data(spec, plan.data_dir, progress=progress)
-    synthetic = generate_set(spec, operation, data, plan.synthetic_dir, limit=limit, progress=progress)
+    graph = GraphBuilder(spec, spec.budget.resolve(spec.model)[1])
+    stage = graph.synthetic(operation)  # InputError for an operation the spec does not have
+    runner = Runner(spec.workdir / "stages", progress=progress)
+    if limit is None:  # the whole set: the same stage a sweep runs, so the sweep reuses it
+        synthetic = runner.run(stage)
+    else:  # a part of it, in the stage's folder: the sweep (or a call without --limit) continues it
+        data = runner.run(graph.pools)
+        folder = runner.folder(stage)
+        with dir_lock(folder):
+            done = (folder / MANIFEST).is_file()
+            synthetic = load_set(folder) if done else make_set(spec, operation, data, folder, stage.config,
+                                                               limit=limit, progress=progress)
     table = Table(title=f"synthetic set {synthetic.name} ({'complete' if synthetic.complete else 'partial'})",
                   show_header=False, title_justify="left")
     table.add_row("folder", str(synthetic.out_dir))

@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike
 
 from synpro.arms import ARMS
 from synpro.errors import InputError
-from synpro.plan import config_hash
+from synpro.core.hashing import stable_hash
 from synpro.scaling import LAWS, MUENNIGHOFF_C4, ChinchillaLaw, DataConstrainedLaw, ScalingLaw
 from synpro.scaling.fit import FitResult, fit_law
 from synpro.scaling.laws import Value, _repetition_value
@@ -114,7 +114,7 @@ class ArmPoints:
     def inputs_hash(self, law: str, options: Mapping[str, Any]) -> str:
         """Identity of a fit: the points (in any order) and how they were fitted."""
         rows = sorted(np.column_stack([self.N, self.D, self.U, self.L]).tolist())
-        return config_hash(law, self.arm, rows, dict(options), length=64)
+        return stable_hash(law, self.arm, rows, dict(options), length=64)
 
 
 @dataclass(frozen=True)

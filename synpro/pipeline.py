@@ -1,7 +1,8 @@
-"""One trial, stage by stage: data → each arm's pretraining → effective tokens → store and MLflow.
+"""One trial: run its stage graph, then the analysis (effective tokens) and the records (store, MLflow).
 
-Stages read the plan and write their own folders; the store and the tracker only receive results,
-so a killed trial re-run from the top skips every finished stage and re-logs nothing twice.
+The orchestrator is the only place that talks to the store and the tracker: stages write their own
+folders and know nothing of either. A killed trial re-run from the top skips every finished stage
+(their manifests) and re-logs nothing twice (store rows are upserts keyed by tokens).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synpro import plots
-from synpro.data.prepare import PreparedData, prepare_data
 from synpro.effective import effective_curve
 from synpro.errors import InputError
-from synpro.generation import SyntheticSet, generate_set
+from synpro.generation import SyntheticSet
 from synpro.plan import ArmPlan, TrialPlan
+from synpro.stages import Runner
+from synpro.stages.extra import ExtraStage
+from synpro.stages.pretrain import ORGANIC
+from synpro.stages.synthesize import SynthesizeStage
 from synpro.tracking import Tracker
 from synpro.training import Callback, EvalPoint, TrainResult, train
 from store import Store
@@ -83,16 +87,16 @@ def _point_row(point: EvalPoint) -> dict[str, Any]:
     return {"tokens": point.tokens, "step": point.step, "val_loss": point.val_loss, "train_loss": point.train_loss}
 
 
-def make_synthetic(plan: TrialPlan, data: PreparedData, ctx: TrialContext) -> dict[str, SyntheticSet]:
-    """Every synthetic set the trial's arms need (cached by content; shared across arms and trials)."""
-    needed = sorted({op for arm in plan.arms for op in arm.arm.operations()})
-    sets = {op: generate_set(plan.spec, op, data, plan.synthetic_dir, progress=ctx.progress) for op in needed}
-    for op, synthetic in sets.items():
-        _require_output(plan, op, synthetic)
-        ctx.tracker.log_values(ctx.trial_run_id, {f"synthetic/{op}/{k}": v for k, v in synthetic.metrics.items()})
-        ctx.tracker.log_dict(ctx.trial_run_id, synthetic.stats, f"synthetic/{op}/stats.json")
-        ctx.tracker.log_table(ctx.trial_run_id, synthetic.samples(20), f"synthetic/{op}/samples.json")
-    return sets
+def record_synthetic(plan: TrialPlan, runner: Runner, ctx: TrialContext) -> None:
+    """Make every synthetic set the trial needs, refuse unusable ones, and log their metrics."""
+    for stage in plan.graph:
+        if isinstance(stage, SynthesizeStage):
+            synthetic = runner.run(stage)
+            _require_output(plan, stage.op_name, synthetic)
+            op = stage.op_name
+            ctx.tracker.log_values(ctx.trial_run_id, {f"synthetic/{op}/{k}": v for k, v in synthetic.metrics.items()})
+            ctx.tracker.log_dict(ctx.trial_run_id, synthetic.stats, f"synthetic/{op}/stats.json")
+            ctx.tracker.log_table(ctx.trial_run_id, synthetic.samples(20), f"synthetic/{op}/samples.json")
 
 
 def _require_output(plan: TrialPlan, op: str, synthetic: SyntheticSet) -> None:
@@ -114,24 +118,24 @@ def _require_output(plan: TrialPlan, op: str, synthetic: SyntheticSet) -> None:
              "otherwise check the model and the prompt")
 
 
-def run_arm(plan: TrialPlan, arm: ArmPlan, data: PreparedData, synthetic: dict[str, SyntheticSet],
-            ctx: TrialContext) -> ArmOutcome:
-    spec = plan.spec
-    unique = sum(s.n_tokens for s in arm.arm.organic(data))
-    sources = arm.arm.sources(data, {op: synthetic[op].shard for op in arm.arm.operations()})
+def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) -> ArmOutcome:
+    stage = arm.stage
+    inputs = {name: runner.run(upstream) for name, upstream in stage.inputs.items()}
+    shards = dict(zip(stage.config["mixture"], stage.shards(inputs)))
+    # Unique tokens: the organic pool, plus the oracle's extra pool (every other source rewrites organic).
+    unique = sum(shard.n_tokens for name, shard in shards.items()
+                 if name == ORGANIC or isinstance(stage.inputs.get(name), ExtraStage))
     run_id = ctx.tracker.run("arm", arm.name, {"synpro.trial": plan.params_hash, "synpro.arm": arm.name},
                              parent_id=ctx.trial_run_id)
     arm_id = ctx.store.upsert_arm(ctx.trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens,
                                   mlflow_run_id=run_id)
     ctx.tracker.log_params(run_id, {"arm": arm.name, "kind": arm.spec.kind, "unique_tokens": unique,
                                     "total_tokens": plan.total_tokens, "stage_key": arm.key,
-                                    "sources": {s.name: s.n_tokens for s in sources},
+                                    "sources": {name: s.n_tokens for name, s in shards.items()},
                                     **{f"arm.{k}": v for k, v in (arm.spec.model_extra or {}).items()}})
     sink = _CurveSink(ctx, arm_id, run_id)
     try:
-        result = train(model=spec.model, training=spec.training, vocab=data.vocab, sources=sources,
-                       total_tokens=plan.total_tokens, validation=data.validation, out_dir=arm.out_dir,
-                       seed=spec.experiment.seed, callbacks=[sink], progress=ctx.progress)
+        result = runner.run(stage, callbacks=[sink])
     except BaseException:
         ctx.tracker.finish(run_id, "KILLED")
         raise
@@ -202,9 +206,9 @@ def _log_figures(plan: TrialPlan, outcomes: dict[str, ArmOutcome], ctx: TrialCon
 
 
 def run_trial(plan: TrialPlan, ctx: TrialContext) -> dict[str, ArmOutcome]:
-    data = prepare_data(plan.spec, plan.data_dir, progress=ctx.progress)
-    synthetic = make_synthetic(plan, data, ctx)
-    outcomes = {arm.name: run_arm(plan, arm, data, synthetic, ctx) for arm in plan.arms}
+    runner = Runner(plan.stages_dir, progress=ctx.progress)
+    record_synthetic(plan, runner, ctx)
+    outcomes = {arm.name: run_arm(plan, arm, runner, ctx) for arm in plan.arms}
     attach_effective_tokens(plan, outcomes)
     for outcome in outcomes.values():
         _record(outcome, outcomes, ctx)

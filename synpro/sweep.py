@@ -18,10 +18,13 @@ import optuna
 from optuna.trial import TrialState
 
 from synpro import search
-from synpro.data.prepare import prepare_data
 from synpro.pipeline import TrialContext, objective_value, run_trial
-from synpro.plan import config_hash, plan_trial
+from synpro.core.hashing import stable_hash
+from synpro.plan import plan_trial
 from synpro.spec import Spec
+from synpro.stages import Runner
+from synpro.stages.extra import ExtraStage
+from synpro.stages.pools import PoolsStage
 from synpro.tracking import NullTracker, Tracker
 from store import Store
 
@@ -49,7 +52,7 @@ def _open_study(spec: Spec) -> optuna.Study:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     storage = optuna.storages.RDBStorage(spec.optuna_url(), heartbeat_interval=spec.search.heartbeat_seconds,
                                          grace_period=spec.search.stale_after_seconds)
-    space = config_hash(spec.content_hash(), spec.search.sampler, spec.search.model_dump(mode="json")["params"])
+    space = stable_hash(spec.content_hash(), spec.search.sampler, spec.search.model_dump(mode="json")["params"])
     return optuna.create_study(study_name=f"{spec.experiment.name}-{space}", storage=storage,
                                sampler=search.sampler(spec), direction=spec.search.objective.direction,
                                load_if_exists=True)
@@ -79,11 +82,14 @@ def _wanted(spec: Spec, study: optuna.Study, target: int) -> list[dict[str, Any]
 
 
 def _preflight(spec: Spec, progress: bool) -> None:
-    """Build the first trial's data before anything is recorded: a missing or too-small corpus is
-    bad input, and must not leave a study, a trial or a run behind."""
+    """Build the first trial's data pools before anything is recorded: a too-small corpus is bad
+    input, and must not leave a study, a trial or a run behind."""
     points = search.grid_points(spec) if spec.search.sampler == "grid" else [{}]
-    first = spec.with_params(points[0])
-    prepare_data(first, plan_trial(first).data_dir, progress=progress)
+    plan = plan_trial(spec.with_params(points[0]))
+    runner = Runner(plan.stages_dir, progress=progress)
+    for stage in plan.graph:
+        if isinstance(stage, (PoolsStage, ExtraStage)):
+            runner.run(stage)
 
 
 def _has_work(study: optuna.Study, spec: Spec) -> bool:

@@ -1,4 +1,10 @@
-"""What an arm is: a named recipe for which tokens the model sees under the shared budget T."""
+"""What an arm is: a recipe that emits the stages whose last one trains the arm's model.
+
+An arm never runs anything: `build` asks the trial's `GraphBuilder` (synpro.plan) for shared stages
+(pools, the oracle's extra pool, synthetic sets) and returns its pretraining stage. Stages are
+deduplicated by key, so arms that need the same set share it, and dropping an arm changes no other
+stage's key.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from synpro.registry import Registry
 
 if TYPE_CHECKING:
-    from synpro.data.prepare import PreparedData
-    from synpro.data.shards import TokenShard
+    from synpro.plan import GraphBuilder
+    from synpro.stages import Stage
 
 
 class NoOptions(BaseModel):
@@ -18,7 +24,7 @@ class NoOptions(BaseModel):
 
 
 class Arm:
-    """Subclass, set `Options`, implement `organic`, and register with `@ARMS.register("kind")`."""
+    """Subclass, set `Options`, implement `build`, and register with `@ARMS.register("kind")`."""
 
     Options: ClassVar[type[BaseModel]] = NoOptions
     # The reference arm whose learning curve defines effective tokens (see synpro.effective).
@@ -28,17 +34,13 @@ class Arm:
         self.name = name
         self.options = options
 
-    def organic(self, data: "PreparedData") -> list["TokenShard"]:
-        """The organic (unique, human) tokens this arm may draw on."""
-        raise NotImplementedError
-
     def operations(self) -> list[str]:
         """Names of the synthetic sets (spec `generation.operations`) this arm trains on."""
         return []
 
-    def sources(self, data: "PreparedData", synthetic: dict[str, "TokenShard"]) -> list["TokenShard"]:
-        """Token shards to mix, in proportion to their sizes, until the total budget is seen."""
-        return self.organic(data) + [synthetic[op] for op in self.operations()]
+    def build(self, graph: "GraphBuilder") -> "Stage":
+        """The arm's pretraining stage (built from the graph's shared stages)."""
+        raise NotImplementedError
 
 
 ARMS: Registry[type[Arm]] = Registry("arm")

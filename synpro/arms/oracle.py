@@ -7,5 +7,5 @@ from synpro.arms.base import ARMS, Arm
 class Oracle(Arm):
     is_reference = True
 
-    def organic(self, data):
-        return [data.organic, data.extra]
+    def build(self, graph):
+        return graph.pretrain({"extra": graph.extra()}, label=self.name)

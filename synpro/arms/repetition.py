@@ -5,5 +5,5 @@ from synpro.arms.base import ARMS, Arm
 
 @ARMS.register("repetition")
 class Repetition(Arm):
-    def organic(self, data):
-        return [data.organic]
+    def build(self, graph):
+        return graph.pretrain({}, label=self.name)

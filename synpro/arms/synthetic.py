@@ -16,8 +16,8 @@ class SyntheticArm(Arm):
 
     Options = SyntheticOptions
 
-    def organic(self, data):
-        return [data.organic]
-
     def operations(self) -> list[str]:
         return list(self.options.operations)
+
+    def build(self, graph):
+        return graph.pretrain({op: graph.synthetic(op) for op in self.operations()}, label=self.name)

@@ -1,38 +1,40 @@
 """Carve the validation, organic and extra pools from the corpus: tokenized, disjoint and exact-sized.
 
+Two stages use this module: `pools` (tokenizer, validation, organic) and `extra` (the oracle's
+further unique tokens). Keeping the extra pool apart means adding or dropping an oracle arm never
+changes the organic pool's key, and so never the key of anything trained or generated from it.
+
 The order of work makes sure a trained tokenizer sees organic text only (the data-bound setting):
 
 1. Read the corpus and shuffle its documents with experiment.seed.
 2. Every pool is a run of that shuffled order. Validation is carved first, from the far end;
-   organic and then extra (the oracle's further unique tokens) from the front. Organic thus starts
-   at the first shuffled document whatever the tokenizer turns out to be.
+   organic from the front. Organic thus starts at the first shuffled document whatever the
+   tokenizer turns out to be. `order.npy` keeps the shuffled order of what was read.
 3. A trained tokenizer is fitted on a front prefix sized by a characters-per-token estimate. Its own
    token counts then check that the whole prefix lies within the first U tokens; if not, the prefix
    is re-sized from the measured characters per token and training repeats. So its training text is
    always a part of the organic pool (the organic pool's last document may be cut; its tail joins no pool).
 4. Each pool is exactly the first N tokens of its stream of documents, each followed by EOS: only a
-   pool's last document is cut (and the cut may fall before its EOS). If the front pools would run
-   into validation, the corpus is too small: InputError with the numbers.
-5. Outputs go into out_dir; the `_COMPLETE` marker (the stats as JSON) is written last, so a folder
-   with it is complete and one without it is a killed run, cleared and redone.
+   pool's last document is cut (and the cut may fall before its EOS). If the pools would run into
+   each other, the corpus is too small: InputError with the numbers.
+5. The extra pool continues the same shuffled order after the organic pool's documents, up to the
+   innermost validation document, then takes documents the pools stage never read, in a seeded
+   shuffle of their own. It never holds an organic or validation document.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from synpro.arms import ARMS
+from synpro.core.fs import write_atomic
 from synpro.data.corpus import iter_documents
 from synpro.data.shards import TokenShard, token_dtype, write_shard
 from synpro.data.tokenizer import (encode_batch, load_pretrained, prefix_text, save_tokenizer, train_bpe)
@@ -43,10 +45,10 @@ from synpro.spec import Spec
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-COMPLETE = "_COMPLETE"
+POOLS_META = "pools.json"
+ORDER = "order.npy"
 TOKENIZER_DIR = "tokenizer"
 ORGANIC_DOCS = "organic_docs.jsonl"
-POOLS = ("validation", "organic", "extra")
 # Reading stops after max(READ_MIN_CHARS, READ_CHARS_PER_TOKEN × tokens needed) characters: no tokenizer
 # compresses text 16-fold, so a bigger corpus has enough tokens, and memory stays bounded.
 READ_MIN_CHARS = 1 << 26
@@ -59,14 +61,15 @@ BATCH_DOCS = 64
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Everything the arms train and evaluate on; reloadable from out_dir by `load_prepared`."""
+    """Everything the arms train and evaluate on; the pools stage's output plus, for an oracle, extra."""
 
     tokenizer_dir: Path
     vocab: Vocab
     organic: TokenShard  # exactly U tokens
-    extra: TokenShard | None  # T - U further unique tokens, only when an arm is a reference (oracle)
+    extra: TokenShard | None  # the oracle's further unique tokens (the `extra` stage), else None
     validation: TokenShard  # budget.validation_tokens held-out tokens
     organic_docs: Path  # JSONL {"id", "text", "n_tokens"}: the text of each organic-shard document
+    order: Path  # the shuffled corpus order the pools were cut from (for the extra pool)
     stats: dict[str, Any]
 
 
@@ -82,45 +85,10 @@ class _Pool:
         return sum(len(d) for d in self.docs)
 
 
-def prepare_data(spec: Spec, out_dir: Path, *, progress: bool = True) -> PreparedData:
-    """Build the pools into out_dir, or load them if an earlier run completed there.
-
-    out_dir belongs to this function: a half-written one is deleted and redone (it refuses to delete
-    a folder holding files it did not write). Concurrent callers on one out_dir wait for each other.
-    """
-    out_dir = Path(out_dir)
-    with _locked(out_dir):
-        if (out_dir / COMPLETE).exists():
-            return load_prepared(out_dir)
-        _clear(out_dir)
-        _build(spec, out_dir, progress)
-    return load_prepared(out_dir)
-
-
-def load_prepared(out_dir: Path) -> PreparedData:
-    out_dir = Path(out_dir)
-    marker = out_dir / COMPLETE
-    if not marker.exists():
-        raise FileNotFoundError(f"{out_dir} holds no completed data preparation (no {COMPLETE} marker)")
-    meta = json.loads(marker.read_text())
-    return PreparedData(
-        tokenizer_dir=out_dir / TOKENIZER_DIR,
-        vocab=Vocab(**meta["vocab"]),
-        organic=TokenShard.open(out_dir / "organic"),
-        extra=TokenShard.open(out_dir / "extra") if (out_dir / "extra.json").exists() else None,
-        validation=TokenShard.open(out_dir / "validation"),
-        organic_docs=out_dir / ORGANIC_DOCS,
-        stats=meta["stats"],
-    )
-
-
-# ---- the work ----------------------------------------------------------------------------------
-
-def _build(spec: Spec, out_dir: Path, progress: bool) -> None:
-    unique, total = spec.budget.resolve(spec.model)
-    needs_extra = any(ARMS.get(a.kind).is_reference for a in spec.arms)
-    need = {"validation": spec.budget.validation_tokens, "organic": unique,
-            "extra": total - unique if needs_extra else 0}
+def build_pools(spec: Spec, out_dir: Path, *, progress: bool = True) -> None:
+    """Tokenizer, validation and organic pools into out_dir (the `pools` stage's work; redone whole)."""
+    unique = spec.budget.resolve(spec.model)[0]
+    need = {"validation": spec.budget.validation_tokens, "organic": unique}
     texts, fully_read = _read(spec, sum(need.values()))
     order = np.random.default_rng(spec.experiment.seed).permutation(len(texts))
     shuffled = [texts[i] for i in order]
@@ -133,18 +101,16 @@ def _build(spec: Spec, out_dir: Path, progress: bool) -> None:
     with _progress_bar(progress) as bar:
         cut = _Cutter(shuffled, tokenizer, bar)
         pools = {"validation": cut("validation", range(len(shuffled) - 1, -1, -1), need["validation"])}
-        front = range(pools["validation"].positions[-1])  # up to the innermost validation document
-        pools["organic"] = cut("organic", front, need["organic"])
-        if needs_extra:
-            pools["extra"] = cut("extra", front[len(pools["organic"].positions):], need["extra"])
+        inner = pools["validation"].positions[-1] if pools["validation"].positions else 0
+        pools["organic"] = cut("organic", range(inner), need["organic"])
     if any(pools[name].n_tokens < need[name] for name in pools):
-        raise _too_small(spec, need, needs_extra, shuffled, tokenizer, fully_read)
+        raise _too_small(spec, need, shuffled, tokenizer, fully_read)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     vocab = save_tokenizer(tokenizer, out_dir / TOKENIZER_DIR)
     for name, pool in pools.items():
         write_shard(out_dir / name, pool.docs, vocab.size, name=name)
     organic_chars = _write_organic_docs(out_dir / ORGANIC_DOCS, pools["organic"], shuffled, order, tokenizer)
+    np.save(out_dir / ORDER, order)
     stats = {
         "seed": spec.experiment.seed,
         "corpus": {"source": spec.corpus.source, "docs": len(texts), "chars": sum(map(len, texts)),
@@ -153,8 +119,50 @@ def _build(spec: Spec, out_dir: Path, progress: bool) -> None:
                       "train_chars": sum(map(len, shuffled[:n_train]))},
         "pools": {name: {"docs": len(pool.docs), "tokens": pool.n_tokens} for name, pool in pools.items()},
         "organic_chars_per_token": round(organic_chars / need["organic"], 3),
+        # Where the extra pool may start and must stop, in the shuffled order (see step 5).
+        "organic_end": len(pools["organic"].positions), "validation_inner": inner,
     }
-    _write_atomic(out_dir / COMPLETE, json.dumps({"stats": stats, "vocab": asdict(vocab)}, indent=1))
+    write_atomic(out_dir / POOLS_META, json.dumps({"stats": stats, "vocab": asdict(vocab)}, indent=1))
+
+
+def build_extra(spec: Spec, pools: PreparedData, n_tokens: int, out_dir: Path, *, progress: bool = True) -> None:
+    """The oracle's `n_tokens` further unique tokens into out_dir (the `extra` stage's work)."""
+    texts, _ = _read(spec, spec.budget.resolve(spec.model)[0] + spec.budget.validation_tokens + n_tokens)
+    meta = pools.stats
+    order = np.load(pools.order)
+    if len(order) > len(texts) or meta["corpus"]["docs"] > len(texts):
+        raise RuntimeError(f"the corpus now has fewer documents than when {pools.order.parent} was built")
+    unread = np.arange(len(order), len(texts))
+    unread = unread[np.random.default_rng([spec.experiment.seed, 1]).permutation(len(unread))]
+    sequence = [int(i) for i in order[meta["organic_end"]:meta["validation_inner"]]] + [int(i) for i in unread]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(pools.tokenizer_dir))
+    with _progress_bar(progress) as bar:
+        pool = _Cutter([texts[i] for i in sequence], tokenizer, bar)("extra", range(len(sequence)), n_tokens)
+    if pool.n_tokens < n_tokens:
+        key = "budget.total_tokens" if spec.budget.total_tokens is not None else "budget.epochs"
+        raise InputError.one(
+            f"the corpus is too small for the oracle arm: after the organic and validation pools it has "
+            f"{pool.n_tokens:,} more unique tokens, but the oracle needs {n_tokens:,} (T - U)",
+            file=spec.source_file, key=key,
+            hint="lower budget.total_tokens (or budget.epochs), drop the oracle arm, or use a bigger corpus")
+    write_shard(out_dir / "extra", pool.docs, pools.vocab.size, name="extra")
+
+
+def load_pools(out_dir: Path) -> PreparedData:
+    out_dir = Path(out_dir)
+    meta = json.loads((out_dir / POOLS_META).read_text())
+    return PreparedData(
+        tokenizer_dir=out_dir / TOKENIZER_DIR,
+        vocab=Vocab(**meta["vocab"]),
+        organic=TokenShard.open(out_dir / "organic"),
+        extra=None,
+        validation=TokenShard.open(out_dir / "validation"),
+        organic_docs=out_dir / ORGANIC_DOCS,
+        order=out_dir / ORDER,
+        stats=meta["stats"],
+    )
 
 
 def _read(spec: Spec, tokens_needed: int) -> tuple[list[str], bool]:
@@ -219,24 +227,17 @@ class _Cutter:
         return pool
 
 
-def _too_small(spec: Spec, need: dict[str, int], needs_extra: bool, texts: Sequence[str],
+def _too_small(spec: Spec, need: dict[str, int], texts: Sequence[str],
                tokenizer: "PreTrainedTokenizerFast", fully_read: bool) -> InputError:
     have = sum(len(ids) + 1 for start in range(0, len(texts), BATCH_DOCS)
                for ids in encode_batch(tokenizer, texts[start:start + BATCH_DOCS]))
-    parts = f"U={need['organic']:,} organic + V={need['validation']:,} validation"
-    if needs_extra:
-        parts += f" + T-U={need['extra']:,} extra unique tokens for the oracle arm"
-    changes = ["lower budget.unique_tokens / budget.total_tokens (or budget.validation_tokens)"]
-    if needs_extra:
-        changes.append("drop the oracle arm")
-    changes.append("use a bigger corpus")
     budget = spec.budget
-    key = (("budget.total_tokens" if budget.total_tokens is not None else "budget.epochs") if needs_extra
-           else ("budget.unique_tokens" if budget.unique_tokens is not None else "budget.unique_fraction"))
+    key = "budget.unique_tokens" if budget.unique_tokens is not None else "budget.unique_fraction"
     error = InputError.one(
         f"the corpus is too small: it has {'at least ' if not fully_read else ''}{have:,} tokens "
         f"({len(texts):,} documents) with this tokenizer, but the pools need {sum(need.values()):,} "
-        f"({parts})", file=spec.source_file, key=key, hint=", or ".join(changes))
+        f"(U={need['organic']:,} organic + V={need['validation']:,} validation)", file=spec.source_file, key=key,
+        hint="lower budget.unique_tokens (or budget.validation_tokens), or use a bigger corpus")
     error.details.update(have_tokens=have, need_tokens=sum(need.values()), **{f"need_{k}": v for k, v in need.items()})
     return error
 
@@ -258,38 +259,7 @@ def _write_organic_docs(path: Path, pool: _Pool, texts: Sequence[str], order: np
     return chars
 
 
-# ---- files and progress ------------------------------------------------------------------------
-
-@contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
-    """An exclusive lock beside out_dir: parallel trial workers often ask for the same data at once."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.parent / f".{out_dir.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _clear(out_dir: Path) -> None:
-    """Delete what a killed run left, but never a folder holding files this module did not write."""
-    if not out_dir.exists():
-        return
-    ours = {COMPLETE, f"{COMPLETE}.tmp", TOKENIZER_DIR, ORGANIC_DOCS, f"{ORGANIC_DOCS}.tmp"}
-    ours |= {f"{pool}{suffix}" for pool in POOLS for suffix in (".bin", ".bin.tmp", ".idx.npy", ".json", ".json.tmp")}
-    strangers = sorted(p.name for p in out_dir.iterdir() if p.name not in ours)
-    if strangers:
-        raise FileExistsError(f"{out_dir} is not a data preparation folder (it holds {', '.join(strangers[:5])}); "
-                              "refusing to clear it")
-    shutil.rmtree(out_dir)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
+# ---- progress ----------------------------------------------------------------------------------
 
 class _TokensPerSecond(ProgressColumn):
     """Average over the whole task: rich's windowed estimate is noise for sub-second pools."""

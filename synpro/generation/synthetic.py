@@ -6,13 +6,16 @@ A set lives in `<out_dir>/<op name>-<key>/`:
   window written, checking window ids against the pool;
 - `tokens.{bin,idx.npy,json}`: the passed outputs in the PRETRAINING tokenizer, EOS-terminated; shard
   document k is the k-th passed record (whose `window` names its source);
-- `set.json`: what the key was computed from; `complete.json`: stats and metrics, written last.
+- `set.json`: what the key was computed from; `stats.json`: stats and metrics (`complete` says
+  whether every window is done).
+
+The sweep makes sets as `synthesize` stages (keyed by this config and the pools stage's key; the
+stage manifest marks them finished); `generate_set` makes one standalone, keyed by the same config
+and a fingerprint of the pool's files.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import time
@@ -22,6 +25,8 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
+from synpro.core.fs import dir_lock, write_atomic
+from synpro.core.hashing import file_digest, stable_hash
 from synpro.data.shards import TokenShard, write_shard
 from synpro.errors import InputError
 from synpro.generation import metrics as set_metrics
@@ -37,7 +42,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 KEY_VERSION = 1  # bump when the record format or generation logic changes what a key produces
-RECORDS, COMPLETE, META, SHARD = "records.jsonl", "complete.json", "set.json", "tokens"
+RECORDS, STATS, META, SHARD = "records.jsonl", "stats.json", "set.json", "tokens"
 
 
 class PreparedData(Protocol):
@@ -77,8 +82,9 @@ def operation_of(spec: Spec, op_name: str) -> Operation:
     return OPERATIONS.get(ops[op_name].kind).configured(ops[op_name])
 
 
-def key_inputs(spec: Spec, op_name: str, data: PreparedData) -> dict[str, Any]:
-    """Everything that changes a set's content; nothing that only changes where or how fast it is made."""
+def set_config(spec: Spec, op_name: str) -> dict[str, Any]:
+    """Everything but the source pool that changes a set's content; nothing that only changes where or how
+    fast it is made."""
     op = operation_of(spec, op_name)
     g = spec.generation
     return {
@@ -88,17 +94,19 @@ def key_inputs(spec: Spec, op_name: str, data: PreparedData) -> dict[str, Any]:
         "generator": model_identity(spec),
         "sampling": vars(sampling_of(spec)),
         "window_tokens": g.window_tokens, "chunk_chars": g.chunk_chars, "max_windows": g.max_windows,
-        "source": {"organic": json.loads(Path(data.organic.header_path).read_text()),
-                   "docs": _file_hash(Path(data.organic_docs)), "tokenizer": fingerprint(Path(data.tokenizer_dir))},
     }
 
 
+def key_inputs(spec: Spec, op_name: str, data: PreparedData) -> dict[str, Any]:
+    """The set's config plus a fingerprint of the pool it rewrites (the standalone key)."""
+    return {**set_config(spec, op_name),
+            "source": {"organic": json.loads(Path(data.organic.header_path).read_text()),
+                       "docs": file_digest(Path(data.organic_docs), 16),
+                       "tokenizer": fingerprint(Path(data.tokenizer_dir))}}
+
+
 def set_key(spec: Spec, op_name: str, data: PreparedData) -> str:
-    return _digest(key_inputs(spec, op_name, data))
-
-
-def _digest(inputs: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return stable_hash(key_inputs(spec, op_name, data))
 
 
 def generate_set(spec: Spec, op_name: str, data: PreparedData, out_dir: str | Path, *, limit: int | None = None,
@@ -108,22 +116,20 @@ def generate_set(spec: Spec, op_name: str, data: PreparedData, out_dir: str | Pa
     `limit` caps the windows done in total (a later call with a larger limit, or none, continues).
     """
     inputs = key_inputs(spec, op_name, data)
-    folder = Path(out_dir) / f"{op_name}-{_digest(inputs)}"
-    if (folder / COMPLETE).is_file():
-        return _load(folder)
+    folder = Path(out_dir) / f"{op_name}-{stable_hash(inputs)}"
+    with dir_lock(folder):  # parallel trials share sets: one makes it, the others wait for it
+        if (folder / STATS).is_file() and load_set(folder).complete:
+            return load_set(folder)
+        return make_set(spec, op_name, data, folder, inputs, limit=limit, progress=progress)
+
+
+def make_set(spec: Spec, op_name: str, data: PreparedData, folder: Path, inputs: dict[str, Any], *,
+             limit: int | None = None, progress: bool = True) -> SyntheticSet:
+    """Make or continue the set in `folder` (the caller holds its lock)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel trials share sets: one makes it, the others wait for it
-        if (folder / COMPLETE).is_file():
-            return _load(folder)
-        return _make(spec, op_name, data, folder, inputs, limit, progress)
-
-
-def _make(spec: Spec, op_name: str, data: PreparedData, folder: Path, inputs: dict[str, Any], limit: int | None,
-          progress: bool) -> SyntheticSet:
     op = operation_of(spec, op_name)
     if not (folder / META).is_file():
-        _write_atomic(folder / META, json.dumps(inputs, indent=1))
+        write_atomic(folder / META, json.dumps(inputs, indent=1))
     records = folder / RECORDS
     _repair(records)
     from transformers import AutoTokenizer
@@ -139,10 +145,8 @@ def _make(spec: Spec, op_name: str, data: PreparedData, folder: Path, inputs: di
     shard = _tokenize(records, tokenizer, data.vocab, folder / SHARD, name=folder.name)
     stats = _stats(records, op, shard, complete)
     metrics = set_metrics.set_metrics(stats, _read_records(records))
-    result = SyntheticSet(folder.name, folder, shard, records, stats, metrics)
-    if complete:
-        _write_atomic(folder / COMPLETE, json.dumps({"stats": result.stats, "metrics": result.metrics}, indent=1))
-    return result
+    write_atomic(folder / STATS, json.dumps({"stats": stats, "metrics": metrics}, indent=1))
+    return SyntheticSet(folder.name, folder, shard, records, stats, metrics)
 
 
 # ---- generation --------------------------------------------------------------------------------
@@ -290,8 +294,8 @@ def _stats(records: Path, op: Operation, shard: TokenShard, complete: bool) -> d
             "output_tokens": shard.n_tokens}
 
 
-def _load(folder: Path) -> SyntheticSet:
-    done = json.loads((folder / COMPLETE).read_text())
+def load_set(folder: Path) -> SyntheticSet:
+    done = json.loads((folder / STATS).read_text())
     return SyntheticSet(folder.name, folder, TokenShard.open(folder / SHARD), folder / RECORDS, done["stats"],
                         done["metrics"])
 
@@ -307,20 +311,6 @@ def _window_count(docs: Path, window_tokens: int, max_windows: int | None) -> in
                     return max_windows
                 total += max(1, -(-n_tokens // window_tokens))
     return total if max_windows is None else min(total, max_windows)
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class _Progress:

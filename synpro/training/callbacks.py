@@ -1,8 +1,11 @@
 """Hooks into a training run (OLMo-core style): subclass `Callback`, override what you need.
 
 Callbacks see values, never the model or optimizer, so they cannot change what is trained. They run
-on rank 0 only. An exception from a callback stops the run like a crash would; the run is left
-resumable because checkpoints are committed atomically.
+on rank 0 only. To end a run early (a plateau), `on_eval` returns True: the trainer commits that
+point's checkpoint and finishes the run normally. A callback with `state_dict()` / `load_state_dict()`
+(and optionally a `name`) has its state saved in every checkpoint and restored on resume.
+An exception from a callback stops the run like a crash would; the run is left resumable because
+checkpoints are committed atomically.
 
 Delivery is at-least-once: `on_eval` runs before the point's checkpoint is committed and `on_end`
 before the completion marker, so after an interruption a resumed run may deliver the same point
@@ -28,8 +31,8 @@ class Callback:
         `.item()` synchronises CUDA, so only read it when you need it. Only overridden
         `on_step` methods are called at all."""
 
-    def on_eval(self, point: "EvalPoint") -> None:
-        """After each evaluation (including the one at tokens=0 of a fresh run)."""
+    def on_eval(self, point: "EvalPoint") -> bool | None:
+        """After each evaluation (including the one at tokens=0 of a fresh run); True asks to stop."""
 
     def on_checkpoint(self, path: Path, point: "EvalPoint") -> None:
         """After the checkpoint at `point` is committed at `path`."""

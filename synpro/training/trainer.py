@@ -11,13 +11,24 @@ Choices worth knowing (see also the loader and schedule modules):
 - Evaluation at tokens=0 (a fresh run only; the start of the learning curve, and for `init_from`
   the loss the continued run starts from), every `eval_interval_tokens`, and at the end. A point's
   `train_loss` is the mean training loss of the steps since the previous point.
-- Checkpoint at every evaluation except tokens=0; only the latest is kept. The learning curve lives
-  in `out_dir/curve.jsonl` and inside each checkpoint; on resume the file is rewritten from the
-  checkpoint, so it never holds duplicate or lost points.
+- Checkpoint at every evaluation except tokens=0. The latest is kept, and so is the first one at or
+  after each of `keep_tokens` (an evaluation is forced where a step crosses such a count): those are
+  the points a later round continues from (`checkpoints/TAGS` maps each count to its checkpoint).
+  The learning curve lives in `out_dir/curve.jsonl` and inside each checkpoint; on resume the file
+  is rewritten from the checkpoint, so it never holds duplicate or lost points.
+- Continuing (`continue_from`, a checkpoint of another run): model, optimizer state, step and token
+  count come from it, the data loader starts fresh on this run's mixture (torchtitan's rule for a
+  new data mixture), and the curve starts with the parent's points: one token axis, one learning
+  curve, one LR schedule over `total_tokens` counted from the original start. `init_from` (weights
+  only, fresh optimizer and token count) stays for fine-tuning-like uses.
+- Callbacks may ask to stop (`on_eval` returning True): the run ends after that point's checkpoint,
+  as a finished run with `stopped_early` set. Callbacks that have `state_dict`/`load_state_dict`
+  are saved in every checkpoint, so a plateau detector survives a kill.
 - `out_dir/run.json` records what the run trains; reusing a folder for a different run is an error.
 
 Layout of `out_dir`: run.json, curve.jsonl, checkpoints/LATEST (names the committed checkpoint),
-checkpoints/step-NNNNNNNNN/{model/, state.pt}, final/ (HF model folder), _COMPLETE (written last).
+checkpoints/TAGS, checkpoints/step-NNNNNNNNN/{model/, state.pt}, final/ (HF model folder),
+result.json (written last: the run's result; a folder with it is returned as is).
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -37,6 +48,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from synpro.core.fs import write_atomic
 from synpro.data.shards import TokenShard
 from synpro.models import ModelSpec, Vocab
 from synpro.spec import TrainingSpec
@@ -46,7 +58,8 @@ from synpro.training.schedule import learning_rate
 
 log = logging.getLogger(__name__)
 
-COMPLETE = "_COMPLETE"
+RESULT = "result.json"
+TAGS = "TAGS"
 CURVE = "curve.jsonl"
 RUN_CONFIG = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -74,6 +87,9 @@ class TrainResult:
     epochs_per_source: dict[str, float]
     seconds: float  # wall-clock of training over all sessions of the run, evaluations included
     tokens_per_second: float
+    start_tokens: int = 0  # where this run began on the token axis (a continued run: its parent's tokens)
+    stopped_early: bool = False  # a callback asked to stop before total_tokens
+    tagged: dict[str, str] = field(default_factory=dict)  # requested token count → kept checkpoint folder
 
     @property
     def final_val_loss(self) -> float:
@@ -95,6 +111,7 @@ class TrainResult:
 def train(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: list[TokenShard],
           total_tokens: int, validation: TokenShard, out_dir: Path, seed: int,
           callbacks: Sequence[Callback] = (), init_from: Path | None = None,
+          continue_from: Path | None = None, keep_tokens: Sequence[int] = (),
           progress: bool = True) -> TrainResult:
     """Train (or resume, or return the finished result of) the run kept in `out_dir`.
 
@@ -103,20 +120,22 @@ def train(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: li
     """
     out_dir = Path(out_dir)
     config = _run_config(model=model, training=training, vocab=vocab, sources=sources,
-                         total_tokens=total_tokens, validation=validation, seed=seed, init_from=init_from)
+                         total_tokens=total_tokens, validation=validation, seed=seed, init_from=init_from,
+                         continue_from=continue_from, keep_tokens=keep_tokens)
     _check_same_run(out_dir, config)
-    if (out_dir / COMPLETE).exists():
-        return TrainResult.from_json((out_dir / COMPLETE).read_text())
+    if (out_dir / RESULT).exists():
+        return TrainResult.from_json((out_dir / RESULT).read_text())
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     device = _device(training.device, int(os.environ.get("LOCAL_RANK", "0")))
     with _process_group(device, world_size):
         rank = dist.get_rank() if world_size > 1 else 0
         if rank == 0 and not (out_dir / RUN_CONFIG).exists():
             out_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(out_dir / RUN_CONFIG, json.dumps(config, indent=1))
+            write_atomic(out_dir / RUN_CONFIG, json.dumps(config, indent=1))
         trainer = _Trainer(model=model, training=training, vocab=vocab, sources=sources,
                            total_tokens=total_tokens, validation=validation, out_dir=out_dir,
-                           seed=seed, init_from=init_from, device=device, rank=rank,
+                           seed=seed, init_from=init_from, continue_from=continue_from,
+                           keep_tokens=keep_tokens, device=device, rank=rank,
                            world_size=world_size, callbacks=list(callbacks) if rank == 0 else [])
         if progress and rank == 0:
             with RichProgress(trainer.n_steps * training.tokens_per_step, trainer.tokens) as bar:
@@ -128,7 +147,8 @@ def train(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: li
 class _Trainer:
     def __init__(self, *, model: ModelSpec, training: TrainingSpec, vocab: Vocab,
                  sources: list[TokenShard], total_tokens: int, validation: TokenShard,
-                 out_dir: Path, seed: int, init_from: Path | None, device: torch.device,
+                 out_dir: Path, seed: int, init_from: Path | None, continue_from: Path | None,
+                 keep_tokens: Sequence[int], device: torch.device,
                  rank: int, world_size: int, callbacks: list[Callback]):
         self.training = training
         self.total_tokens = total_tokens
@@ -148,10 +168,11 @@ class _Trainer:
         if validation.n_tokens < training.seq_len:
             raise ValueError(f"the validation shard holds fewer than seq_len={training.seq_len} tokens")
 
+        self.keep_tokens = sorted(set(keep_tokens))
         checkpoint = _latest_checkpoint(out_dir)
         torch.manual_seed(seed)
-        self.model = _build_model(model, vocab, training.seq_len,
-                                  checkpoint / "model" if checkpoint else init_from).to(device)
+        weights = (checkpoint or continue_from) / "model" if (checkpoint or continue_from) else init_from
+        self.model = _build_model(model, vocab, training.seq_len, weights).to(device)
         self.model.train()
         self._ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
                      if world_size > 1 else None)
@@ -170,15 +191,22 @@ class _Trainer:
 
         self.tokens = 0
         self.step = 0
+        self.start_tokens = 0
         self.curve: list[EvalPoint] = []
+        self.tagged: dict[str, str] = {}
+        self._stop = False
         self._seconds_before = 0.0
         self._loss_sum = torch.zeros((), device=device)
         self._loss_steps = 0
         if checkpoint:
             self._load_state(checkpoint)
             log.info("resuming %s from step %d (%d tokens)", out_dir, self.step, self.tokens)
+        elif continue_from:
+            self._load_state(Path(continue_from), optimizer_only=True)
+            self.start_tokens = self.tokens
+            log.info("continuing %s from %s (step %d, %d tokens)", out_dir, continue_from, self.step, self.tokens)
         if rank == 0:
-            _write_atomic(out_dir / CURVE, "".join(_curve_line(p) for p in self.curve))
+            write_atomic(out_dir / CURVE, "".join(_curve_line(p) for p in self.curve))
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -192,12 +220,13 @@ class _Trainer:
         if not self.curve:
             self._record(EvalPoint(0, 0, self._evaluate(), None))
         interval = self.training.eval_interval_tokens
-        while self.step < self.n_steps:
+        while self.step < self.n_steps and not self._stop:
             before = self.tokens
             loss, lr = self._train_step(next(self.loader))
             for callback in step_callbacks:
                 callback.on_step(self.step, self.tokens, loss, lr)
-            if self.tokens // interval > before // interval or self.step == self.n_steps:
+            crossed_tag = any(before < t <= self.tokens for t in self.keep_tokens)
+            if self.tokens // interval > before // interval or crossed_tag or self.step == self.n_steps:
                 point = EvalPoint(self.tokens, self.step, self._evaluate(), self._mean_train_loss())
                 self._record(point, checkpoint_seconds=self._seconds_before + time.perf_counter() - started)
         return self._finish(self._seconds_before + time.perf_counter() - started)
@@ -259,7 +288,11 @@ class _Trainer:
         """Add a point: callbacks first, then the checkpoint commit, then the curve file."""
         self.curve.append(point)
         for callback in self.callbacks:
-            callback.on_eval(point)
+            self._stop = bool(callback.on_eval(point)) or self._stop
+        if self.world_size > 1:  # every rank must stop at the same step
+            flag = torch.tensor([float(self._stop)], device=self.device)
+            dist.broadcast(flag, 0)
+            self._stop = bool(flag.item())
         path = self._save_checkpoint(checkpoint_seconds) if checkpoint_seconds is not None else None
         if self.rank == 0:
             with open(self.out_dir / CURVE, "a") as f:
@@ -285,28 +318,46 @@ class _Trainer:
                 "step": self.step,
                 "curve": [asdict(p) for p in self.curve],
                 "seconds": seconds,
+                "start_tokens": self.start_tokens,
+                "callbacks": {_callback_name(c): c.state_dict() for c in self.callbacks if hasattr(c, "state_dict")},
             }, tmp / "state.pt")
             shutil.rmtree(root / name, ignore_errors=True)  # debris of an interrupted earlier attempt
             os.replace(tmp, root / name)
-            _write_atomic(root / LATEST, name)  # the commit point
+            tags = {**self.tagged, **{str(t): name for t in self.keep_tokens
+                                      if t <= self.tokens and str(t) not in self.tagged}}
+            write_atomic(root / TAGS, json.dumps(tags))
+            write_atomic(root / LATEST, name)  # the commit point
+            self.tagged = tags
+            keep = {name, *tags.values()}
             for old in root.iterdir():
-                if old.is_file() and old.name != LATEST:
+                if old.is_file() and old.name not in (LATEST, TAGS):
                     old.unlink()
-                elif old.is_dir() and old.name != name:
+                elif old.is_dir() and old.name not in keep:
                     shutil.rmtree(old, ignore_errors=True)
         self._barrier()
         return root / name
 
-    def _load_state(self, checkpoint: Path) -> None:
+    def _load_state(self, checkpoint: Path, optimizer_only: bool = False) -> None:
+        """Resume this run from its own checkpoint, or (optimizer_only) continue another run's: its
+        optimizer, step, tokens and curve, but this run's loader, RNG and callbacks from scratch."""
         state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
+        self.tokens = state["tokens"]
+        self.step = state["step"]
+        self.curve = [EvalPoint(**p) for p in state["curve"]]
+        if optimizer_only:
+            return
+        self.start_tokens = state.get("start_tokens", 0)
+        tags = checkpoint.parent / TAGS
+        self.tagged = json.loads(tags.read_text()) if tags.exists() else {}
+        saved = state.get("callbacks", {})
+        for callback in self.callbacks:
+            if hasattr(callback, "load_state_dict") and _callback_name(callback) in saved:
+                callback.load_state_dict(saved[_callback_name(callback)])
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["rng"]["cpu"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.tokens = state["tokens"]
-        self.step = state["step"]
-        self.curve = [EvalPoint(**p) for p in state["curve"]]
         self._seconds_before = state["seconds"]
 
     def _finish(self, seconds: float) -> TrainResult:
@@ -322,12 +373,14 @@ class _Trainer:
             curve=list(self.curve), tokens_seen=self.tokens, steps=self.step, final_dir=final_dir,
             tokens_per_source={name: u.tokens for name, u in usage.items()},
             epochs_per_source={name: u.epochs for name, u in usage.items()},
-            seconds=seconds, tokens_per_second=self.tokens / seconds,
+            seconds=seconds, tokens_per_second=(self.tokens - self.start_tokens) / seconds,
+            start_tokens=self.start_tokens, stopped_early=self.step < self.n_steps,
+            tagged={t: str(self.out_dir / CHECKPOINTS / n) for t, n in self.tagged.items()},
         ).to_json()
         for callback in self.callbacks:
             callback.on_end(TrainResult.from_json(text))
         if self.rank == 0:
-            _write_atomic(self.out_dir / COMPLETE, text)  # last: marks the run done
+            write_atomic(self.out_dir / RESULT, text)  # last: marks the run done
         self._barrier()
         return TrainResult.from_json(text)
 
@@ -407,10 +460,8 @@ def _latest_checkpoint(out_dir: Path) -> Path | None:
     return out_dir / CHECKPOINTS / latest.read_text().strip() if latest.exists() else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _callback_name(callback: Callback) -> str:
+    return getattr(callback, "name", type(callback).__name__)
 
 
 def _curve_line(point: EvalPoint) -> str:
@@ -419,7 +470,7 @@ def _curve_line(point: EvalPoint) -> str:
 
 def _run_config(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: list[TokenShard],
                 total_tokens: int, validation: TokenShard, seed: int,
-                init_from: Path | None) -> dict[str, Any]:
+                init_from: Path | None, continue_from: Path | None, keep_tokens: Sequence[int]) -> dict[str, Any]:
     """What determines the run's result (device and compile do not)."""
     return {
         "model": model.model_dump(mode="json"),
@@ -430,6 +481,8 @@ def _run_config(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sourc
         "total_tokens": total_tokens,
         "seed": seed,
         "init_from": str(Path(init_from).resolve()) if init_from else None,
+        "continue_from": str(Path(continue_from).resolve()) if continue_from else None,
+        "keep_tokens": sorted(set(keep_tokens)),
     }
 
 

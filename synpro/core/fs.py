@@ -1,0 +1,79 @@
+"""Files that are either whole or absent: the one atomic write, directory lock and atomic folder.
+
+Everything SynPro commits (manifests, markers, checkpoints, configs) goes through these, so a kill
+at any instant leaves either the old state or the new one, plus temp debris that the next run
+removes (`clear_temp`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+TEMP_PREFIX = ".tmp-"
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write to a temp file beside `path`, fsync it, then rename over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def dir_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive advisory lock on `<parent>/.<name>.lock`: one process works on `path` at a time.
+
+    The lock lives beside the folder, not in it, so deleting and rebuilding the folder is safe while
+    holding it; the kernel drops it when the holder dies, so a killed worker never blocks the rest.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temp folder beside `path`; on success it replaces `path` in one rename."""
+    path = Path(path)
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def clear_temp(folder: str | Path) -> int:
+    """Remove temp debris a killed run left directly in `folder`; returns how many entries went."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    gone = 0
+    for entry in folder.iterdir():
+        if entry.name.startswith(TEMP_PREFIX):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            gone += 1
+    return gone
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of a SQLite file, by absolute path (the one place such URLs are built)."""
+    return f"sqlite:///{Path(path).resolve()}"

@@ -1,0 +1,185 @@
+"""Resolve a parsed spec against the world before any work: plugins, corpus, budget, models, URLs.
+
+Parsing (`synpro.spec`) checks shapes only and imports no plugin; this step imports the registries
+(arms, operations, builtin corpora) and looks at the machine. `synpro validate`, `sweep` and
+`generate` call it first, so every problem it can know of is an exit 2 naming file, key and line,
+and nothing has been written anywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from synpro.errors import InputError, Problem
+from synpro.spec import Spec, line_index
+
+CORPUS_KEY = {"builtin": "corpus.name", "jsonl": "corpus.path", "parquet": "corpus.path",
+              "textdir": "corpus.path", "hf": "corpus.dataset"}
+
+
+def resolve(spec: Spec) -> None:
+    """Raise one InputError listing every problem found (each with its key and line)."""
+    problems: list[Problem] = []
+    hints: list[str] = []
+    for check in (_plugins, _corpus_and_budget, _tokenizer, _generator, _urls):
+        try:
+            check(spec)
+        except InputError as exc:
+            problems.extend(exc.problems)
+            hints.extend([exc.hint] if exc.hint else [])
+    if problems:
+        lines = _lines(spec)
+        for p in problems:
+            if p.line is None and p.key:
+                parts = tuple(int(k) if k.isdigit() else k for k in p.key.split("."))
+                p.line = next((lines[parts[:n]] for n in range(len(parts), 0, -1) if parts[:n] in lines), None)
+        raise InputError(problems, file=spec.source_file, hint="; ".join(hints) or None)
+
+
+def _lines(spec: Spec) -> dict[tuple, int]:
+    try:
+        return line_index(Path(spec.source_file).read_text()) if spec.source_file else {}
+    except OSError:
+        return {}
+
+
+def _fail(spec: Spec, message: str, key: str, hint: str | None = None) -> InputError:
+    return InputError.one(message, file=spec.source_file, key=key, hint=hint)
+
+
+def _plugins(spec: Spec) -> None:
+    from pydantic import ValidationError
+
+    from synpro.arms import ARMS
+    from synpro.generation.operations import OPERATIONS
+
+    problems: list[Problem] = []
+    for name, op in spec.generation.operations.items():
+        if op.kind not in OPERATIONS:
+            problems.append(Problem(f"unknown operation {op.kind!r}; known: {', '.join(OPERATIONS.names())}",
+                                    f"generation.operations.{name}.kind"))
+    for i, arm in enumerate(spec.arms):
+        if arm.kind not in ARMS:
+            problems.append(Problem(f"unknown arm kind {arm.kind!r}; known: {', '.join(ARMS.names())}",
+                                    f"arms.{i}.kind"))
+            continue
+        try:
+            options = ARMS.get(arm.kind).Options.model_validate(arm.model_extra or {})
+        except ValidationError as err:
+            for e in err.errors():
+                where = ".".join(str(p) for p in e["loc"])
+                problems.append(Problem(e["msg"] if e["type"] != "extra_forbidden" else
+                                        f"unknown option for a {arm.kind} arm", f"arms.{i}.{where}"))
+            continue
+        missing = [op for op in getattr(options, "operations", []) if op not in spec.generation.operations]
+        if missing:
+            problems.append(Problem(f"{missing} are not in generation.operations "
+                                    f"({', '.join(spec.generation.operations)})", f"arms.{i}.operations"))
+    objective = spec.search.objective
+    has_reference = any(ARMS.get(a.kind).is_reference for a in spec.arms if a.kind in ARMS)
+    if objective.metric != "final_val_loss" and not has_reference:
+        problems.append(Problem(f"{objective.metric!r} needs an oracle arm to invert", "search.objective.metric"))
+    if problems:
+        raise InputError(problems, file=spec.source_file)
+
+
+def _corpus_and_budget(spec: Spec) -> None:
+    """The corpus exists and holds text, and it can hold the pools: U + V (+ the oracle's T − U).
+
+    Token counts need the tokenizer, which is trained later; a byte-level BPE never makes more
+    tokens than UTF-8 bytes (plus one EOS a document), so that bound proves a budget impossible
+    without tokenizing, and reading stops as soon as the bound is met."""
+    from synpro.arms import ARMS
+    from synpro.data.corpus import iter_documents
+
+    unique, total = spec.budget.resolve(spec.model)
+    oracle = any(ARMS.get(a.kind).is_reference for a in spec.arms if a.kind in ARMS)
+    need = unique + spec.budget.validation_tokens + (total - unique if oracle else 0)
+    bound = docs = 0
+    for text in iter_documents(spec):  # raises InputError for a missing, unreadable or empty corpus
+        bound += len(text.encode()) + 1
+        docs += 1
+        if bound >= need:
+            return
+    key = ("budget.total_tokens" if spec.budget.total_tokens is not None else "budget.epochs") if oracle else \
+        ("budget.unique_tokens" if spec.budget.unique_tokens is not None else "budget.unique_fraction")
+    parts = f"U={unique:,} + V={spec.budget.validation_tokens:,}" + (f" + T-U={total - unique:,} for the oracle"
+                                                                      if oracle else "")
+    raise _fail(spec, f"the corpus is too small for the budget: its {docs:,} documents hold at most {bound:,} "
+                      f"tokens (UTF-8 bytes + one EOS each; about {bound // 4:,} at ~4 bytes a token), but the "
+                      f"pools need {need:,} ({parts})", key,
+                hint="lower budget.unique_tokens / budget.total_tokens"
+                     + (" or drop the oracle arm" if oracle else "") + ", or use a bigger corpus")
+
+
+def _tokenizer(spec: Spec) -> None:
+    if spec.tokenizer.kind != "pretrained":
+        return
+    _hub_or_folder(spec, spec.tokenizer.name or "", "tokenizer.name", "tokenizer")
+
+
+def _generator(spec: Spec) -> None:
+    from synpro.arms import ARMS
+    from synpro.generation.generator import model_identity
+
+    arms = [ARMS.get(a.kind)(a.name, ARMS.get(a.kind).Options.model_validate(a.model_extra or {}))
+            for a in spec.arms if a.kind in ARMS]
+    if any(arm.operations() for arm in arms):
+        model_identity(spec)  # InputError naming generation.generator.model when it cannot be found offline
+
+
+def _hub_or_folder(spec: Spec, name: str, key: str, what: str) -> None:
+    local = Path(name).expanduser()
+    if not local.is_absolute() and spec.source_file:
+        local = Path(spec.source_file).parent / local
+    if local.is_dir():
+        return
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(name, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - bad id, not cached, offline: all the user's to fix
+        raise _fail(spec, f"cannot find {what} {name!r}: no such folder, and not in the Hugging Face cache "
+                          f"({type(exc).__name__})", key,
+                    hint="use a local folder or a Hub id downloaded beforehand (this machine may be offline)") from None
+
+
+def _urls(spec: Spec) -> None:
+    checks: list[tuple[str, str | None, Callable[[str], None]]] = [
+        ("store.url", spec.store.url, _sql_url), ("store.optuna_url", spec.store.optuna_url, _sql_url),
+        ("tracking.mlflow_uri", spec.tracking.mlflow_uri if spec.tracking.enabled else None, _tracking_uri)]
+    problems = []
+    for key, value, check in checks:
+        if value is None:
+            continue
+        try:
+            check(value)
+        except ValueError as exc:
+            problems.append(Problem(str(exc), key))
+    if problems:
+        raise InputError(problems, file=spec.source_file,
+                         hint="write sqlite:///path/to/file.db or postgresql+psycopg://user:password@host:5432/db")
+
+
+def _sql_url(value: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(value)
+        dialect = url.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ValueError(f"not a database URL SQLAlchemy can use: {type(exc).__name__}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ValueError(f"the {url.drivername!r} driver is not installed ({exc.name}): "
+                         f"pip install 'synpro[postgres]' for PostgreSQL") from None
+
+
+def _tracking_uri(value: str) -> None:
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme in ("", "file", "http", "https", "databricks"):
+        return
+    _sql_url(value)

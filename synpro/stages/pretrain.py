@@ -1,0 +1,74 @@
+"""`pretrain`: train a model on a mixture of upstream shards to a total token budget.
+
+The mixture is a list of input names: `organic` (the pools' organic shard), `extra`, or a
+`synthesize` input (its token shard). With a `parent` input the run continues that pretraining
+run's checkpoint at `continue_at` tokens (model, optimizer, step and token count) on this mixture,
+so the two read as one learning curve. Observing callbacks (the store and MLflow sinks) travel in
+the context and never enter the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+from synpro.stages.base import STAGES, Stage, StageContext
+
+if TYPE_CHECKING:
+    from synpro.data.prepare import PreparedData
+    from synpro.spec import Spec
+
+ORGANIC = "organic"
+
+
+@STAGES.register("pretrain")
+class PretrainStage(Stage):
+    kind = "pretrain"
+    version = 1
+
+    def __init__(self, spec: "Spec", total_tokens: int, pools: Stage, sources: Mapping[str, Stage], *,
+                 label: str = "", keep_tokens: tuple[int, ...] = (), parent: Stage | None = None,
+                 continue_at: int | None = None):
+        inputs: dict[str, Stage] = {"pools": pools, **sources}
+        if parent is not None:
+            inputs["parent"] = parent
+        super().__init__({
+            "model": spec.model.model_dump(mode="json"),
+            "training": spec.training.model_dump(mode="json", exclude={"device", "compile"}),
+            "total_tokens": total_tokens, "seed": spec.experiment.seed,
+            "mixture": [ORGANIC, *sources], "keep_tokens": sorted(keep_tokens), "continue_at": continue_at,
+        }, inputs, label=label)
+        self.spec = spec
+
+    def shards(self, inputs: Mapping[str, object]) -> list:
+        pools: PreparedData = inputs["pools"]  # type: ignore[assignment]
+        out = []
+        for name in self.config["mixture"]:
+            value = pools.organic if name == ORGANIC else inputs[name]
+            out.append(getattr(value, "shard", value))  # a synthetic set carries its shard
+        return out
+
+    def run(self, ctx: StageContext) -> dict:
+        result = self._train(ctx.folder, ctx.inputs, ctx.callbacks, ctx.progress)
+        return {"final_val_loss": result.final_val_loss, "tokens_seen": result.tokens_seen,
+                "epochs_per_source": result.epochs_per_source, "stopped_early": result.stopped_early}
+
+    def load(self, folder: Path, inputs):
+        from synpro.training import TrainResult
+        from synpro.training.trainer import RESULT
+
+        return TrainResult.from_json((folder / RESULT).read_text())
+
+    def _train(self, folder: Path, inputs: Mapping[str, object], callbacks: list, progress: bool):
+        from synpro.training import train
+
+        pools: PreparedData = inputs["pools"]  # type: ignore[assignment]
+        parent = inputs.get("parent")
+        continue_from = None
+        if parent is not None:
+            continue_from = Path(parent.tagged[str(self.config["continue_at"])])  # type: ignore[attr-defined]
+        return train(model=self.spec.model, training=self.spec.training, vocab=pools.vocab,
+                     sources=self.shards(inputs), total_tokens=self.config["total_tokens"],
+                     validation=pools.validation, out_dir=folder, seed=self.config["seed"],
+                     callbacks=callbacks, continue_from=continue_from,
+                     keep_tokens=self.config["keep_tokens"], progress=progress)
