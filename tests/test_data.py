@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 import os
 import subprocess
 import sys
@@ -19,7 +20,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from synpro.data.builtin import python_docs
 from synpro.data.corpus import MAX_DOC_CHARS, iter_documents, split_blocks
-from synpro.data.prepare import COMPLETE, PreparedData, load_prepared, prepare_data
+from synpro.data.prepare import PreparedData, load_pools
+from synpro.plan import GraphBuilder
+from synpro.stages import MANIFEST, Runner
 from synpro.errors import InputError
 from synpro.spec import Spec
 
@@ -45,6 +48,16 @@ def input_error(spec: Spec, call=lambda s: list(iter_documents(s))) -> InputErro
         call(spec)
     assert caught.value.file == spec.source_file
     return caught.value
+
+
+def prepare_data(spec: Spec, root: Path, progress: bool = False, oracle: bool = True) -> PreparedData:
+    """The pools stage, and the extra stage when the spec has an oracle, as a trial runs them."""
+    graph = GraphBuilder(spec, spec.budget.resolve(spec.model)[1])
+    runner = Runner(root, progress=progress)
+    data = runner.run(graph.pools)
+    if oracle and any(a.kind == "oracle" for a in spec.arms):
+        data = replace(data, extra=runner.run(graph.extra()))
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -177,13 +190,17 @@ def test_hf_dataset_not_available_offline(tmp_path):
 # ---- prepared pools ----------------------------------------------------------------------------
 
 def test_pools_are_exact_sized(prepared):
-    _, data = prepared
-    assert (data.organic.n_tokens, data.extra.n_tokens, data.validation.n_tokens) == (U, T - U, V)
+    spec, data = prepared
+    # The extra pool fills exactly the training windows the oracle needs beyond organic's whole windows.
+    batch, seq = spec.training.batch_size, spec.training.seq_len
+    steps = -(-T // (batch * seq))
+    assert data.extra.n_tokens == (steps * batch - U // seq) * seq >= T - U
+    assert (data.organic.n_tokens, data.validation.n_tokens) == (U, V)
     for shard in (data.organic, data.extra, data.validation):
         assert len(shard.tokens()) == shard.n_tokens == shard.offsets()[-1]
         assert shard.tokens().max() < data.vocab.size
     pools = data.stats["pools"]
-    assert {name: pools[name]["tokens"] for name in pools} == {"organic": U, "extra": T - U, "validation": V}
+    assert {name: pools[name]["tokens"] for name in pools} == {"organic": U, "validation": V}
 
 
 def test_pools_are_disjoint(prepared):
@@ -233,49 +250,49 @@ def test_tokenizer_folder_loads_and_round_trips(prepared):
 
 def test_rerun_is_a_no_op(prepared, tmp_path):
     spec, data = prepared
-    out_dir = data.tokenizer_dir.parent
-    before = {p: p.stat().st_mtime_ns for p in out_dir.rglob("*")}
-    again = prepare_data(spec, out_dir, progress=False)
-    assert again == data == load_prepared(out_dir)
-    assert {p: p.stat().st_mtime_ns for p in out_dir.rglob("*")} == before
+    root = data.tokenizer_dir.parent.parent
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if not p.name.endswith(".lock")}
+    again = prepare_data(spec, root)
+    assert again == data and load_pools(data.tokenizer_dir.parent) == replace(data, extra=None)
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if not p.name.endswith(".lock")} == before
 
 
-def test_half_written_dir_is_redone(prepared, tmp_path):
+def test_half_written_or_truncated_pools_are_redone(prepared, tmp_path):
     spec, data = prepared
-    out_dir = tmp_path / "data"
-    first = prepare_data(spec, out_dir, progress=False)
-    (out_dir / COMPLETE).unlink()  # as if killed while writing
+    first = prepare_data(spec, tmp_path)
+    folder = first.tokenizer_dir.parent
+    (folder / MANIFEST).unlink()  # as if killed before the stage finished
     first.organic.bin_path.write_bytes(b"\0" * 10)
-    again = prepare_data(spec, out_dir, progress=False)
-    assert (out_dir / COMPLETE).exists() and again.organic.n_tokens == U
+    again = prepare_data(spec, tmp_path)
+    assert (folder / MANIFEST).exists() and again.organic.n_tokens == U
     assert np.array_equal(again.organic.tokens(), data.organic.tokens())  # and it is deterministic
     assert np.array_equal(again.validation.tokens(), data.validation.tokens())
+    with open(again.organic.bin_path, "r+b") as f:  # a finished stage whose shard lost its tail
+        f.truncate(100)
+    rebuilt = prepare_data(spec, tmp_path)
+    assert np.array_equal(rebuilt.organic.tokens(), data.organic.tokens())
 
 
-def test_a_foreign_folder_is_never_cleared(prepared, tmp_path):
-    spec, _ = prepared
-    (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError):
-        prepare_data(spec, tmp_path, progress=False)
-    assert (tmp_path / "notes.txt").exists()
+def test_extra_pool_is_disjoint_from_organic_and_validation(prepared):
+    _, data = prepared
+    organic, validation, extra = (set(decoded_docs(data, s)) for s in (data.organic, data.validation, data.extra))
+    assert extra and not extra & organic and not extra & validation
 
 
 def test_too_small_corpus_says_what_exists_and_what_is_needed(tmp_path):
     write_jsonl(tmp_path / "c.jsonl", [{"text": d} for d in python_docs()[:12]])
     corpus = {"source": "jsonl", "path": "c.jsonl"}
-    error = input_error(make_spec(tmp_path, corpus), lambda s: prepare_data(s, tmp_path / "out", progress=False))
+    spec = make_spec(tmp_path, corpus, budget={**BUDGET, "unique_tokens": 40_000})
+    error = input_error(spec, lambda s: prepare_data(s, tmp_path / "out"))
     have = error.details["have_tokens"]
-    assert 0 < have < U + V + (T - U) == error.details["need_tokens"]
-    message = str(error)
-    assert error.problems[0].key == "budget.total_tokens"
-    assert f"{have:,} tokens" in message and "65,000" in message and "oracle" in message
-    assert not (tmp_path / "out" / COMPLETE).exists()
+    assert 0 < have < 40_000 + V == error.details["need_tokens"]
+    assert error.problems[0].key == "budget.unique_tokens" and f"{have:,} tokens" in str(error)
+    assert not list((tmp_path / "out").glob(f"*/{MANIFEST}"))
 
-    repetition_only = make_spec(tmp_path, corpus, budget={**BUDGET, "unique_tokens": 40_000},
-                                arms=[{"kind": "repetition"}], search={"objective": {"arm": "repetition"}})
-    error = input_error(repetition_only, lambda s: prepare_data(s, tmp_path / "out", progress=False))
-    assert error.problems[0].key == "budget.unique_tokens" and "oracle" not in str(error)
-    assert error.details["need_tokens"] == 40_000 + V
+    small_extra = make_spec(tmp_path, corpus, budget={**BUDGET, "unique_tokens": 2_000, "total_tokens": 60_000})
+    error = input_error(small_extra, lambda s: prepare_data(s, tmp_path / "out2"))
+    assert error.problems[0].key == "budget.total_tokens" and "oracle" in str(error)
+    assert [p.parent.name.split("-")[0] for p in (tmp_path / "out2").glob(f"*/{MANIFEST}")] == ["pools"]
 
 
 def test_pretrained_tokenizer_and_no_reference_arm(prepared, tmp_path, capsys):
@@ -296,5 +313,5 @@ def test_unloadable_pretrained_tokenizer_names_the_key(tmp_path):
     write_jsonl(tmp_path / "c.jsonl", [{"text": "x" * 300}])
     spec = make_spec(tmp_path, {"source": "jsonl", "path": "c.jsonl"},
                      tokenizer={"kind": "pretrained", "name": "nobody/no-such-tokenizer"})
-    error = input_error(spec, lambda s: prepare_data(s, tmp_path / "out", progress=False))
+    error = input_error(spec, lambda s: prepare_data(s, tmp_path / "out"))
     assert error.problems[0].key == "tokenizer.name"

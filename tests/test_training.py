@@ -7,6 +7,7 @@ stream), which the resume, no-op, init_from and golden checks compare against.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import socket
 from pathlib import Path
@@ -188,9 +189,9 @@ def test_a_tiny_model_learns_the_stream_and_leaves_a_complete_run(reference, dat
     assert result.tokens_per_source == {"organic": 6144}
     assert result.epochs_per_source["organic"] == pytest.approx(6144 / (data[0].n_tokens // 32 * 32))
     assert _curve_file(out_dir) == result.curve
-    assert TrainResult.from_json((out_dir / "_COMPLETE").read_text()) == result
+    assert TrainResult.from_json((out_dir / "result.json").read_text()) == result
     assert (result.final_dir / "config.json").exists() and (result.final_dir / "model.safetensors").exists()
-    assert sorted(p.name for p in (out_dir / "checkpoints").iterdir()) == ["LATEST", "step-000000024"]
+    assert sorted(p.name for p in (out_dir / "checkpoints").iterdir()) == ["LATEST", "TAGS", "step-000000024"]
 
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(reference, data, tmp_path):
@@ -209,7 +210,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(reference, data,
     assert resumed.epochs_per_source == result.epochs_per_source
     final, expected = _weights(resumed.final_dir), _weights(result.final_dir)
     assert all(torch.equal(final[k], expected[k]) for k in expected)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "step-000000024"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "TAGS", "step-000000024"]
 
 
 def test_a_complete_run_is_not_trained_again(reference, data):
@@ -228,6 +229,58 @@ def test_init_from_continues_from_a_saved_model(reference, data, tmp_path):
     continued = _train(data, tmp_path, init_from=result.final_dir, total_tokens=256)
     assert continued.curve[0].val_loss == result.final_val_loss
     assert continued.steps == 1
+
+
+class _Plateau(Callback):
+    """Stops once `patience` evaluations in a row improved less than `min_delta`; keeps its state."""
+
+    name = "plateau"
+
+    def __init__(self, patience: int, min_delta: float) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.waited = float("inf"), 0
+
+    def on_eval(self, point: EvalPoint) -> bool:
+        if point.val_loss < self.best - self.min_delta:
+            self.best, self.waited = point.val_loss, 0
+        else:
+            self.waited += 1
+        return self.waited >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "waited": self.waited}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.waited = state["best"], state["waited"]
+
+
+def test_tagged_checkpoints_are_kept_and_a_continued_run_joins_its_parent(reference, data, tmp_path):
+    result, _ = reference
+    first = _train(data, tmp_path / "first", keep_tokens=[3072, 2500])
+    # 2500 falls between evaluations: the step that crosses it (2560 tokens) gets one of its own.
+    assert [p.tokens for p in first.curve] == [0, 1024, 2048, 2560, 3072, 4096, 5120, 6144]
+    assert first.curve[-3:] == result.curve[-3:]  # an extra evaluation changes no training
+    tag = Path(first.tagged["3072"])
+    assert tag.name == "step-000000012" and (tag / "state.pt").exists()
+    assert Path(first.tagged["2500"]).name == "step-000000010" and Path(first.tagged["2500"]).exists()
+    # Continue at 3072 tokens on a new mixture (organic twice over): one token axis, one curve.
+    organic, val = data
+    second = _train(data, tmp_path / "second", sources=[organic, replace(organic, name="again")], continue_from=tag)
+    assert second.start_tokens == 3072 and second.tokens_seen == 6144 and second.steps == 24
+    assert second.curve[:5] == first.curve[:5]  # the parent's points, then the continued run's
+    assert [p.tokens for p in second.curve] == [p.tokens for p in first.curve]
+    assert second.curve[5].val_loss != first.curve[5].val_loss  # another loader order from there on
+    assert sum(second.tokens_per_source.values()) == 3072 and set(second.tokens_per_source) == {"organic", "again"}
+
+
+def test_a_callback_stops_the_run_and_its_state_survives_a_kill(reference, data, tmp_path):
+    # min_delta so large that nothing after tokens=0 counts as progress: stop at the third point after it.
+    stopped = _train(data, tmp_path / "a", callbacks=[_Plateau(patience=3, min_delta=10.0)])
+    assert stopped.stopped_early and [p.tokens for p in stopped.curve] == [0, 1024, 2048, 3072]
+    with pytest.raises(KeyboardInterrupt):  # killed after the first checkpoint: waited=1 is saved in it
+        _train(data, tmp_path / "b", callbacks=[_Plateau(3, 10.0), _Interrupt(after_checkpoints=1)])
+    resumed = _train(data, tmp_path / "b", callbacks=[_Plateau(3, 10.0)])
+    assert resumed.stopped_early and resumed.curve == stopped.curve
 
 
 # The reference run's first step losses (TINY, TRAINING, the `data` fixture, seed 0), recorded on
@@ -274,7 +327,7 @@ def test_two_gloo_ranks_match_one_process(reference, data, tmp_path):
     torch.multiprocessing.start_processes(_ddp_worker, args=(port, data, tmp_path), nprocs=2,
                                           start_method="fork")
     assert sorted(p.name for p in tmp_path.glob("on_end-*")) == ["on_end-rank0-of2"]
-    parallel = TrainResult.from_json((tmp_path / "run" / "_COMPLETE").read_text())
+    parallel = TrainResult.from_json((tmp_path / "run" / "result.json").read_text())
     assert [p.tokens for p in parallel.curve] == [p.tokens for p in result.curve]
     assert [p.val_loss for p in parallel.curve] == pytest.approx([p.val_loss for p in result.curve], abs=1e-4)
     assert parallel.tokens_per_source == result.tokens_per_source
