@@ -64,8 +64,9 @@ def guarded(command: Callable) -> Callable:
     return wrapper
 
 
-def load_spec_with(spec_path: Path, overrides: dict[str, Any]):
-    """Parse, apply command-line overrides, and resolve (plugins, corpus, budget, models, URLs)."""
+def load_spec_with(spec_path: Path, overrides: dict[str, Any], *, machine: bool = True):
+    """Parse, apply command-line overrides, and resolve (plugins; with `machine`, also the corpus,
+    budget, models and URLs on this machine)."""
     from synpro.resolve import resolve
     from synpro.spec import load_spec
 
@@ -76,7 +77,7 @@ def load_spec_with(spec_path: Path, overrides: dict[str, Any]):
             spec = spec.with_params(overrides)
         except Exception as exc:  # pydantic ValidationError from a bad flag value
             raise InputError.one(f"bad command-line override: {exc}", file=str(spec_path)) from None
-    resolve(spec)
+    resolve(spec, machine=machine)
     return spec
 
 

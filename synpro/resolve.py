@@ -18,11 +18,15 @@ CORPUS_KEY = {"builtin": "corpus.name", "jsonl": "corpus.path", "parquet": "corp
               "textdir": "corpus.path", "hf": "corpus.dataset"}
 
 
-def resolve(spec: Spec) -> None:
-    """Raise one InputError listing every problem found (each with its key and line)."""
+def resolve(spec: Spec, *, machine: bool = True) -> None:
+    """Raise one InputError listing every problem found (each with its key and line).
+
+    `machine=False` checks only what does not depend on this machine (plugin names and options),
+    for a spec meant for another one (a GPU cluster's corpus, hub models, database servers)."""
     problems: list[Problem] = []
     hints: list[str] = []
-    for check in (_plugins, _corpus_and_budget, _tokenizer, _generator, _urls):
+    checks = (_plugins, _corpus_and_budget, _tokenizer, _generator, _urls) if machine else (_plugins,)
+    for check in checks:
         try:
             check(spec)
         except InputError as exc:
@@ -123,9 +127,15 @@ def _generator(spec: Spec) -> None:
     from synpro.arms import ARMS
     from synpro.generation.generator import model_identity
 
-    arms = [ARMS.get(a.kind)(a.name, ARMS.get(a.kind).Options.model_validate(a.model_extra or {}))
-            for a in spec.arms if a.kind in ARMS]
-    if any(arm.operations() for arm in arms):
+    from pydantic import ValidationError
+
+    def operations(arm) -> list[str]:
+        try:
+            return list(getattr(ARMS.get(arm.kind).Options.model_validate(arm.model_extra or {}), "operations", []))
+        except ValidationError:  # reported by _plugins
+            return []
+
+    if any(operations(a) for a in spec.arms if a.kind in ARMS):
         model_identity(spec)  # InputError naming generation.generator.model when it cannot be found offline
 
 

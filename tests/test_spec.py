@@ -52,7 +52,6 @@ def test_wrong_type_and_missing_section_are_reported_together():
 @pytest.mark.parametrize("text, key", [
     ("experiment: {name: t}\nbudget: {unique_tokens: 100, total_tokens: 50}\n", "budget.total_tokens"),
     ("experiment: {name: t}\nbudget: {unique_tokens: 100}\n", "budget"),
-    (MINIMAL + "arms: [{kind: telepathy}]\n", "arms.0"),
     (MINIMAL + "arms: [{kind: oracle}, {kind: oracle}]\n", "arms"),
     (MINIMAL + "search: {objective: {arm: nope}}\n", "search.objective.arm"),
     (MINIMAL + "search: {params: {training.lr: {type: float, low: 0.1, high: 0.2}}}\n", "search.params.training.lr"),
