@@ -112,12 +112,12 @@ def test_sweep_end_to_end_and_rerun_does_nothing_new(tmp_path):
     assert {"spec.yaml", "results.json", "loss_curves.png", "effective_tokens.png"} <= artifacts
 
     before = row_counts(workdir)
-    stamp = {p: p.stat().st_mtime_ns for p in workdir.glob("stages/*/_COMPLETE")}
+    stamp = {p: p.stat().st_mtime_ns for p in workdir.glob("stages/*/_stage.json")}
     again = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "(0 run now)" in again.stdout
     assert row_counts(workdir) == before
-    assert {p: p.stat().st_mtime_ns for p in workdir.glob("stages/*/_COMPLETE")} == stamp
+    assert {p: p.stat().st_mtime_ns for p in workdir.glob("stages/*/_stage.json")} == stamp
     client, runs_again = mlflow_runs(workdir)
     assert len(runs_again) == len(runs)
     assert len(client.get_metric_history(arm_run.info.run_id, "val_loss")) == val_points
@@ -127,11 +127,11 @@ def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path):
     spec, workdir = write_spec(tmp_path, lrs=(1.0e-2, 3.0e-3)), tmp_path / "wd"
     proc = start_sweep(spec, workdir)
     # Kill hard once the first arm of the first trial has finished and the second is under way.
-    wait_for(lambda: len(list(workdir.glob("stages/train-*/_COMPLETE"))) >= 1
-             and len(list(workdir.glob("stages/train-*/checkpoints/LATEST"))) >= 1, 300, proc)
+    wait_for(lambda: len(list(workdir.glob("stages/pretrain-*/_stage.json"))) >= 1
+             and len(list(workdir.glob("stages/pretrain-*/checkpoints/LATEST"))) >= 1, 300, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    [done] = list(workdir.glob("stages/train-*/_COMPLETE"))
+    [done] = list(workdir.glob("stages/pretrain-*/_stage.json"))
     done_stamp = done.stat().st_mtime_ns
     time.sleep(3)  # past stale_after_seconds: the killed trial's heartbeat is stale
 
@@ -158,7 +158,7 @@ def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path):
 def test_ctrl_c_exits_130_and_the_next_run_finishes(tmp_path):
     spec, workdir = write_spec(tmp_path), tmp_path / "wd"
     proc = start_sweep(spec, workdir)
-    wait_for(lambda: any(workdir.glob("stages/train-*/checkpoints/LATEST")), 300, proc)
+    wait_for(lambda: any(workdir.glob("stages/pretrain-*/checkpoints/LATEST")), 300, proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130
@@ -167,6 +167,12 @@ def test_ctrl_c_exits_130_and_the_next_run_finishes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     [trial] = results_json(workdir)
     assert trial["state"] == "finished"
+
+
+def synthetic_sets(workdir: Path, kind: str) -> list[Path]:
+    """The synthesize-stage folders of one operation kind."""
+    return [p for p in (workdir / "stages").glob("synthesize-*")
+            if json.loads((p / "set.json").read_text())["operation"]["kind"] == kind]
 
 
 def synthetic_spec(tmp_path: Path, generator: Path) -> Path:
@@ -206,10 +212,13 @@ def test_synthetic_arms_end_to_end(tmp_path, parrot_model):
     assert set(arms) == {"repetition", "oracle", "prompted", "synpro"}
     for name in ("prompted", "synpro"):
         assert arms[name]["unique_tokens"] == 2000  # the organic budget; synthetic tokens come on top
-        assert arms[name]["effective_tokens"] > 0 and arms[name]["multiplier_vs_repetition"] > 0
+        assert arms[name]["effective_tokens"] > 0
+        # At this scale repetition can end below the oracle's floor, where D_eff (and so every
+        # multiplier) is undefined; when it is defined, the synthetic arms have one.
+        assert (arms[name]["multiplier_vs_repetition"] is None) == (arms["repetition"]["effective_tokens"] is None)
         # Mixing in the synthetic set changes what the model saw, so the curve differs from repetition's.
         assert arms[name]["final_val_loss"] != arms["repetition"]["final_val_loss"]
-    [rephrase_set] = list((workdir / "stages" / "synthetic").glob("rephrase-*"))
+    [rephrase_set] = synthetic_sets(workdir, "rephrase")
     records = [json.loads(line) for line in (rephrase_set / "records.jsonl").read_text().splitlines()]
     assert len(records) == 6 and any(r["passed"] for r in records)
 
@@ -231,5 +240,5 @@ def test_a_generator_that_emits_garbage_is_exit_2_naming_the_operation(tmp_path,
         message = " ".join(result.stderr.split())
         assert "generation.operations.rephrase" in message and "too little usable 'rephrase' output" in message
         assert "0 of 6 windows passed" in message and "training.seq_len = 64" in message
-    [rephrase_set] = list((workdir / "stages" / "synthetic").glob("rephrase-*"))
+    [rephrase_set] = synthetic_sets(workdir, "rephrase")
     assert len((rephrase_set / "records.jsonl").read_text().splitlines()) == 6  # generated once, kept for audit

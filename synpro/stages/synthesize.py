@@ -23,7 +23,8 @@ class SynthesizeStage(Stage):
     def __init__(self, spec: "Spec", op_name: str, pools: Stage):
         from synpro.generation.synthetic import set_config
 
-        super().__init__({"operation": op_name, **set_config(spec, op_name)}, {"pools": pools}, label=op_name)
+        # The operation's name is a label: two names for one configuration share one set.
+        super().__init__(set_config(spec, op_name), {"pools": pools}, label=op_name)
         self.spec, self.op_name = spec, op_name
 
     def run(self, ctx: StageContext) -> dict:
