@@ -30,12 +30,12 @@ def test_budget_resolves_epochs_and_chinchilla_fraction():
     assert frac.budget.resolve(frac.model)[0] == int(0.1 * 20 * 268_502_016)
 
 
-def test_runs_take_u_in_whole_sequences_and_t_in_whole_steps():
+def test_runs_take_t_in_whole_steps_and_u_in_whole_sequences():
     spec = parse_spec("experiment: {name: t}\nbudget: {unique_tokens: 1000, total_tokens: 5000}\n"
                       "training: {batch_size: 4, seq_len: 64}\n")
     budget = spec.resolved_budget()
-    assert (budget.unique, budget.total, budget.steps) == (960, 5120, 20)  # 15 sequences; 20 steps of 256
-    assert (budget.requested_unique, budget.requested_total) == (1000, 5000)
+    assert (budget.unique, budget.total, budget.steps, budget.requested_total) == (1000, 5120, 20, 5000)
+    assert budget.trained_unique == 960 and budget.extra == 5120 - 960  # 15 whole sequences of U
     assert budget.epochs == pytest.approx(5120 / 960)
     paper = load_spec(EXPERIMENTS / "paper-400m.yaml").resolved_budget()
     assert (paper.unique, paper.total, paper.steps) == (800_000_000, 21_935 * 512 * 2048, 21_935)
