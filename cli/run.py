@@ -40,12 +40,14 @@ def validate(spec_path: Path = SpecArg,
         except Exception as exc:  # noqa: BLE001
             raise InputError.one(f"grid point {point} gives an invalid spec: {exc}", file=str(spec_path),
                                  key="search.params") from None
-    unique, total = spec.budget.resolve(spec.model)
+    budget, training = spec.resolved_budget(), spec.training
     n_params = spec.model.non_embedding_params()
     stages = len(plan_trial(spec).graph) if machine else None  # keys fingerprint the generator's weights
     if format == Format.json:
-        out.print_json(data={"spec": spec.to_dict(), "budget": {"U": unique, "T": total, "N": n_params,
-                                                                "epochs": total / unique},
+        out.print_json(data={"spec": spec.to_dict(),
+                             "budget": {"U": budget.unique, "T": budget.total, "N": n_params, "epochs": budget.epochs,
+                                        "steps": budget.steps, "T_requested": budget.requested_total,
+                                        "U_trained": budget.trained_unique, "extra": budget.extra},
                              "trials": search.n_trials(spec), "stages": stages})
         return
     table = Table(title=f"{spec_path}: valid", show_header=False, title_justify="left")
@@ -57,7 +59,13 @@ def validate(spec_path: Path = SpecArg,
          else f"BPE trained on the organic pool, vocab {spec.tokenizer.vocab_size:,}"),
         ("model", f"{spec.model.preset or 'custom'}: d={spec.model.d_model} L={spec.model.n_layers} "
                   f"N={n_params:,} non-embedding params"),
-        ("budget", f"U={unique:,} unique tokens, T={total:,} total ({total / unique:.1f} epochs of U)"),
+        ("budget", f"U={budget.unique:,} unique tokens, T={budget.total:,} total ({budget.epochs:.2f} epochs "
+                   f"of U's {budget.trained_unique:,} tokens in whole {training.seq_len}-token sequences)"),
+        ("steps", f"{budget.steps:,} of {training.tokens_per_step:,} tokens (T rounded up from "
+                  f"{budget.requested_total:,} to whole steps)"),
+        ("training", f"lr {training.lr:g} {training.schedule} after {training.warmup_tokens:,} warmup tokens, "
+                     f"batch {training.batch_size}x{training.seq_len}, betas {tuple(training.betas)}, "
+                     f"wd {training.weight_decay:g}, clip {training.grad_clip:g}, z-loss {training.z_loss:g}"),
         ("arms", ", ".join(f"{a.name} ({a.kind})" for a in spec.arms)),
         ("search", f"{spec.search.sampler} over {list(spec.search.params) or 'nothing'}"),
         ("trials", f"{search.n_trials(spec)}" + (f" ({stages} stages in the first)" if stages else "")),

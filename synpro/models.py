@@ -10,11 +10,15 @@ from pydantic import BaseModel, ConfigDict, model_validator
 if TYPE_CHECKING:  # transformers is heavy; only the builder needs it
     from transformers import Olmo2Config
 
-# d_model, n_layers, n_heads, ffn_hidden. 400M and 1.1B follow the OLMo-2 recipe at the paper's sizes.
+# d_model, n_layers, n_heads, ffn_hidden. 400M and 1.1B are the paper release's shapes (method.md §6):
+# 16 layers and 16 heads at d_model 1024 / 2048, i.e. OLMo-2's 370M and 1B. Their SwiGLU width is
+# OLMo-2's: 1.5 x 8/3 x d_model rounded up to a multiple of 256 = 4 x d_model. Non-embedding
+# parameters: 268.5M (400M) and 1.07B (1.1B); with the OLMo-2 tokenizer (100,278 tokens) the untied
+# input and output embeddings add 2 x 102.7M and 2 x 205.4M. The preset names are the paper's.
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(d_model=64, n_layers=2, n_heads=4, ffn_hidden=256),
     "micro": dict(d_model=128, n_layers=4, n_heads=4, ffn_hidden=512),
-    "400M": dict(d_model=1024, n_layers=24, n_heads=16, ffn_hidden=4096),
+    "400M": dict(d_model=1024, n_layers=16, n_heads=16, ffn_hidden=4096),
     "1.1B": dict(d_model=2048, n_layers=16, n_heads=16, ffn_hidden=8192),
 }
 

@@ -6,7 +6,9 @@ Every later layer (plan, stages, store, tracking) reads a validated `Spec`; noth
 from __future__ import annotations
 
 import copy
+import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,10 +89,38 @@ class BudgetSpec(_Strict):
         return self
 
     def resolve(self, model: ModelSpec) -> tuple[int, int]:
-        """(U, T) in tokens for this model."""
+        """(U, T) in tokens for this model, as asked; `Spec.resolved_budget()` is what runs take."""
         unique = self.unique_tokens or int(self.unique_fraction * CHINCHILLA_TOKENS_PER_PARAM * model.non_embedding_params())
         total = self.total_tokens or int(self.epochs * unique)
         return unique, total
+
+
+@dataclass(frozen=True)
+class ResolvedBudget:
+    """The budget as runs take it (from `Spec.resolved_budget()`).
+
+    T is rounded up to whole optimizer steps: the trainer takes whole steps, so the budget is always
+    reached and the T reported is the T trained. U stays as asked (the organic pool); the loader
+    trains on its whole `seq_len` sequences, `trained_unique`. The oracle's extra pool is
+    `extra` = T - trained_unique, so organic + extra fill the run exactly: the oracle never repeats a
+    token, and repetition makes exactly `epochs` passes (T/U as asked, within one batch).
+    """
+
+    unique: int
+    total: int
+    steps: int
+    trained_unique: int
+    requested_total: int
+
+    @property
+    def extra(self) -> int:
+        """Tokens of the oracle's extra pool."""
+        return self.total - self.trained_unique
+
+    @property
+    def epochs(self) -> float:
+        """Passes over U that repetition makes."""
+        return self.total / self.trained_unique
 
 
 class TrainingSpec(_Strict):
@@ -104,6 +134,8 @@ class TrainingSpec(_Strict):
     weight_decay: float = Field(default=0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(default=1.0, gt=0)
+    z_loss: float = Field(default=0.0, ge=0, description="coefficient of mean(logsumexp(logits)^2) added to "
+                          "the training loss (OLMo-2: 1e-5); keeps the softmax normaliser near 1")
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     eval_interval_tokens: int = Field(default=50_000, gt=0)
@@ -269,6 +301,10 @@ class Spec(_Strict):
         unique, total = self.budget.resolve(self.model)
         if total < unique:
             raise ValueError(f"[budget.total_tokens] total tokens T={total:,} is below the unique budget U={unique:,}")
+        if unique < self.training.seq_len:
+            key = "unique_tokens" if self.budget.unique_tokens is not None else "unique_fraction"
+            raise ValueError(f"[budget.{key}] U={unique:,} unique tokens hold no whole training sequence "
+                             f"of training.seq_len={self.training.seq_len}")
         objective = self.search.objective
         if objective.arm not in names:
             raise ValueError(f"[search.objective.arm] {objective.arm!r} is not an arm ({', '.join(names)})")
@@ -283,6 +319,14 @@ class Spec(_Strict):
     @property
     def workdir(self) -> Path:
         return self.experiment.resolved_workdir()
+
+    def resolved_budget(self) -> ResolvedBudget:
+        """U and T as every stage takes them (see ResolvedBudget)."""
+        unique, total = self.budget.resolve(self.model)
+        steps = max(1, math.ceil(total / self.training.tokens_per_step))
+        return ResolvedBudget(unique=unique, total=steps * self.training.tokens_per_step, steps=steps,
+                              trained_unique=unique // self.training.seq_len * self.training.seq_len,
+                              requested_total=total)
 
     def store_url(self) -> str:
         return self.store.url or sqlite_url(self.workdir / "synpro.db")

@@ -42,7 +42,7 @@ BROKEN = {
     "missing": ("experiment: {name: b}\n", "budget"),
     "impossible": ("experiment: {name: b}\nbudget: {unique_tokens: 500, total_tokens: 400}\n", "budget.total_tokens"),
     "not-yaml": ("experiment: {name: b\n  budget: [\n", None),
-    "missing-corpus": ("experiment: {name: b}\nbudget: {unique_tokens: 100, total_tokens: 400}\n"
+    "missing-corpus": ("experiment: {name: b}\nbudget: {unique_tokens: 1000, total_tokens: 4000}\n"
                        "corpus: {source: jsonl, path: nowhere.jsonl}\n", "corpus.path"),
 }
 

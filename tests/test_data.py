@@ -203,6 +203,24 @@ def test_pools_are_exact_sized(prepared):
     assert {name: pools[name]["tokens"] for name in pools} == {"organic": U, "validation": V}
 
 
+def test_the_oracle_sees_every_token_once_and_repetition_makes_t_over_u_passes(prepared, tmp_path):
+    """Trained to T as asked: the trainer's whole steps are the resolved T, which the pools fill exactly."""
+    from synpro.training import train
+
+    spec, data = prepared
+    budget = spec.resolved_budget()
+    assert budget.extra == data.extra.n_tokens and budget.total == 30 * 16 * 128 and budget.unique == U
+    training = spec.training.model_copy(update={"eval_interval_tokens": budget.total})
+    seen = {name: train(model=spec.model, training=training, vocab=data.vocab, sources=sources, total_tokens=T,
+                        validation=data.validation, out_dir=tmp_path / name, seed=0, progress=False)
+            for name, sources in {"oracle": [data.organic, data.extra], "repetition": [data.organic]}.items()}
+    assert seen["oracle"].tokens_seen == seen["repetition"].tokens_seen == budget.total
+    assert seen["oracle"].epochs_per_source == {"organic": 1.0, "extra": 1.0}  # never a repeated token
+    passes = seen["repetition"].epochs_per_source["organic"]
+    assert passes == budget.epochs
+    assert abs(passes - T / U) <= training.tokens_per_step / U  # the asked T/U, within one batch
+
+
 def test_pools_are_disjoint(prepared):
     _, data = prepared
     organic = decoded_docs(data, data.organic)

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from synpro.effective import Curve, OracleInverse, effective_curve, effective_tokens, multiplier
+from synpro.effective import (Curve, EffectivePoint, OracleInverse, TailDEff, effective_curve, effective_tokens,
+                              first_pass_calibration, fit_tail, multiplier, seed_multiplier, tail_d_eff,
+                              tail_multiplier)
 from synpro.errors import InputError
 from synpro.scaling import PowerLaw
 
@@ -107,3 +109,130 @@ def test_bad_oracle_input_raises_input_error():
 def test_multiplier(method, repetition, expected):
     result = multiplier(method, repetition)
     assert (math.isnan(result) and math.isnan(expected)) or result == expected
+
+
+# ---- the oracle's tail past warmup -------------------------------------------------------------
+
+WARMUP = 1e8
+
+
+def _oracle_with_warmup() -> Curve:
+    """A power law past WARMUP; before it, losses far above the law (the LR is still rising)."""
+    warm = np.logspace(6.5, 8, 6)
+    later = np.logspace(np.log10(WARMUP) + 0.1, 10, 10)
+    tokens = np.concatenate([warm, later])
+    losses = ORACLE.predict(tokens) + np.where(tokens <= WARMUP, 3.0 * (1 - np.log(tokens) / np.log(WARMUP * 3)), 0)
+    return Curve(tokens, losses)
+
+
+def test_tail_fitted_past_warmup_recovers_the_law_and_reports_its_fit():
+    oracle = _oracle_with_warmup()
+    tail = fit_tail(oracle, from_tokens=WARMUP)
+    assert tail.n_points == 10 and tail.from_tokens == WARMUP
+    assert tail.law.E == pytest.approx(ORACLE.E, rel=0.02) and tail.law.beta == pytest.approx(ORACLE.beta, rel=0.05)
+    assert tail.r2 > 0.9999 and tail.rmse_log_loss < 1e-3
+    whole = fit_tail(oracle)
+    assert whole.n_points == 16 and whole.rmse_log_loss > 10 * tail.rmse_log_loss
+    assert abs(whole.law.E - ORACLE.E) > 10 * abs(tail.law.E - ORACLE.E)
+    # The inverse extrapolates with the tail fitted past warmup.
+    inverse = OracleInverse(oracle, tail_from_tokens=WARMUP)
+    assert inverse.tail_fit == tail and inverse.tail == tail.law
+    d_eff, extrapolated = inverse(ORACLE.predict(np.array([1e11])))
+    assert extrapolated[0] and d_eff[0] == pytest.approx(1e11, rel=0.05)
+    assert effective_curve(zip(oracle.tokens, oracle.loss), [(1e11, ORACLE.predict(1e11))],
+                           tail_from_tokens=WARMUP)[0].d_eff == pytest.approx(d_eff[0])
+
+
+def test_too_few_points_past_warmup_give_no_tail_and_no_fit_quality():
+    tail = fit_tail(Curve(TOKENS, ORACLE.predict(TOKENS)), from_tokens=TOKENS[-4])
+    assert tail.law is None and tail.n_points == 3 and math.isnan(tail.r2) and math.isnan(tail.rmse_log_loss)
+    assert tail.to_dict()["E"] is None
+
+
+# ---- tail multiplier -----------------------------------------------------------------------------
+
+def _points(d_effs, extrapolated=None, start=1e5):
+    flags = extrapolated or [False] * len(d_effs)
+    return [EffectivePoint(start * (i + 1), d, x) for i, (d, x) in enumerate(zip(d_effs, flags))]
+
+
+def test_tail_multiplier_averages_the_last_k_checkpoints_and_names_the_method():
+    # Repetition's last three D_eff from the quickstart: the final point alone jitters by 4%.
+    repetition = _points([50e3, 136.9e3, 136.9e3, 142.6e3])
+    method = _points([90e3, 500e3, 560e3, 520e3])
+    result = tail_multiplier(method, repetition)
+    assert result.method == "tail-mean-k3" and not result.extrapolated
+    assert result.d_eff == pytest.approx(1580e3 / 3) and result.d_eff_repetition == pytest.approx(416.4e3 / 3)
+    assert result.multiplier == pytest.approx(1580 / 416.4)
+    assert result.to_dict()["method"] == "tail-mean-k3"
+    assert tail_multiplier(method, repetition, k=1).multiplier == pytest.approx(520 / 142.6)
+    assert tail_multiplier(method[:2], repetition, k=5).method == "tail-mean-k2"  # a short curve says so
+
+
+def test_tail_multiplier_carries_extrapolation_flags_of_the_tail_only():
+    repetition = _points([1e5, 2e5, 3e5, 4e5], extrapolated=[True, False, False, False])
+    method = _points([1e5, 2e5, 3e5, 4e5])
+    assert not tail_multiplier(method, repetition).extrapolated  # the flagged point is outside the tail
+    method = _points([1e5, 2e5, 3e5, 4e5], extrapolated=[False, True, False, False])
+    assert tail_multiplier(method, repetition).extrapolated
+    assert tail_d_eff(method, k=2) == TailDEff(3.5e5, False, 2)
+    assert math.isnan(tail_multiplier(_points([1e5, math.nan]), repetition).multiplier)
+    assert tail_multiplier(_points([1e5, math.inf]), repetition).multiplier == math.inf
+    with pytest.raises(ValueError):
+        tail_d_eff(method, k=0)
+
+
+# ---- seeds -----------------------------------------------------------------------------------------
+
+def _tails(values, extrapolated=False):
+    return {seed: TailDEff(v, extrapolated, 3) for seed, v in enumerate(values)}
+
+
+def test_seed_multiplier_is_a_paired_t_interval_on_log_ratios():
+    repetition = _tails([1e5, 2e5, 4e5])  # seeds differ a lot; the ratios 3, 4, 5 much less
+    result = seed_multiplier(_tails([3e5, 8e5, 20e5]), repetition)
+    logs = np.log([3.0, 4.0, 5.0])
+    half = 4.302652729911275 * logs.std(ddof=1) / math.sqrt(3)  # t(0.975, df=2) from tables
+    assert result.multiplier == pytest.approx(60 ** (1 / 3))
+    assert result.ci == pytest.approx((math.exp(logs.mean() - half), math.exp(logs.mean() + half)))
+    assert result.n_seeds == 3 and result.method == "paired-t-log-ratio-95"
+    assert result.per_seed == pytest.approx({0: 3.0, 1: 4.0, 2: 5.0}) and not result.extrapolated
+    shown = result.to_dict()
+    assert shown["multiplier_ci"] == pytest.approx(list(result.ci)) and shown["n_seeds"] == 3
+
+
+def test_seed_interval_covers_the_true_multiplier_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(2000):
+        base = np.exp(rng.normal(12, 0.5, 3))  # shared seed effect on both arms
+        ratio = np.exp(np.log(4.0) + rng.normal(0, 0.1, 3))
+        ci = seed_multiplier(_tails(base * ratio), _tails(base)).ci
+        covered += ci[0] <= 4.0 <= ci[1]
+    assert 0.935 <= covered / 2000 <= 0.965
+
+
+def test_one_seed_has_no_interval_and_unpaired_or_broken_seeds_are_visible():
+    one = seed_multiplier({7: TailDEff(4e5, True, 3)}, {7: TailDEff(1e5, False, 3), 8: TailDEff(1e5, False, 3)})
+    assert one.multiplier == pytest.approx(4.0) and one.ci is None and one.n_seeds == 1
+    assert one.extrapolated and one.unpaired_seeds == (8,) and one.to_dict()["multiplier_ci"] is None
+    broken = seed_multiplier(_tails([4e5, math.nan]), _tails([1e5, 1e5]))
+    assert math.isnan(broken.multiplier) and broken.ci is None and broken.n_seeds == 2
+    beyond = seed_multiplier(_tails([4e5, math.inf]), _tails([1e5, 1e5]))
+    assert beyond.multiplier == math.inf and beyond.ci is None
+    with pytest.raises(ValueError):
+        seed_multiplier(_tails([1.0]), _tails([1.0]), confidence=1.0)
+
+
+# ---- first-pass calibration --------------------------------------------------------------------
+
+def test_first_pass_calibration_reads_repetition_within_its_first_epoch():
+    unique = 40_000
+    curve = [EffectivePoint(t, 0.77 * t, False) for t in (10_000, 20_000, 40_000)]
+    curve += [EffectivePoint(60_000, 1e3, True), EffectivePoint(80_000, 2e3, False)]  # repeated data: left out
+    calibration = first_pass_calibration(curve, unique)
+    assert calibration.ratio == pytest.approx(0.77) and len(calibration.points) == 3
+    assert not calibration.extrapolated and calibration.first_pass_tokens == unique
+    uneven = first_pass_calibration([(1e4, 2e4, True), (2e4, 1e4, False)], 20_000)
+    assert uneven.ratio == pytest.approx(1.0) and uneven.extrapolated  # geometric mean of 2 and 0.5
+    assert math.isnan(first_pass_calibration(curve, 5_000).ratio)

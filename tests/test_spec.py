@@ -25,9 +25,32 @@ def test_budget_resolves_epochs_and_chinchilla_fraction():
     paper = load_spec(EXPERIMENTS / "paper-400m.yaml")
     unique, total = paper.budget.resolve(paper.model)
     assert (unique, total) == (800_000_000, 23_000_000_000)
-    # 10% of Chinchilla's 20·N for the 400M preset lands at the paper's 0.8B.
+    # unique_fraction counts the preset's non-embedding parameters (268.5M for the release's 400M).
     frac = paper.with_params({"budget.unique_tokens": None, "budget.unique_fraction": 0.1})
-    assert frac.budget.resolve(frac.model)[0] == pytest.approx(0.8e9, rel=0.02)
+    assert frac.budget.resolve(frac.model)[0] == int(0.1 * 20 * 268_502_016)
+
+
+def test_runs_take_t_in_whole_steps_and_u_in_whole_sequences():
+    spec = parse_spec("experiment: {name: t}\nbudget: {unique_tokens: 1000, total_tokens: 5000}\n"
+                      "training: {batch_size: 4, seq_len: 64}\n")
+    budget = spec.resolved_budget()
+    assert (budget.unique, budget.total, budget.steps, budget.requested_total) == (1000, 5120, 20, 5000)
+    assert budget.trained_unique == 960 and budget.extra == 5120 - 960  # 15 whole sequences of U
+    assert budget.epochs == pytest.approx(5120 / 960)
+    paper = load_spec(EXPERIMENTS / "paper-400m.yaml").resolved_budget()
+    assert (paper.unique, paper.total, paper.steps) == (800_000_000, 21_935 * 512 * 2048, 21_935)
+
+
+def test_paper_specs_follow_the_release():
+    for name, lr in (("paper-400m.yaml", 6e-4), ("paper-1.1b.yaml", 4e-4)):
+        spec = load_spec(EXPERIMENTS / name)
+        assert (spec.model.n_layers, spec.model.n_heads) == (16, 16)
+        t = spec.training
+        assert (t.lr, t.schedule, t.warmup_tokens, t.batch_size, t.seq_len) == (lr, "constant", 1000 * 512 * 2048, 512, 2048)
+        assert (t.betas, t.weight_decay, t.grad_clip, t.z_loss) == ((0.9, 0.95), 0.1, 1.0, 1e-5)
+    assert load_spec(EXPERIMENTS / "paper-400m.yaml").model.d_model == 1024
+    assert load_spec(EXPERIMENTS / "paper-1.1b.yaml").model.d_model == 2048
+    assert parse_spec(MINIMAL).training.z_loss == 0.0  # off unless asked for
 
 
 def _problems(text: str) -> list:
@@ -57,6 +80,8 @@ def test_wrong_type_and_missing_section_are_reported_together():
     (MINIMAL + "search: {params: {training.lr: {type: float, low: 0.1, high: 0.2}}}\n", "search.params.training.lr"),
     (MINIMAL + "search: {sampler: tpe, params: {training.nope: {type: float, low: 0.1, high: 0.2}}}\n", "search.params"),
     (MINIMAL + "model: {preset: huge}\n", "model"),
+    ("experiment: {name: t}\nbudget: {unique_tokens: 100, epochs: 4}\n", "budget.unique_tokens"),
+    (MINIMAL + "training: {z_loss: -1.0e-5}\n", "training.z_loss"),
     (MINIMAL + "corpus: {source: jsonl}\n", "corpus"),
 ])
 def test_invalid_specs_name_the_key(text, key):

@@ -194,6 +194,25 @@ def test_a_tiny_model_learns_the_stream_and_leaves_a_complete_run(reference, dat
     assert sorted(p.name for p in (out_dir / "checkpoints").iterdir()) == ["LATEST", "TAGS", "step-000000024"]
 
 
+def test_z_loss_adds_its_coefficient_times_the_mean_squared_normaliser(reference, data, tmp_path):
+    from transformers import Olmo2ForCausalLM
+
+    coefficient = 0.1
+    steps = _StepLosses()
+    _train(data, tmp_path, training=TRAINING.model_copy(update={"z_loss": coefficient}),
+           total_tokens=TRAINING.tokens_per_step, callbacks=[steps])
+    # The same initial model and first batch, scored outside the trainer.
+    torch.manual_seed(0)
+    model = Olmo2ForCausalLM(TINY.hf_config(VOCAB, TRAINING.seq_len))
+    loader = TokenLoader([data[0]], seq_len=TRAINING.seq_len, batch_size=TRAINING.batch_size,
+                         micro_batch_size=TRAINING.micro_batch_size, seed=0)
+    with torch.no_grad():
+        logits = model(input_ids=torch.cat(next(loader))).logits[:, :-1]
+    expected = coefficient * torch.logsumexp(logits, dim=-1).pow(2).mean().item()
+    assert expected > 1.0  # at init every logit is near 0, so z is near log(vocab size)
+    assert steps.losses[0] - reference[1][0] == pytest.approx(expected, rel=1e-4)
+
+
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(reference, data, tmp_path):
     result, _ = reference
     with pytest.raises(KeyboardInterrupt):

@@ -10,7 +10,8 @@ Choices worth knowing (see also the loader and schedule modules):
   already learns.
 - Evaluation at tokens=0 (a fresh run only; the start of the learning curve, and for `init_from`
   the loss the continued run starts from), every `eval_interval_tokens`, and at the end. A point's
-  `train_loss` is the mean training loss of the steps since the previous point.
+  `train_loss` is the mean training loss of the steps since the previous point (cross-entropy, plus
+  the z-loss term when `training.z_loss` > 0; validation loss is cross-entropy only).
 - Checkpoint at every evaluation except tokens=0. The latest is kept, and so is the first one at or
   after each of `keep_tokens` (an evaluation is forced where a step crosses such a count): those are
   the points a later round continues from (`checkpoints/TAGS` maps each count to its checkpoint).
@@ -55,6 +56,7 @@ from synpro.spec import TrainingSpec
 from synpro.training.callbacks import Callback, RichProgress
 from synpro.training.loader import TokenLoader, eval_batches
 from synpro.training.schedule import learning_rate
+from synpro.training.zloss import z_loss
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +245,8 @@ class _Trainer:
             sync = self._ddp.no_sync() if self._ddp is not None and i < last else nullcontext()
             with sync:
                 with self._autocast():
-                    loss = self._forward(input_ids=ids, labels=ids, use_cache=False).loss / len(micro_batches)
+                    out = self._forward(input_ids=ids, labels=ids, use_cache=False)
+                    loss = (out.loss + z_loss(out.logits, self.training.z_loss)) / len(micro_batches)
                 loss.backward()
             step_loss += loss.detach()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.grad_clip)
