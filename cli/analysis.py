@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from cli.app import WorkdirOpt, app, guarded, out, store_url
-from synpro.display import estimate, finite, fmt, identification, interval
+from synpro.display import constant_interval, estimate, finite, fmt, identification
 from synpro.errors import InputError
 
 StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL of the results store.")
@@ -97,12 +97,11 @@ def _print_constants(title: str, summary: dict[str, Any]) -> None:
         if name in summary["frozen"]:
             table.add_row(name, fmt(value), "-", "-", "frozen")
             continue
-        ci = None if summary["ci"] is None else summary["ci"].get(name)
-        table.add_row(name, fmt(value), "none: every refit agreed" if summary["ci"] is not None and ci is None
-                      else interval(ci), identification(summary["identified"].get(name)),
+        table.add_row(name, fmt(value), constant_interval(name, summary["ci"], summary["interval"]),
+                      identification(summary["identified"].get(name)),
                       "tied to alpha" if tied and name == "beta" else "fitted")
     out.print(table)
-    out.print(f"Residual spread {summary['residual_spread']:.3%} (RMS of log predicted/observed); "
+    out.print(f"Residual spread {summary['residual_spread']:.3g} (RMS of log predicted/observed); "
               f"{summary['points_per_free_constant']:.3g} points per free constant.", highlight=False)
 
 
@@ -172,8 +171,8 @@ def _fit_study(url: str, workdir: Optional[Path], study: str, arm: Optional[str]
         table.add_column(column, justify="left" if column in ("arm", "law", "identified") else "right")
     for s in summaries:
         r = s["constants"].get("R_D_star")
-        ci = (s["ci"] or {}).get("R_D_star")
-        table.add_row(s["arm"], s["law"], fmt(s["n_points"]), fmt(r), "-" if r is None else interval(ci),
+        table.add_row(s["arm"], s["law"], fmt(s["n_points"]), fmt(r),
+                      "-" if r is None else constant_interval("R_D_star", s["ci"], s["interval"]),
                       "-" if r is None else identification(s["identified"]["R_D_star"]), fmt(s["epochs"]),
                       "-" if r is None else estimate(s["unique_value"], s["unique_value_ci"]),
                       fmt(s["token_value"]), fmt(s["ceiling"]), str(s["id"]))
@@ -186,7 +185,7 @@ def _fit_study(url: str, workdir: Optional[Path], study: str, arm: Optional[str]
     for name, value in settings["frozen"].items():
         out.print(f"[bold]{name}[/] frozen at {fmt(value)}: {settings['frozen_why'][name]}", highlight=False)
     for fit in fits.arms:
-        out.print(f"{fit.points.arm}: residual spread {fit.result.residual_spread:.3%}, "
+        out.print(f"{fit.points.arm}: residual spread {fit.result.residual_spread:.3g} (RMS log), "
                   f"{fit.result.points_per_free_constant:.3g} points per free constant", highlight=False)
     for name, why in fits.skipped.items():
         out.print(f"[yellow]{name}[/]: not fitted: {why}", highlight=False)

@@ -48,6 +48,14 @@ def interval(ci: Any) -> str:
     return f"[{shown[0]}, {shown[1]}]"
 
 
+def constant_interval(name: str, ci: Any, how: Any) -> str:
+    """The interval cell of one fitted constant, given a fit's `ci` map and `interval` block: a
+    bootstrap whose refits did not spread says so instead of showing a zero-width interval."""
+    if how and name in how.get("no_spread", []):
+        return f"none: all {how['n']} refits agreed"
+    return interval((ci or {}).get(name))
+
+
 def estimate(value: Any, ci: Any) -> str:
     """A fitted constant with its interval, e.g. '15.39 [13.1, 18.2]' or '15.39, no interval (...)'."""
     if value is None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from synpro.display import estimate, fmt, identification, interval
+from synpro.display import constant_interval, estimate, fmt, identification, interval
 from store import Store
 from synpro import plots
 from synpro.fits import is_reference, predict, study_points, token_worth
@@ -181,9 +181,8 @@ def _constant_rows(arm: str, fit: dict) -> list[list[Any]]:
         if name in frozen:
             rows.append([arm, fit["law"], name, value, "-", "-", "frozen"])
             continue
-        ci = None if fit["ci"] is None else fit["ci"].get(name)
-        shown = interval(ci) if fit["ci"] is None or ci is not None else "none: every refit agreed"
-        rows.append([arm, fit["law"], name, value, shown, identification(_identified(fit, name)), "fitted"])
+        rows.append([arm, fit["law"], name, value, constant_interval(name, fit["ci"], fit["interval"]),
+                     identification(_identified(fit, name)), "fitted"])
     return rows
 
 

@@ -18,7 +18,7 @@ How sure a fit is (a fitted constant is never shown as more certain than the poi
 - an interval exists only from a bootstrap (`n_boot` > 0): percentile intervals of refits on
   resampled points, run in a process pool, each refit seeded by (seed, refit number) so the
   answer does not depend on the number of workers. Without one, `ci` is None; a zero-width
-  interval (every refit returned the same value) is never reported as one;
+  interval (every refit returned the same value) is never reported as one (`no_spread`);
 - each fitted constant is `identified` or not, with a one-line reason: its estimate or its
   interval reaches a bound of the search, or its profile (the objective with the constant held
   half a decade either side of the estimate and the others refitted) rises by less than
@@ -80,8 +80,9 @@ class FitResult:
     """A fitted law, how sure it is and how it was obtained (`summary()` is the JSON form).
 
     `ci` is None without a bootstrap; with one it holds every fitted (and tied) constant whose
-    refits spread, never a zero-width interval. `identified` covers every fitted and tied
-    constant; frozen ones are neither.
+    refits spread, never a zero-width interval (those without spread are named in `no_spread`:
+    exact points, or a constant stuck on a bound, which its identification then says).
+    `identified` covers every fitted and tied constant; frozen ones are neither.
     """
 
     law: str
@@ -92,6 +93,7 @@ class FitResult:
     n_points: int
     residuals: np.ndarray
     settings: dict[str, Any]
+    no_spread: tuple[str, ...] = ()  # bootstrapped, but every refit gave the same value: no interval
 
     def build(self) -> ScalingLaw:
         return LAWS.get(self.law)(**self.constants)
@@ -102,7 +104,7 @@ class FitResult:
         if self.ci is None:
             return None
         return {"method": INTERVAL_METHOD, "n": self.settings["n_boot"], "level": self.settings["ci_level"],
-                "seed": self.settings["seed"]}
+                "seed": self.settings["seed"], "no_spread": list(self.no_spread)}
 
     @property
     def residual_spread(self) -> float:
@@ -442,11 +444,11 @@ def fit_law(law: str | type[ScalingLaw], L: ArrayLike, *, N: ArrayLike | None = 
     _require_information(options, constants, inputs)
     residuals = cls.log_loss(constants, *inputs) - log_loss
 
-    ci = None
+    ci, no_spread = None, ()
     if n_boot:
         workers = min(n_boot, os.cpu_count() or 1) if workers is None else workers
         draws = _bootstrap(options, inputs, log_loss, constants, base_mask, n_boot, seed, workers)
-        ci, identified = _intervals(options, draws, identified, ci_level)
+        ci, no_spread, identified = _intervals(options, draws, identified, ci_level)
     for follower, leader in ties.items():  # a tied constant is as sure as the one it follows
         identified[follower] = identified[leader]
 
@@ -460,7 +462,7 @@ def fit_law(law: str | type[ScalingLaw], L: ArrayLike, *, N: ArrayLike | None = 
         settings["base_points"] = int(base_mask.sum())
     return FitResult(cls.name, {n: constants[n] for n in cls.param_names}, ci,
                      {n: identified[n] for n in cls.param_names if n in identified},
-                     float(np.sum(_huber(residuals, delta))), len(losses), residuals, settings)
+                     float(np.sum(_huber(residuals, delta))), len(losses), residuals, settings, no_spread)
 
 
 def _refits(options: _Options, inputs: Sequence[np.ndarray], log_loss: np.ndarray, estimate: Mapping[str, float],
@@ -498,30 +500,30 @@ def _bootstrap(options: _Options, inputs: Sequence[np.ndarray], log_loss: np.nda
         return np.concatenate(list(pool.map(_refits, *([a] * len(chunks) for a in args), chunks)))
 
 
-def _intervals(options: _Options, draws: np.ndarray, identified: Mapping[str, Identification],
-               ci_level: float) -> tuple[dict[str, tuple[float, float]], dict[str, Identification]]:
-    """Percentile intervals of the fitted constants, and their identification updated by them: an
-    interval that reaches a search bound, or has no width at all, means the points do not pin
-    the constant down (a zero-width interval is dropped, never reported as certainty)."""
+def _intervals(options: _Options, draws: np.ndarray, identified: Mapping[str, Identification], ci_level: float,
+               ) -> tuple[dict[str, tuple[float, float]], tuple[str, ...], dict[str, Identification]]:
+    """Percentile intervals of the fitted constants, the constants whose refits did not spread at
+    all (no interval rather than a zero-width one), and identification updated by the intervals:
+    one that reaches a search bound means the points do not pin the constant down."""
     tail = 100 * (1 - ci_level) / 2
     names = options.law.param_names
     lows, highs = np.percentile(draws, [tail, 100 - tail], axis=0)
-    ci, found = {}, dict(identified)
+    ci, no_spread, found = {}, [], dict(identified)
     for name in options.free_names():
         i = names.index(name)
         lo, hi = float(lows[i]), float(highs[i])
-        problem = None
         if hi - lo <= _DEGENERATE_WIDTH * max(abs(lo), abs(hi)):
-            problem = f"all {len(draws)} bootstrap refits gave {lo:.4g}: no interval"
-        else:
-            ci[name] = (lo, hi)
-            edge = _bound_reached(options.law, name, lo, hi)
-            if edge is not None:
-                problem = f"its {ci_level:.0%} interval reaches the search bound {edge:g}"
-        if problem:
+            no_spread.append(name)
+            continue
+        ci[name] = (lo, hi)
+        edge = _bound_reached(options.law, name, lo, hi)
+        if edge is not None:
+            problem = f"its {ci_level:.0%} interval reaches the search bound {edge:g}"
             before = found[name]
             found[name] = Identification(False, problem if before.identified else f"{before.reason}; {problem}")
     for follower, leader in options.ties.items():
         if leader in ci:
             ci[follower] = ci[leader]
-    return {n: ci[n] for n in names if n in ci}, found
+        if leader in no_spread:
+            no_spread.append(follower)
+    return {n: ci[n] for n in names if n in ci}, tuple(n for n in names if n in no_spread), found
