@@ -47,7 +47,6 @@ from synpro.scaling.laws import LAWS, ScalingLaw
 DEFAULT_DELTA = 1e-3
 _BASE_SELECTION_PASSES = 5
 _GRID_CELLS_PER_CHUNK = 2_000_000  # grid rows x points scored at once: bounds memory
-_JACOBIAN_STEP = 1e-6
 _NO_INFORMATION = 1e-12  # a log-prediction change below this means the points ignore a constant
 _DEGENERATE_WIDTH = 1e-9  # an interval narrower than this (relative) is no interval: every refit agreed
 INTERVAL_METHOD = "percentile bootstrap"
@@ -344,15 +343,21 @@ def _estimate(options: _Options, columns: Sequence[np.ndarray], log_loss: np.nda
 
 def _require_information(options: _Options, constants: Mapping[str, float],
                          columns: Sequence[np.ndarray]) -> None:
-    """InputError for a free constant the points do not constrain (the optimiser would just
-    return its start value), e.g. R_N_star with no over-parameterised run."""
+    """InputError for a free constant the points do not respond to anywhere in its search range
+    (the optimiser would just return its start value), e.g. R_N_star with no over-parameterised
+    run. A constant they respond to only weakly is fitted and flagged as not identified instead:
+    a local slope would refuse, say, an R_D* that rests on its upper bound, where D' stops
+    depending on it."""
     stage = options.stage(options.law, options.law.param_names, options.frozen)
     theta = np.array([float(stage.to_fitted(n, constants[n])) for n in stage.free])
     reference = options.law.log_loss(stage.constants(theta), *columns)
-    for i, name in enumerate(stage.free):
-        moved = theta.copy()
-        moved[i] += _JACOBIAN_STEP
-        change = np.max(np.abs(options.law.log_loss(stage.constants(moved), *columns) - reference))
+    for i, (name, edges) in enumerate(zip(stage.free, stage.bounds())):
+        change = 0.0
+        for edge in edges:
+            moved = theta.copy()
+            moved[i] = edge
+            change = max(change, float(np.max(np.abs(options.law.log_loss(stage.constants(moved), *columns)
+                                                     - reference))))
         if not change > _NO_INFORMATION:
             raise InputError.one(f"the points carry no information about {name}", key=name,
                                  hint=f"freeze {name} at a value (e.g. a published constant)")
