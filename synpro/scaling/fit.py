@@ -521,10 +521,9 @@ def _intervals(options: _Options, draws: np.ndarray, identified: Mapping[str, Id
             no_spread.append(name)
             continue
         ci[name] = (lo, hi)
-        edge = _bound_reached(options.law, name, lo, hi)
-        if edge is not None:
+        edge, before = _bound_reached(options.law, name, lo, hi), found[name]
+        if edge is not None and (before.identified or "search bound" not in before.reason):
             problem = f"its {ci_level:.0%} interval reaches the search bound {edge:g}"
-            before = found[name]
             found[name] = Identification(False, problem if before.identified else f"{before.reason}; {problem}")
     for follower, leader in options.ties.items():
         if leader in ci:
