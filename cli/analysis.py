@@ -275,14 +275,15 @@ def compare(
     Example:  synpro compare --workdir runs/quickstart --out reports/
     """
     from store import Store
-    from synpro.fits import token_worth
+    from synpro.fits import token_worth, worth_interval
 
     url = store_url(workdir, store)
     folder = out_dir or _reports_dir(url)
     with Store(url) as db:
         rows = db.compare(study)
         for row in rows:
-            row.update(token_worth(row["mean_epochs"], row["r_d_star"]))
+            row.update(token_worth(row["mean_epochs"], row["r_d_star"]),
+                       unique_value_ci=worth_interval(row["mean_epochs"], row["r_d_star_ci"]))
         written = [path for name in dict.fromkeys(r["study"] for r in rows)
                    for path in _write_figures(db, name, folder / name)]
     if format is TableOrJson.json:
@@ -291,7 +292,7 @@ def compare(
     table = Table(title="Arms side by side (means over trials; D_eff inverts the oracle's loss curve)",
                   title_justify="left")
     columns = ["study", "arm", "trials", "mean final loss", "best final loss", "mean D_eff", "× repetition",
-               "epochs", "R_D* [95% interval]", "R_D* identified", "D'/U"]
+               "epochs", "R_D* [95% interval]", "R_D* identified", "D'/U [95%]"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("study", "arm", "R_D* identified") else "right")
     for r in rows:
@@ -299,7 +300,7 @@ def compare(
         table.add_row(r["study"], r["arm"], f"{r['n_finished']}/{r['n_trials']}", *(fmt(r[key]) for key in (
             "mean_final_loss", "best_final_loss", "mean_effective_tokens", "mean_multiplier", "mean_epochs")),
             estimate(r["r_d_star"], r["r_d_star_ci"]), identification(r["r_d_star_identified"]) if fitted else "-",
-            fmt(r["unique_value"]))
+            estimate(r["unique_value"], r["unique_value_ci"]))
     out.print(table)
     if not any(r["r_d_star"] is not None for r in rows):
         out.print("No fitted R_D* yet: synpro fit --study NAME fits one per arm.")

@@ -23,7 +23,7 @@ say) shows up as residual scatter rather than as a separate curve.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -89,6 +89,13 @@ def token_worth(epochs: float | None, r_d_star: float | None) -> dict[str, float
     return {"unique_value": worth, "token_value": worth / epochs, "ceiling": 1.0 + r_d_star}
 
 
+def worth_interval(epochs: float | None, ci: Sequence[float] | None) -> list[float] | None:
+    """D'/U at the ends of an R_D* interval: D'/U grows with R_D*, so they bound it."""
+    if epochs is None or ci is None:
+        return None
+    return [token_worth(epochs, end)["unique_value"] for end in ci]
+
+
 @dataclass(frozen=True)
 class ArmPoints:
     """One arm's evaluations across a study's trials, as scaling-law inputs."""
@@ -132,10 +139,9 @@ class RecipeFit:
         """The fit's numbers (estimates, intervals, identification) plus what they mean at this
         arm's own repetition."""
         epochs = self.points.epochs
-        ci = (self.result.ci or {}).get("R_D_star")
-        worth_ci = None if ci is None else [token_worth(epochs, end)["unique_value"] for end in ci]
         return {"arm": self.points.arm, **self.result.summary(), "frozen_why": self.result.settings["frozen_why"],
-                "epochs": epochs, **token_worth(epochs, self.r_d_star), "unique_value_ci": worth_ci}
+                "epochs": epochs, **token_worth(epochs, self.r_d_star),
+                "unique_value_ci": worth_interval(epochs, (self.result.ci or {}).get("R_D_star"))}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to PNG files and MLflow artifacts
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 Curve = Sequence[tuple[float, float]]
@@ -100,6 +101,10 @@ def worth_figure(series: dict[str, tuple[Curve, Band | None]], title: str = "") 
     ax.plot([1.0, top], [1.0, top], linestyle="--", color="gray", linewidth=1, label="fresh data (D'/U = epochs)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    for axis in (ax.xaxis, ax.yaxis):  # "2", not "2 x 10^0"; minor labels only when there are few decades
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain if top < 10 else ticker.NullFormatter())
     ax.set_xlabel("epochs over the unique tokens (D/U)")
     ax.set_ylabel("D'/U (worth in unique tokens, per unique token)")
     ax.set_title(title or "What repeated tokens are worth (bands: intervals)")

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from synpro.display import constant_interval, estimate, fmt, identification, interval
 from store import Store
 from synpro import plots
-from synpro.fits import is_reference, predict, study_points, token_worth
+from synpro.fits import is_reference, predict, study_points, token_worth, worth_interval
 
 _FIT_POINTS_PER_LINE = 60
 _WORTH_EPOCHS = np.geomspace(1.0, 1e3, 80)  # the D'/U plot's x axis, cut at the most epochs any recipe ran
@@ -141,7 +141,7 @@ def study_figures(store: Store, study: str) -> dict[str, Figure]:
     worth = _worth_series(store, study, fits)
     if worth:
         figures["token_worth.png"] = plots.worth_figure(
-            worth, "What a recipe's tokens are worth, D'/U against epochs (bands: 95% intervals of R_D*)")
+            worth, "D'/U against epochs per recipe (bands: 95% intervals)")
     return figures
 
 
@@ -205,7 +205,7 @@ def _fit_sections(store: Store, study: str, fits: dict[str | None, dict]) -> str
         r_d_star = fit["constants"].get("R_D_star")
         worth = token_worth(epochs, r_d_star)
         ci = None if fit["ci"] is None else fit["ci"].get("R_D_star")
-        worth_ci = None if ci is None else [token_worth(epochs, end)["unique_value"] for end in ci]
+        worth_ci = worth_interval(epochs, ci)
         flag = "-" if r_d_star is None else identification(_identified(fit, "R_D_star"))
         rows.append([name, fit["law"], fit["n_points"], estimate(r_d_star, ci), flag, epochs,
                      "-" if r_d_star is None else estimate(worth["unique_value"], worth_ci), worth["token_value"],
