@@ -243,15 +243,27 @@ def test_fits_are_idempotent_rows_linked_to_their_trials(url: str) -> None:
         assert (count(store, "fits"), count(store, "fit_trials")) == (0, 0)
 
 
-def test_migration_0003_drops_zero_width_intervals_of_older_fits(url: str) -> None:
-    engine = sa.create_engine(url)
+def migrate(engine: sa.Engine, revision: str, *, down: bool = False) -> None:
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+
+
+def old_store(url: str, revision: str) -> sa.Engine:
+    """A store at an older revision holding one study (id 1), as a user's store before an upgrade."""
+    engine = sa.create_engine(url)
+    migrate(engine, revision)
+    with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO studies (id, name, spec_yaml, objective, created_at, updated_at) "
                              "VALUES (1, :name, :spec, '{}', :now, :now)"),
                      {"name": STUDY, "spec": SPEC, "now": "2026-01-01 00:00:00+00:00"})
+    return engine
+
+
+def test_migration_0003_drops_zero_width_intervals_of_older_fits(url: str) -> None:
+    engine = old_store(url, "0002")
+    with engine.begin() as conn:
         for n, ci in enumerate(['{"R_D_star": [15.0, 15.0]}', '{"E": [1.8, 1.8], "B": [400.0, 500.0]}']):
             conn.execute(sa.text(
                 "INSERT INTO fits (study_id, arm, law, constants, ci, loss, n_points, inputs_hash, settings, "
@@ -266,22 +278,14 @@ def test_migration_0003_drops_zero_width_intervals_of_older_fits(url: str) -> No
         assert old["ci"] is None and mixed["ci"] == {"B": (400.0, 500.0)}  # the estimate twice is gone
         assert old["identified"] is None and old["interval"] is None  # not assessed: shown as such
         assert schema_diff(store.engine) == []
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
+    migrate(engine, "0002", down=True)
+    with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM fits WHERE ci IS NULL")).scalar_one() == 0
     engine.dispose()
 
 
 def test_migration_0002_upgrades_a_0001_store_and_keeps_its_rows(url: str) -> None:
-    engine = sa.create_engine(url)
-    cfg = alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-        conn.execute(sa.text("INSERT INTO studies (name, spec_yaml, objective, created_at, updated_at) "
-                             "VALUES (:name, :spec, '{}', :now, :now)"),
-                     {"name": STUDY, "spec": SPEC, "now": "2026-01-01 00:00:00+00:00"})
+    engine = old_store(url, "0001")
     assert "fits" not in sa.inspect(engine).get_table_names()
     engine.dispose()
     with Store(url) as store:
