@@ -143,8 +143,13 @@ def _log_to_mlflow(workdir: Path, study: str, run_id: str, summaries: list[dict]
 
     tracker = Tracker(f"sqlite:///{db.resolve()}", study, workdir / "mlartifacts")
     tracker.log_dict(run_id, summaries, "fits.json")
-    tracker.set_tags(run_id, {f"synpro.fit.R_D_star.{s['arm']}": f"{s['constants']['R_D_star']:.6g}"
-                              for s in summaries if "R_D_star" in s["constants"]})
+    tags = {}
+    for s in summaries:
+        if "R_D_star" in s["constants"]:  # the estimate stays a plain number; its interval and flag beside it
+            tags[f"synpro.fit.R_D_star.{s['arm']}"] = f"{s['constants']['R_D_star']:.6g}"
+            tags[f"synpro.fit.R_D_star_interval.{s['arm']}"] = constant_interval("R_D_star", s["ci"], s["interval"])
+            tags[f"synpro.fit.R_D_star_identified.{s['arm']}"] = identification(s["identified"]["R_D_star"])
+    tracker.set_tags(run_id, tags)
     return True
 
 

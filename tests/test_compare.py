@@ -261,6 +261,9 @@ def test_study_fit_is_logged_to_the_studys_mlflow_run(tmp_path: Path) -> None:
     assert "and the study's MLflow run" in result.output
     tags = tracker.client.get_run(run).data.tags
     assert float(tags["synpro.fit.R_D_star.repetition"]) == pytest.approx(15.388, rel=0.15)
+    low, high = json.loads(tags["synpro.fit.R_D_star_interval.repetition"])
+    assert low <= float(tags["synpro.fit.R_D_star.repetition"]) <= high
+    assert tags["synpro.fit.R_D_star_identified.repetition"] == "yes"
     assert [a.path for a in tracker.client.list_artifacts(run)] == ["fits.json"]
 
 
