@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cli.app import WorkdirOpt, app, guarded, out, store_url
 from synpro.core.fs import sqlite_url
-from synpro.display import finite, fmt
+from synpro.display import constant_interval, estimate, finite, fmt, identification
 from synpro.errors import InputError
 
 StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL of the results store.")
@@ -83,25 +83,35 @@ def _parse_freeze(items: list[str]) -> dict[str, float]:
     return frozen
 
 
-def _interval(value: float, ci: tuple[float, float]) -> str:
-    lo, hi = ci
-    return fmt(value) if lo == hi else f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
-
-
 def _print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(finite(payload), indent=2) + "\n")
 
 
-def _print_constants(title: str, result: Any) -> None:
-    """A FitResult's constants, each marked fitted, frozen or tied."""
+def _print_constants(title: str, summary: dict[str, Any]) -> None:
+    """A fit's constants (a `FitResult.summary()`): each with its interval and identification, or
+    marked frozen; then what the fit had to go on."""
     table = Table(title=title, title_justify="left")
-    for column in ("constant", "value [95% CI]", "how"):
-        table.add_column(column, justify="left" if column != "value [95% CI]" else "right")
-    tied = result.settings["tie_exponents"]
-    for name, value in result.constants.items():
-        how = "tied to alpha" if tied and name == "beta" else "fitted"
-        table.add_row(name, _interval(value, result.ci[name]), "frozen" if name in result.settings["frozen"] else how)
+    for column in ("constant", "estimate", f"{summary['settings']['ci_level']:.0%} interval", "identified", "how"):
+        table.add_column(column, justify="right" if column == "estimate" else "left")
+    tied = summary["settings"]["tie_exponents"]
+    for name, value in summary["constants"].items():
+        if name in summary["frozen"]:
+            table.add_row(name, fmt(value), "-", "-", "frozen")
+            continue
+        table.add_row(name, fmt(value), constant_interval(name, summary["ci"], summary["interval"]),
+                      identification(summary["identified"].get(name)),
+                      "tied to alpha" if tied and name == "beta" else "fitted")
     out.print(table)
+    out.print(f"Residual spread {summary['residual_spread']:.3g} (RMS of log predicted/observed); "
+              f"{summary['points_per_free_constant']:.3g} points per free constant.", highlight=False)
+
+
+def _print_intervals(n_boot: int, note: str = "") -> None:
+    """Say where the intervals came from, or that there are none and how to get them."""
+    if n_boot:
+        out.print(f"Intervals: percentile bootstrap of {n_boot} refits{note}.", highlight=False)
+    else:
+        out.print("No intervals: no bootstrap ran (use --bootstrap N).", highlight=False)
 
 
 def _fit_points(points: Path, law: LawName | None, frozen: dict[str, float], tie_exponents: bool,
@@ -118,12 +128,11 @@ def _fit_points(points: Path, law: LawName | None, frozen: dict[str, float], tie
         exc.file = str(points)
         raise
     if format is TableOrJson.json:
-        _print_json({"law": result.law, "constants": result.constants,
-                     "ci": {k: list(v) for k, v in result.ci.items()}, "loss": result.loss,
-                     "n_points": result.n_points, "frozen": result.settings["frozen"], "settings": result.settings})
+        _print_json(result.summary())
         return
     _print_constants(f"{result.law} law fitted to {result.n_points} points of {points} "
-                     f"(fit loss {result.loss:.3g})", result)
+                     f"(fit loss {result.loss:.3g})", result.summary())
+    _print_intervals(n_boot)
 
 
 def _log_to_mlflow(workdir: Path, study: str, run_id: str, summaries: list[dict]) -> bool:
@@ -135,13 +144,18 @@ def _log_to_mlflow(workdir: Path, study: str, run_id: str, summaries: list[dict]
 
     tracker = Tracker(sqlite_url(db), study, workdir / "mlartifacts")
     tracker.log_dict(run_id, summaries, "fits.json")
-    tracker.set_tags(run_id, {f"synpro.fit.R_D_star.{s['arm']}": f"{s['constants']['R_D_star']:.6g}"
-                              for s in summaries if "R_D_star" in s["constants"]})
+    tags = {}
+    for s in summaries:
+        if "R_D_star" in s["constants"]:  # the estimate stays a plain number; its interval and flag beside it
+            tags[f"synpro.fit.R_D_star.{s['arm']}"] = f"{s['constants']['R_D_star']:.6g}"
+            tags[f"synpro.fit.R_D_star_interval.{s['arm']}"] = constant_interval("R_D_star", s["ci"], s["interval"])
+            tags[f"synpro.fit.R_D_star_identified.{s['arm']}"] = identification(s["identified"]["R_D_star"])
+    tracker.set_tags(run_id, tags)
     return True
 
 
 def _fit_study(url: str, workdir: Optional[Path], study: str, arm: Optional[str], frozen: dict[str, float],
-               tie_exponents: bool, n_boot: int, format: TableOrJson) -> None:
+               tie_exponents: bool, n_boot: Optional[int], format: TableOrJson) -> None:
     from store import Store
     from synpro.fits import fit_study, save_fits
 
@@ -151,33 +165,37 @@ def _fit_study(url: str, workdir: Optional[Path], study: str, arm: Optional[str]
         run_id = db.study(study)["mlflow_run_id"]
     summaries = [{"id": fit_id, **fit.summary()} for fit_id, fit in zip(ids, fits.all())]
     logged = bool(workdir and run_id and _log_to_mlflow(workdir, study, run_id, summaries))
+    source = "--bootstrap" if n_boot is not None else "the spec's analysis.bootstrap"
     if format is TableOrJson.json:
-        _print_json({"study": study, "fits": summaries, "skipped": fits.skipped})
+        _print_json({"study": study, "fits": summaries, "skipped": fits.skipped,
+                     "bootstrap": {"n": fits.n_boot, "from": source}})
         return
     table = Table(title=f"What a token of each arm is worth (study {study}; R_D* per arm with the base frozen, "
                         "no excess-parameter discount)", title_justify="left")
-    for column in ("arm", "law", "points", "R_D* [95% CI]", "epochs", "D'/U", "D'/D", "ceiling 1+R_D*", "fit id"):
-        table.add_column(column, justify="left" if column in ("arm", "law") else "right")
+    for column in ("arm", "law", "points", "R_D*", "95% interval", "identified", "epochs", "D'/U [95%]", "D'/D",
+                   "ceiling 1+R_D*", "fit id"):
+        table.add_column(column, justify="left" if column in ("arm", "law", "identified") else "right")
     for s in summaries:
         r = s["constants"].get("R_D_star")
-        table.add_row(s["arm"], s["law"], fmt(s["n_points"]), "-" if r is None else _interval(r, s["ci"]["R_D_star"]),
-                      fmt(s["epochs"]), fmt(s["unique_value"]), fmt(s["token_value"]), fmt(s["ceiling"]),
-                      str(s["id"]))
+        table.add_row(s["arm"], s["law"], fmt(s["n_points"]), fmt(r),
+                      "-" if r is None else constant_interval("R_D_star", s["ci"], s["interval"]),
+                      "-" if r is None else identification(s["identified"]["R_D_star"]), fmt(s["epochs"]),
+                      "-" if r is None else estimate(s["unique_value"], s["unique_value_ci"]),
+                      fmt(s["token_value"]), fmt(s["ceiling"]), str(s["id"]))
     out.print(table)
     if fits.base is not None:
-        _print_constants(f"Base constants, fitted on arm {fits.base.points.arm!r}", fits.base.result)
+        _print_constants(f"Base constants, fitted on arm {fits.base.points.arm!r}", fits.base.result.summary())
     # Base constants not fitted: frozen in the base fit, or (no base fit) given for every arm.
-    source = fits.base or (fits.arms[0] if fits.arms else None)
-    settings = source.result.settings if source else {"frozen": {}, "frozen_why": {}}
+    base_source = fits.base or (fits.arms[0] if fits.arms else None)
+    settings = base_source.result.settings if base_source else {"frozen": {}, "frozen_why": {}}
     for name, value in settings["frozen"].items():
         out.print(f"[bold]{name}[/] frozen at {fmt(value)}: {settings['frozen_why'][name]}", highlight=False)
-    for fit in fits.all():
-        for name in fit.result.settings["on_bound"]:
-            out.print(f"[yellow]{name}[/] of the {fit.points.arm!r} fit ended on its search bound "
-                      f"({fmt(fit.result.constants[name])}): these points do not pin it down; freeze it "
-                      f"(--freeze {name}=VALUE) or add points", highlight=False)
+    for fit in fits.arms:
+        out.print(f"{fit.points.arm}: residual spread {fit.result.residual_spread:.3g} (RMS log), "
+                  f"{fit.result.points_per_free_constant:.3g} points per free constant", highlight=False)
     for name, why in fits.skipped.items():
         out.print(f"[yellow]{name}[/]: not fitted: {why}", highlight=False)
+    _print_intervals(fits.n_boot, f" per fit (from {source}; 0 skips); R_D* intervals hold the base constants fixed")
     out.print(f"Saved {len(ids)} fit(s) to the store" + (" and the study's MLflow run." if logged else "."))
 
 
@@ -193,17 +211,21 @@ def fit(
     format: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json."),
     tie_exponents: bool = typer.Option(False, "--tie-exponents", help="Fit one exponent for alpha and beta."),
     freeze: list[str] = typer.Option([], "--freeze", help="Hold a constant fixed: NAME=VALUE (repeatable)."),
-    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap refits for 95% intervals."),
+    bootstrap: Optional[int] = typer.Option(
+        None, "--bootstrap", min=0, help="Bootstrap refits for 95% intervals, run in parallel processes; 0: none "
+                                         "(default: none for --points, the spec's analysis.bootstrap for --study)."),
 ) -> None:
     """Fit a scaling law to points in a CSV, or per-recipe laws to a study's stored runs.
 
-    With --points, prints the fitted constants (JSON: "constants" and "ci" keyed A, B, E, alpha,
-    beta, R_D_star, R_N_star as the law has them, plus "loss"). With --study, fits the base law on
-    the oracle's unique-data points (freezing what one model size cannot identify, and saying
-    so), then R_D* for each other arm, and saves the fits to the store.
+    With --points, prints the fitted constants (JSON: "constants" keyed A, B, E, alpha, beta,
+    R_D_star, R_N_star as the law has them; "ci" null without --bootstrap, else the fitted ones'
+    [low, high] with "interval" saying how; "identified" per fitted constant with a reason when
+    not; "residual_spread", "points_per_free_constant", "loss"). With --study, fits the base law
+    on the oracle's unique-data points (freezing what one model size cannot identify, and saying
+    so), then R_D* for each other arm, bootstrapped by default, and saves the fits to the store.
 
     Examples:
-      synpro fit --points runs.csv --law data-constrained --tie-exponents --format json
+      synpro fit --points runs.csv --law data-constrained --tie-exponents --bootstrap 200 --format json
       synpro fit --workdir runs/quickstart --study quickstart
     """
     frozen = _parse_freeze(freeze)
@@ -213,7 +235,7 @@ def fit(
     if points is not None:
         if workdir or store or arm:
             raise InputError.one("--workdir, --store and --arm apply to --study fits, not to --points", key="points")
-        _fit_points(points, law, frozen, tie_exponents, bootstrap, format)
+        _fit_points(points, law, frozen, tie_exponents, bootstrap or 0, format)
         return
     if law is not None:
         raise InputError.one("--law applies to --points; study fits use the base law plus R_D* per arm", key="law")
@@ -253,20 +275,21 @@ def compare(
                                            help="Folder for the PNG plots (default: the workdir's reports/)."),
     format: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json."),
 ) -> None:
-    """Compare arms side by side (final loss, effective tokens, multiplier vs repetition, fitted R_D*)
-    and write plots for each study.
+    """Compare arms side by side (final loss, effective tokens, multiplier vs repetition, the latest
+    fitted R_D* with its interval and whether the points identify it) and write plots for each study.
 
     Example:  synpro compare --workdir runs/quickstart --out reports/
     """
     from store import Store
-    from synpro.fits import token_worth
+    from synpro.fits import token_worth, worth_interval
 
     url = store_url(workdir, store)
     folder = out_dir or _reports_dir(url)
     with Store(url) as db:
         rows = db.compare(study)
         for row in rows:
-            row.update(token_worth(row["mean_epochs"], row["r_d_star"]))
+            row.update(token_worth(row["mean_epochs"], row["r_d_star"]),
+                       unique_value_ci=worth_interval(row["mean_epochs"], row["r_d_star_ci"]))
         written = [path for name in dict.fromkeys(r["study"] for r in rows)
                    for path in _write_figures(db, name, folder / name)]
     if format is TableOrJson.json:
@@ -275,13 +298,15 @@ def compare(
     table = Table(title="Arms side by side (means over trials; D_eff inverts the oracle's loss curve)",
                   title_justify="left")
     columns = ["study", "arm", "trials", "mean final loss", "best final loss", "mean D_eff", "× repetition",
-               "epochs", "R_D*", "D'/U"]
+               "epochs", "R_D* [95% interval]", "R_D* identified", "D'/U [95%]"]
     for column in columns:
-        table.add_column(column, justify="left" if column in ("study", "arm") else "right")
+        table.add_column(column, justify="left" if column in ("study", "arm", "R_D* identified") else "right")
     for r in rows:
+        fitted = r["r_d_star"] is not None
         table.add_row(r["study"], r["arm"], f"{r['n_finished']}/{r['n_trials']}", *(fmt(r[key]) for key in (
-            "mean_final_loss", "best_final_loss", "mean_effective_tokens", "mean_multiplier", "mean_epochs",
-            "r_d_star", "unique_value")))
+            "mean_final_loss", "best_final_loss", "mean_effective_tokens", "mean_multiplier", "mean_epochs")),
+            estimate(r["r_d_star"], r["r_d_star_ci"]), identification(r["r_d_star_identified"]) if fitted else "-",
+            estimate(r["unique_value"], r["unique_value_ci"]))
     out.print(table)
     if not any(r["r_d_star"] is not None for r in rows):
         out.print("No fitted R_D* yet: synpro fit --study NAME fits one per arm.")

@@ -134,6 +134,10 @@ class Fit(Base):
 
     (study, law, inputs_hash) is its identity: the hash covers the points and the fit options,
     so fitting the same points the same way again updates this row instead of adding one.
+    A fitted constant is stored with how sure the fit is of it: `ci` ({name: [low, high]}, never
+    zero-width) and `interval` (method, n, level) are NULL without a bootstrap; `identified`
+    ({name: {identified, reason}}) and the fit's residual spread are NULL only on rows written
+    before they existed (revision 0003), which nothing has assessed.
     """
 
     __tablename__ = "fits"
@@ -147,7 +151,11 @@ class Fit(Base):
     arm: Mapped[str | None] = mapped_column(String(255))
     law: Mapped[str] = mapped_column(String(64))
     constants: Mapped[dict[str, Any]]
-    ci: Mapped[dict[str, Any]]
+    ci: Mapped[dict[str, Any] | None]
+    interval: Mapped[dict[str, Any] | None]
+    identified: Mapped[dict[str, Any] | None]
+    residual_spread: Mapped[float | None]
+    points_per_free_constant: Mapped[float | None]
     loss: Mapped[float]
     n_points: Mapped[int] = mapped_column(Integer)
     inputs_hash: Mapped[str] = mapped_column(String(64))

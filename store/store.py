@@ -22,8 +22,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import (Connection, Engine, Float, and_, case, cast, create_engine, event, exists, func, select,
-                        update)
+from sqlalchemy import (Connection, Engine, Float, and_, case, cast, create_engine, event, exists, func, null,
+                        select, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
@@ -312,19 +312,30 @@ class Store:
         self._update_one(stmt, "arm", arm_id)
 
     def add_fit(self, study_id: int, *, arm: str | None, law: str, constants: dict[str, float],
-                ci: dict[str, tuple[float, float]], loss: float, n_points: int, inputs_hash: str,
+                ci: dict[str, tuple[float, float]] | None, interval: dict[str, Any] | None,
+                identified: dict[str, dict[str, Any]] | None, residual_spread: float | None,
+                points_per_free_constant: float | None, loss: float, n_points: int, inputs_hash: str,
                 settings: dict[str, Any], residuals: list[float], trial_ids: list[int]) -> int:
         """Upsert a fit keyed by (study, law, inputs_hash) and link the trials it used.
 
         Re-fitting the same inputs updates the row (and makes it the latest); links are replaced.
+        `ci` None (or empty) is stored as NULL: no interval. A zero-width interval is a ValueError:
+        it would read as certainty the fit does not have.
         """
+        flat = [name for name, (lo, hi) in (ci or {}).items() if not lo < hi]
+        if flat:
+            raise ValueError(f"zero-width or inverted interval for {', '.join(flat)}: store no interval instead")
         stmt = self._insert(Fit).values(
-            study_id=study_id, arm=arm, law=law, constants=constants, ci={k: list(v) for k, v in ci.items()},
+            study_id=study_id, arm=arm, law=law, constants=constants,
+            ci={k: [float(lo), float(hi)] for k, (lo, hi) in ci.items()} if ci else null(),
+            interval=interval if interval else null(), identified=null() if identified is None else identified,
+            residual_spread=_number(residual_spread), points_per_free_constant=_number(points_per_free_constant),
             loss=float(loss), n_points=n_points, inputs_hash=inputs_hash, settings=settings,
             residuals=[float(r) for r in residuals], created_at=utcnow())
         stmt = stmt.on_conflict_do_update(index_elements=[Fit.study_id, Fit.law, Fit.inputs_hash], set_={
             column: stmt.excluded[column]
-            for column in ("arm", "constants", "ci", "loss", "n_points", "settings", "residuals", "created_at")})
+            for column in ("arm", "constants", "ci", "interval", "identified", "residual_spread",
+                           "points_per_free_constant", "loss", "n_points", "settings", "residuals", "created_at")})
         with self.engine.begin() as conn:
             fit_id = conn.execute(stmt.returning(Fit.id)).scalar_one()
             conn.execute(FitTrial.__table__.delete().where(FitTrial.fit_id == fit_id))
@@ -458,12 +469,16 @@ class Store:
             for fit_id, number in conn.execute(links):
                 trials.setdefault(fit_id, []).append(number)
         return [{"id": f.id, "study": study, "arm": f.arm, "law": f.law, "constants": f.constants,
-                 "ci": {k: tuple(v) for k, v in f.ci.items()}, "loss": f.loss, "n_points": f.n_points,
+                 "ci": None if f.ci is None else {k: tuple(v) for k, v in f.ci.items()}, "interval": f.interval,
+                 "identified": f.identified, "residual_spread": f.residual_spread,
+                 "points_per_free_constant": f.points_per_free_constant, "loss": f.loss, "n_points": f.n_points,
                  "inputs_hash": f.inputs_hash, "settings": f.settings, "residuals": f.residuals,
                  "created_at": _iso(f.created_at), "trials": trials.get(f.id, [])} for f in fits]
 
     def compare(self, study: str | None = None) -> list[dict]:
-        """Arms side by side: per (study, arm), aggregates over its trials and the latest fitted R_D*.
+        """Arms side by side: per (study, arm), aggregates over its trials and the latest fitted R_D*
+        with its interval (`r_d_star_ci`: [low, high] or None) and identification
+        (`r_d_star_identified`: {identified, reason}, None on fits that predate it).
 
         Two grouped queries joined in SQL (arms aggregated; the newest fit per arm that has an
         R_D_star picked with a window function), so the answer stays one round trip at any size.
@@ -488,12 +503,17 @@ class Store:
         r_d_star = Fit.constants["R_D_star"].as_float()
         ranked = (
             select(Fit.study_id, Fit.arm, Fit.id.label("fit_id"), r_d_star.label("r_d_star"),
+                   Fit.ci[("R_D_star", 0)].as_float().label("r_d_star_low"),
+                   Fit.ci[("R_D_star", 1)].as_float().label("r_d_star_high"),
+                   Fit.identified[("R_D_star", "identified")].as_boolean().label("r_d_star_identified"),
+                   Fit.identified[("R_D_star", "reason")].as_string().label("r_d_star_reason"),
                    func.row_number().over(partition_by=(Fit.study_id, Fit.arm),
                                           order_by=(Fit.created_at.desc(), Fit.id.desc())).label("rank"))
             .where(r_d_star.is_not(None))
             .subquery())
         query = (
-            select(per_arm, ranked.c.fit_id, ranked.c.r_d_star)
+            select(per_arm, ranked.c.fit_id, ranked.c.r_d_star, ranked.c.r_d_star_low, ranked.c.r_d_star_high,
+                   ranked.c.r_d_star_identified, ranked.c.r_d_star_reason)
             .outerjoin(ranked, and_(ranked.c.study_id == per_arm.c.study_id, ranked.c.arm == per_arm.c.arm,
                                     ranked.c.rank == 1))
             .order_by(per_arm.c.study, per_arm.c.first_arm))
@@ -501,8 +521,15 @@ class Store:
             rows = conn.execute(query).all()
             if not rows and study is not None:
                 self._require(conn, study)
-        return [{key: value for key, value in row._asdict().items() if key not in ("study_id", "first_arm")}
-                for row in rows]
+        compared = []
+        for row in rows:
+            found = {key: value for key, value in row._asdict().items() if key not in ("study_id", "first_arm")}
+            low, high = found.pop("r_d_star_low"), found.pop("r_d_star_high")
+            found["r_d_star_ci"] = None if low is None or high is None else [low, high]
+            flag, reason = found.pop("r_d_star_identified"), found.pop("r_d_star_reason")
+            found["r_d_star_identified"] = None if flag is None else {"identified": flag, "reason": reason}
+            compared.append(found)
+        return compared
 
     def _require(self, conn: Connection, study: str, arm: str | None = None) -> None:
         """Turn an empty answer caused by a misspelt study or arm name into an InputError."""

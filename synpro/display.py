@@ -30,3 +30,41 @@ def finite(value: Any) -> Any:
     if isinstance(value, list):
         return [finite(v) for v in value]
     return value
+
+
+NO_INTERVAL = "no interval (use --bootstrap N)"
+
+
+def interval(ci: Any) -> str:
+    """'[low, high]' with as many digits as it takes for the two ends to differ, so an interval
+    never reads as zero-width; no interval (None) says how to get one."""
+    if ci is None:
+        return NO_INTERVAL
+    low, high = ci
+    for digits in range(4, 16):
+        shown = f"{low:.{digits}g}", f"{high:.{digits}g}"
+        if shown[0] != shown[1]:
+            break
+    return f"[{shown[0]}, {shown[1]}]"
+
+
+def constant_interval(name: str, ci: Any, how: Any) -> str:
+    """The interval cell of one fitted constant, given a fit's `ci` map and `interval` block: a
+    bootstrap whose refits did not spread says so instead of showing a zero-width interval."""
+    if how and name in how.get("no_spread", []):
+        return f"none: all {how['n']} refits agreed"
+    return interval((ci or {}).get(name))
+
+
+def estimate(value: Any, ci: Any) -> str:
+    """A fitted constant with its interval, e.g. '15.39 [13.1, 18.2]' or '15.39, no interval (...)'."""
+    if value is None:
+        return "-"
+    return f"{fmt(value)} {interval(ci)}" if ci is not None else f"{fmt(value)}, {NO_INTERVAL}"
+
+
+def identification(entry: Any) -> str:
+    """'yes', 'no: <reason>', or 'not assessed' for a fit stored before identification existed."""
+    if entry is None:
+        return "not assessed (refit to assess)"
+    return "yes" if entry["identified"] else f"no: {entry['reason']}"

@@ -12,16 +12,18 @@ because the learning rate is constant). The recipe follows Muennighoff et al.:
    so each recipe gets its own "value of a repeated (or synthetic) token".
 
 Every frozen constant and why it was frozen is recorded in the fit's settings (`frozen`,
-`frozen_why`), and so is every fitted one that ended at a search bound (`on_bound`: the points
-do not pin it down). Bootstrap intervals of R_D* hold the base fixed. A fit pools every finished
-trial of the study, so a search over anything but model size (a learning rate, say) shows up as
-residual scatter rather than as a separate curve.
+`frozen_why`); every fitted one carries its identification (see `synpro.scaling.fit`: a constant
+on a search bound, or with a flat profile, is not identified) and, with a bootstrap, its
+interval. The bootstrap runs by default (`analysis.bootstrap` in the spec, 200 refits); the
+intervals of R_D* hold the base fixed, so they leave out the base's own uncertainty. A fit pools
+every finished trial of the study, so a search over anything but model size (a learning rate,
+say) shows up as residual scatter rather than as a separate curve.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,14 +36,11 @@ from synpro.core.hashing import stable_hash
 from synpro.scaling import LAWS, MUENNIGHOFF_C4, ChinchillaLaw, DataConstrainedLaw, ScalingLaw
 from synpro.scaling.fit import FitResult, fit_law
 from synpro.scaling.laws import Value, _repetition_value
-from synpro.spec import parse_spec
+from synpro.spec import Spec, parse_spec
 from store import Store
 
 MIN_MODEL_SIZES = 3  # E + A/N^alpha: three sizes are the fewest that separate A, alpha and E
 NEGLIGIBLE_A = 1e-9  # "A = 0" for a frozen constant that must stay positive: A/N^alpha < 1e-9
-# Within 2% of a search bound counts as on it: near a bound the objective is flat, so L-BFGS-B
-# stops a little short of it.
-ON_BOUND_TOLERANCE = 0.02
 BASE_NAMES = ChinchillaLaw.param_names
 
 
@@ -90,6 +89,13 @@ def token_worth(epochs: float | None, r_d_star: float | None) -> dict[str, float
     return {"unique_value": worth, "token_value": worth / epochs, "ceiling": 1.0 + r_d_star}
 
 
+def worth_interval(epochs: float | None, ci: Sequence[float] | None) -> list[float] | None:
+    """D'/U at the ends of an R_D* interval: D'/U grows with R_D*, so they bound it."""
+    if epochs is None or ci is None:
+        return None
+    return [token_worth(epochs, end)["unique_value"] for end in ci]
+
+
 @dataclass(frozen=True)
 class ArmPoints:
     """One arm's evaluations across a study's trials, as scaling-law inputs."""
@@ -130,13 +136,12 @@ class RecipeFit:
         return self.result.constants.get("R_D_star")
 
     def summary(self) -> dict[str, Any]:
-        """The fit's numbers plus what they mean at this arm's own repetition."""
-        settings = self.result.settings
-        return {"arm": self.points.arm, "law": self.result.law, "constants": self.result.constants,
-                "ci": {k: list(v) for k, v in self.result.ci.items()}, "loss": self.result.loss,
-                "n_points": self.result.n_points, "frozen": settings["frozen"], "frozen_why": settings["frozen_why"],
-                "on_bound": settings["on_bound"], "epochs": self.points.epochs,
-                **token_worth(self.points.epochs, self.r_d_star)}
+        """The fit's numbers (estimates, intervals, identification) plus what they mean at this
+        arm's own repetition."""
+        epochs = self.points.epochs
+        return {"arm": self.points.arm, **self.result.summary(), "frozen_why": self.result.settings["frozen_why"],
+                "epochs": epochs, **token_worth(epochs, self.r_d_star),
+                "unique_value_ci": worth_interval(epochs, (self.result.ci or {}).get("R_D_star"))}
 
 
 @dataclass(frozen=True)
@@ -144,14 +149,20 @@ class StudyFits:
     base: RecipeFit | None  # None when every base constant was given
     arms: list[RecipeFit]
     skipped: dict[str, str]  # arm -> why it has no R_D* fit
+    n_boot: int  # bootstrap refits behind each fit's intervals (0: none)
 
     def all(self) -> list[RecipeFit]:
         return ([self.base] if self.base else []) + self.arms
 
 
+def study_spec(store: Store, study: str) -> Spec:
+    """The spec a study was run with, as stored."""
+    return parse_spec(store.study(study)["spec_yaml"], file=f"<spec of study {study}>")
+
+
 def study_points(store: Store, study: str) -> dict[str, ArmPoints]:
     """Each arm's points, its model size taken from the study's spec with the trial's params."""
-    spec = parse_spec(store.study(study)["spec_yaml"], file=f"<spec of study {study}>")
+    spec = study_spec(store, study)
     rows = store.fit_points(study)
     if not rows:
         raise InputError.one(f"study {study!r} has no finished arm with a finite validation loss yet",
@@ -180,12 +191,10 @@ def is_reference(kind: str) -> bool:
     return kind in ARMS and ARMS.get(kind).is_reference
 
 
-def _annotated(result: FitResult, law: type[ScalingLaw], why: Mapping[str, str]) -> FitResult:
-    """The fit with why each frozen constant is frozen, and which fitted ones ended at a bound of
-    the search (the points do not pin those down: their values are not estimates)."""
-    on_bound = [name for name, value in result.constants.items() if name not in result.settings["frozen"]
-                and any(abs(value / bound - 1) < ON_BOUND_TOLERANCE for bound in law.bounds[name])]
-    return dataclasses.replace(result, settings={**result.settings, "frozen_why": dict(why), "on_bound": on_bound})
+def _annotated(result: FitResult, why: Mapping[str, str]) -> FitResult:
+    """The fit with why each of its frozen constants is frozen."""
+    frozen_why = {name: why[name] for name in result.settings["frozen"]}
+    return dataclasses.replace(result, settings={**result.settings, "frozen_why": frozen_why})
 
 
 def _unique_data(points: ArmPoints) -> ArmPoints:
@@ -223,7 +232,7 @@ def _fit_base(reference: ArmPoints | None, given: Mapping[str, float], tie_expon
     except InputError as exc:
         exc.hint = (exc.hint + "; " if exc.hint else "") + f"while fitting the base on arm {reference.arm!r}"
         raise
-    fit = RecipeFit(points, _annotated(result, ChinchillaLaw, why), points.inputs_hash("chinchilla", options))
+    fit = RecipeFit(points, _annotated(result, why), points.inputs_hash("chinchilla", options))
     base = {name: result.constants[name] for name in BASE_NAMES}
     fitted_why = {name: why.get(name, f"fitted on the unique-data points of arm {reference.arm!r}")
                   for name in BASE_NAMES}
@@ -235,12 +244,15 @@ def _fit_arm(points: ArmPoints, base: Mapping[str, float], why: Mapping[str, str
     options = {"frozen": dict(base), "n_boot": n_boot, "seed": seed}
     result = fit_law(RecipeLaw, points.L, N=points.N, D=points.D, U=points.U, frozen=base,
                      n_boot=n_boot, seed=seed)
-    return RecipeFit(points, _annotated(result, RecipeLaw, why), points.inputs_hash(RecipeLaw.name, options))
+    return RecipeFit(points, _annotated(result, why), points.inputs_hash(RecipeLaw.name, options))
 
 
 def fit_study(store: Store, study: str, *, arm: str | None = None, frozen: Mapping[str, float] | None = None,
-              tie_exponents: bool = False, n_boot: int = 0, seed: int = 0) -> StudyFits:
-    """The base fit on the reference arm and R_D* for each other arm (or just `arm`)."""
+              tie_exponents: bool = False, n_boot: int | None = None, seed: int = 0) -> StudyFits:
+    """The base fit on the reference arm and R_D* for each other arm (or just `arm`), each with
+    `n_boot` bootstrap refits (default: the study spec's `analysis.bootstrap`; 0 skips them)."""
+    if n_boot is None:
+        n_boot = study_spec(store, study).analysis.bootstrap
     given = dict(frozen or {})
     unknown = sorted(set(given) - set(BASE_NAMES))
     if unknown:
@@ -263,17 +275,22 @@ def fit_study(store: Store, study: str, *, arm: str | None = None, frozen: Mappi
         fits.append(_fit_arm(arm_points, base, why, n_boot, seed))
     if arm is not None and arm in skipped:
         raise InputError.one(f"arm {arm!r}: {skipped[arm]}", key="arm")
-    return StudyFits(base_fit, fits, skipped)
+    return StudyFits(base_fit, fits, skipped, n_boot)
 
 
 def save_fits(store: Store, study: str, fits: StudyFits) -> list[int]:
     """Upsert every fit (idempotent: same points, same options, same row); returns their ids."""
     study_id = store.study(study)["id"]
-    return [store.add_fit(study_id, arm=fit.points.arm, law=fit.result.law, constants=fit.result.constants,
-                          ci=fit.result.ci, loss=fit.result.loss, n_points=fit.result.n_points,
-                          inputs_hash=fit.inputs_hash, settings=fit.result.settings,
-                          residuals=fit.result.residuals.tolist(), trial_ids=list(fit.points.trial_ids))
-            for fit in fits.all()]
+    rows = []
+    for fit in fits.all():
+        result = fit.result
+        rows.append(store.add_fit(
+            study_id, arm=fit.points.arm, law=result.law, constants=result.constants, ci=result.ci,
+            interval=result.interval, identified={k: v.to_dict() for k, v in result.identified.items()},
+            residual_spread=result.residual_spread, points_per_free_constant=result.points_per_free_constant,
+            loss=result.loss, n_points=result.n_points, inputs_hash=fit.inputs_hash, settings=result.settings,
+            residuals=result.residuals.tolist(), trial_ids=list(fit.points.trial_ids)))
+    return rows
 
 
 def predict(law: str, constants: Mapping[str, float], columns: Mapping[str, ArrayLike]) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Figures people would rather look at than read: learning curves and effective tokens per arm,
-fitted laws over their points, and what a search found."""
+fitted laws over their points, what a repeated token is worth (with its interval), and what a
+search found."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to PNG files and MLflow artifacts
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 Curve = Sequence[tuple[float, float]]
+Band = Sequence[tuple[float, float]]  # (low, high) at each x of a curve
 
 
 def _styled(reference: str | None, name: str) -> dict:
@@ -78,6 +81,34 @@ def law_figure(series: dict[str, tuple[Curve, Curve]], title: str = "") -> Figur
     ax.set_ylabel("validation loss")
     ax.set_title(title or "Fitted laws (lines) over their points")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def worth_figure(series: dict[str, tuple[Curve, Band | None]], title: str = "") -> Figure:
+    """D'/U against epochs per recipe, each with its interval band ((low, high) at every epoch of
+    its curve) when it has one; fresh data (D'/U = epochs) is the dashed line no recipe beats."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    top = 1.0
+    for name, (curve, band) in series.items():
+        xs, ys = zip(*curve)
+        line, = ax.plot(xs, ys, label=name)
+        if band is not None:
+            lows, highs = zip(*band)
+            ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
+        top = max(top, max(xs))
+    ax.plot([1.0, top], [1.0, top], linestyle="--", color="gray", linewidth=1, label="fresh data (D'/U = epochs)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    for axis in (ax.xaxis, ax.yaxis):  # "2", not "2 x 10^0"; minor labels only when there are few decades
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain if top < 10 else ticker.NullFormatter())
+    ax.set_xlabel("epochs over the unique tokens (D/U)")
+    ax.set_ylabel("D'/U (worth in unique tokens, per unique token)")
+    ax.set_title(title or "What repeated tokens are worth (bands: intervals)")
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from synpro.display import fmt
+from synpro.display import constant_interval, estimate, fmt, identification, interval
 from store import Store
 from synpro import plots
-from synpro.fits import is_reference, predict, study_points, token_worth
+from synpro.fits import is_reference, predict, study_points, token_worth, worth_interval
 
 _FIT_POINTS_PER_LINE = 60
+_WORTH_EPOCHS = np.geomspace(1.0, 1e3, 80)  # the D'/U plot's x axis, cut at the most epochs any recipe ran
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
 table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }
@@ -79,6 +80,31 @@ def _fit_series(store: Store, study: str, fits: dict[str | None, dict]) -> dict[
     return series
 
 
+def _worth_series(store: Store, study: str,
+                  fits: dict[str | None, dict]) -> dict[str, tuple[list, list | None]]:
+    """Per recipe with a fitted R_D*: D'/U over epochs (1 to the most any recipe ran) and its
+    band from the R_D* interval (D'/U grows with R_D*, so the interval's ends bound it)."""
+    fitted = {arm: fit for arm, fit in fits.items() if fit["constants"].get("R_D_star") is not None}
+    if not fitted:
+        return {}
+    points = study_points(store, study)
+    most = max((points[arm].epochs for arm in fitted if arm in points), default=_WORTH_EPOCHS[-1])
+    epochs = _WORTH_EPOCHS[_WORTH_EPOCHS <= most].tolist() + [most]
+    series = {}
+    for arm, fit in fitted.items():
+        def worth(r_d_star: float) -> list[float]:
+            return [token_worth(e, r_d_star)["unique_value"] for e in epochs]
+
+        ci = (fit["ci"] or {}).get("R_D_star")
+        entry = _identified(fit, "R_D_star")
+        label = f"{arm or '(pooled)'}: R_D* {estimate(fit['constants']['R_D_star'], ci)}"
+        if entry is None or not entry["identified"]:
+            label += " (not assessed)" if entry is None else " (not identified)"
+        band = None if ci is None else list(zip(worth(ci[0]), worth(ci[1])))
+        series[label] = (list(zip(epochs, worth(fit["constants"]["R_D_star"]))), band)
+    return series
+
+
 def study_figures(store: Store, study: str) -> dict[str, Figure]:
     """File name -> figure: the best trial's curves, the search results and the fitted laws."""
     objective = store.study(study)["objective"]
@@ -108,9 +134,14 @@ def study_figures(store: Store, study: str) -> dict[str, Figure]:
         name = f"{objective.get('metric', 'objective')} of {objective.get('arm', '?')}"
         figures["search.png"] = plots.search_figure(searched, name, f"Search results: {objective.get('direction', '')} "
                                                                     f"{name}")
-    series = _fit_series(store, study, latest_fits(store, study))
+    fits = latest_fits(store, study)
+    series = _fit_series(store, study, fits)
     if series:
         figures["fits.png"] = plots.law_figure(series, "Fitted laws (lines) over each arm's points")
+    worth = _worth_series(store, study, fits)
+    if worth:
+        figures["token_worth.png"] = plots.worth_figure(
+            worth, "D'/U against epochs per recipe (bands: 95% intervals)")
     return figures
 
 
@@ -126,14 +157,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], text_columns: 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _interval(fit: dict, name: str) -> str:
-    value = fit["constants"].get(name)
-    if value is None:
-        return "-"
-    lo, hi = fit["ci"].get(name, (value, value))
-    return fmt(value) if lo == hi else f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
-
-
 def _results_rows(results: list[dict]) -> list[list[Any]]:
     rows = []
     for trial in results:
@@ -145,35 +168,66 @@ def _results_rows(results: list[dict]) -> list[list[Any]]:
     return rows
 
 
+def _identified(fit: dict, name: str) -> dict | None:
+    """A stored fit's identification of one constant (None: the fit predates identification)."""
+    return None if fit["identified"] is None else fit["identified"].get(name)
+
+
+def _constant_rows(arm: str, fit: dict) -> list[list[Any]]:
+    """One row per constant of a stored fit: estimate, interval and identification together."""
+    rows = []
+    frozen = fit["settings"].get("frozen", {})
+    for name, value in fit["constants"].items():
+        if name in frozen:
+            rows.append([arm, fit["law"], name, value, "-", "-", "frozen"])
+            continue
+        rows.append([arm, fit["law"], name, value, constant_interval(name, fit["ci"], fit["interval"]),
+                     identification(_identified(fit, name)), "fitted"])
+    return rows
+
+
+def _how_sure(fit: dict) -> str:
+    """Where a fit's intervals came from, or that it has none."""
+    if fit["interval"]:
+        return f"{fit['interval']['method']} of {fit['interval']['n']} refits"
+    return interval(None)
+
+
 def _fit_sections(store: Store, study: str, fits: dict[str | None, dict]) -> str:
     if not fits:
         return f'<p class="note">No fits yet: run <code>synpro fit --study {html.escape(study)}</code>.</p>'
     points = study_points(store, study)
-    rows = []
+    rows, constant_rows = [], []
     frozen: dict[tuple[str, str, str], list[str]] = {}  # (constant, value, why) -> arms
     for arm, fit in fits.items():
+        name = arm or "(pooled)"
         epochs = points[arm].epochs if arm in points else None
-        worth = token_worth(epochs, fit["constants"].get("R_D_star"))
-        rows.append([arm or "(pooled)", fit["law"], fit["n_points"], _interval(fit, "R_D_star"), epochs,
-                     worth["unique_value"], worth["token_value"], worth["ceiling"], fit["loss"], fit["id"]])
+        r_d_star = fit["constants"].get("R_D_star")
+        worth = token_worth(epochs, r_d_star)
+        ci = None if fit["ci"] is None else fit["ci"].get("R_D_star")
+        worth_ci = worth_interval(epochs, ci)
+        flag = "-" if r_d_star is None else identification(_identified(fit, "R_D_star"))
+        rows.append([name, fit["law"], fit["n_points"], estimate(r_d_star, ci), flag, epochs,
+                     "-" if r_d_star is None else estimate(worth["unique_value"], worth_ci), worth["token_value"],
+                     worth["ceiling"], fit["residual_spread"], fit["points_per_free_constant"], _how_sure(fit),
+                     fit["id"]])
+        constant_rows += _constant_rows(name, fit)
         why = fit["settings"].get("frozen_why", {})
-        for name, value in fit["settings"].get("frozen", {}).items():
-            frozen.setdefault((name, fmt(value), why.get(name, "given")), []).append(arm or "(pooled)")
-    constants = list(dict.fromkeys(name for fit in fits.values() for name in fit["constants"]))
-    constant_rows = [[arm or "(pooled)", fit["law"], *(_interval(fit, n) for n in constants)]
-                     for arm, fit in fits.items()]
+        for constant, value in fit["settings"].get("frozen", {}).items():
+            frozen.setdefault((constant, fmt(value), why.get(constant, "given")), []).append(name)
     frozen_rows = [[name, value, why, ", ".join(arms)] for (name, value, why), arms in frozen.items()]
-    on_bound = [f"{name} of the {arm or '(pooled)'} fit" for arm, fit in fits.items()
-                for name in fit["settings"].get("on_bound", [])]
     return ("<h3>Value of a token, per arm</h3>"
-            + _table(["arm", "law", "points", "R_D* [95% CI]", "epochs", "D'/U", "D'/D", "ceiling 1+R_D*",
-                      "fit loss", "fit id"], rows, 2)
-            + "<h3>Constants</h3>" + _table(["arm", "law", *constants], constant_rows, 2)
+            + _table(["arm", "law", "points", "R_D* [95% interval]", "R_D* identified", "epochs", "D'/U [95%]",
+                      "D'/D", "ceiling 1+R_D*", "residual spread (RMS log)", "points per free constant",
+                      "intervals", "fit id"], rows, 2)
+            + '<p class="note">R_D* intervals hold the base constants fixed. A constant is not identified when '
+              "its estimate or interval reaches a bound of the search, or when holding it half a decade away "
+              "(others refitted) barely changes the fit; its value then says little.</p>"
+            + "<h3>Constants</h3>"
+            + _table(["arm", "law", "constant", "estimate", "95% interval", "identified", "how"], constant_rows, 3)
             + "<h3>Frozen constants (not fitted)</h3>"
             + (_table(["constant", "value", "why", "in the fits of"], frozen_rows, 4) if frozen_rows
-               else '<p class="note">None: every constant was fitted.</p>')
-            + (f'<p class="note"><b>Not pinned down</b> (ended on a bound of the search, so not an estimate): '
-               f'{html.escape(", ".join(on_bound))}. Freeze them or add points.</p>' if on_bound else ""))
+               else '<p class="note">None: every constant was fitted.</p>'))
 
 
 def render_report(store: Store, study: str) -> str:
@@ -189,7 +243,9 @@ def render_report(store: Store, study: str) -> str:
         plots.close(fig)
         images.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></figure>')
     compare_rows = [[c["arm"], c["kind"], c["n_trials"], c["n_finished"], c["mean_final_loss"], c["best_final_loss"],
-                     c["mean_effective_tokens"], c["mean_multiplier"], c["mean_epochs"], c["r_d_star"]]
+                     c["mean_effective_tokens"], c["mean_multiplier"], c["mean_epochs"],
+                     estimate(c["r_d_star"], c["r_d_star_ci"]),
+                     "-" if c["r_d_star"] is None else identification(c["r_d_star_identified"])]
                     for c in comparison]
     objective = info["objective"]
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -203,7 +259,7 @@ def render_report(store: Store, study: str) -> str:
         f'<p class="note">{html.escape(_READING)}</p>',
         "<h2>Comparison of arms</h2>",
         _table(["arm", "kind", "trials", "finished", "mean final loss", "best final loss", "mean D_eff",
-                "mean × repetition", "epochs", "latest R_D*"], compare_rows, 2),
+                "mean × repetition", "epochs", "latest R_D* [95% interval]", "R_D* identified"], compare_rows, 2),
         "<h2>Fits</h2>", _fit_sections(store, study, fits),
         "<h2>Figures</h2>", "\n".join(images) or '<p class="note">Nothing to plot yet.</p>',
         "<h2>Results per trial</h2>",

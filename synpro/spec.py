@@ -279,6 +279,13 @@ class SearchSpec(_Strict):
         return self
 
 
+class AnalysisSpec(_Strict):
+    """How `synpro fit --study` fits the stored runs (not part of what a trial computes)."""
+
+    bootstrap: int = Field(default=200, ge=0, description=(
+        "bootstrap refits behind each fitted constant's interval (0: no intervals); --bootstrap overrides"))
+
+
 class Spec(_Strict):
     experiment: ExperimentSpec
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)
@@ -291,6 +298,7 @@ class Spec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     store: StoreSpec = Field(default_factory=StoreSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     source_file: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -340,7 +348,7 @@ class Spec(_Strict):
     def content_hash(self) -> str:
         """Identity of what a trial computes: everything but names, locations and the search block."""
         data = self.to_dict()
-        for volatile in ("tracking", "store", "search"):
+        for volatile in ("tracking", "store", "search", "analysis"):
             data.pop(volatile)
         data["experiment"] = {"seed": self.experiment.seed}
         return stable_hash(data, length=12)

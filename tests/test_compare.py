@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -18,10 +19,24 @@ from cli.main import app
 from store import Store
 from store.schema import Arm, Evaluation, Trial
 from synpro.scaling import MUENNIGHOFF_C4
-from test_fits import SPEC, STUDY, TOTAL, populate
+from test_fits import BOOTSTRAP, SPEC, STUDY, TOTAL, populate
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SAME_ENDS = re.compile(r"\[\s*([-+0-9.e,]+), \1\s*\]")  # "[15.39, 15.39]": an interval shown zero-width
+
+
+def no_zero_width(found: object) -> None:
+    """Fail on any interval, anywhere in a JSON payload, whose ends are equal."""
+    if isinstance(found, dict):
+        for key, value in found.items():
+            if key in ("ci", "r_d_star_ci", "unique_value_ci") and value is not None:
+                pairs = value.values() if isinstance(value, dict) else [value]
+                assert all(lo < hi for lo, hi in pairs), (key, value)
+            no_zero_width(value)
+    elif isinstance(found, list):
+        for value in found:
+            no_zero_width(value)
 
 
 def write_c4_points(path: Path) -> None:
@@ -49,12 +64,28 @@ def test_fit_points_json_contract_recovers_the_published_c4_law(tmp_path: Path) 
     payload = json.loads(result.stdout)
     assert payload["law"] == "data-constrained" and payload["n_points"] == 100
     truth = MUENNIGHOFF_C4.constants()
-    assert set(payload["constants"]) == set(payload["ci"]) == set(truth)
+    assert set(payload["constants"]) == set(payload["identified"]) == set(truth)
     for name, value in truth.items():
         assert payload["constants"][name] == pytest.approx(value, rel=1e-2), name
-        lo, hi = payload["ci"][name]
-        assert lo <= payload["constants"][name] <= hi
+        assert payload["identified"][name] == {"identified": True, "reason": None}
+    # No bootstrap, no interval: never the estimate twice.
+    assert payload["ci"] is None and payload["interval"] is None
+    assert payload["residual_spread"] < 1e-5 and payload["points_per_free_constant"] == 100 / 6
     assert payload["loss"] < 1e-6 and payload["settings"]["tie_exponents"] is True
+
+
+def test_fit_points_with_a_bootstrap_gives_every_fitted_constant_an_interval_and_a_flag(tmp_path: Path) -> None:
+    points = tmp_path / "c4.csv"
+    write_c4_points(points)
+    result = runner.invoke(app, ["fit", "--points", str(points), "--law", "chinchilla", "--freeze", "E=1.8691",
+                                 "--bootstrap", "4", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload["ci"]) == set(payload["identified"]) == {"A", "B", "alpha", "beta"}
+    assert payload["interval"] == {"method": "percentile bootstrap", "n": 4, "level": 0.95, "seed": 0,
+                                   "no_spread": []}
+    assert all("identified" in flag for flag in payload["identified"].values())
+    no_zero_width(payload)
 
 
 def test_fit_points_table_marks_frozen_constants(tmp_path: Path) -> None:
@@ -64,6 +95,8 @@ def test_fit_points_table_marks_frozen_constants(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "chinchilla law fitted to 100 points" in result.output
     assert "frozen" in result.output and "fitted" in result.output
+    assert result.output.count("no interval (use --bootstrap N)") == 4  # A, B, alpha, beta; E is frozen
+    assert "points per free constant" in result.output and "Residual spread" in result.output
 
 
 BAD_CSV = {
@@ -130,37 +163,78 @@ def test_study_fit_then_compare_and_report(tmp_path: Path) -> None:
     fitted = runner.invoke(app, ["fit", "--store", url, "--study", STUDY, "--format", "json"])
     assert fitted.exit_code == 0, fitted.output
     payload = json.loads(fitted.stdout)
+    no_zero_width(payload)
     by_arm = {f["arm"]: f for f in payload["fits"]}
     assert by_arm["oracle"]["law"] == "chinchilla" and by_arm["repetition"]["law"] == "recipe"
     assert by_arm["repetition"]["constants"]["R_D_star"] == pytest.approx(15.388, rel=0.15)
     assert by_arm["repetition"]["frozen_why"]["B"].startswith("fitted on the unique-data points")
+    # Bootstrapped by default, as many refits as the spec says, and said so.
+    assert payload["bootstrap"] == {"n": BOOTSTRAP, "from": "the spec's analysis.bootstrap"}
+    for fit in payload["fits"]:
+        assert fit["interval"]["n"] == BOOTSTRAP and set(fit["ci"]) == set(fit["identified"])
+    assert by_arm["repetition"]["identified"]["R_D_star"]["identified"] is True
     table = runner.invoke(app, ["fit", "--store", url, "--study", STUDY, "--arm", "synthetic"])
     assert table.exit_code == 0, table.output
     assert "synthetic" in table.output and "Saved 2 fit(s)" in table.output
+    assert f"percentile bootstrap of {BOOTSTRAP} refits per fit (from the spec's analysis.bootstrap" in table.output
+    assert not SAME_ENDS.search(table.output)
+    plain = runner.invoke(app, ["fit", "--store", url, "--study", STUDY, "--arm", "synthetic", "--bootstrap", "0"])
+    assert plain.exit_code == 0 and "no interval (use --bootstrap N)" in plain.output, plain.output
+    assert "No intervals: no bootstrap ran" in plain.output
 
     out = tmp_path / "plots"
     compared = runner.invoke(app, ["compare", "--store", url, "--out", str(out), "--format", "json"])
     assert compared.exit_code == 0, compared.output
-    rows = {r["arm"]: r for r in json.loads(compared.stdout)["arms"]}
+    compared_payload = json.loads(compared.stdout)
+    no_zero_width(compared_payload)
+    rows = {r["arm"]: r for r in compared_payload["arms"]}
     assert rows["synthetic"]["mean_multiplier"] == 4.0  # known on one trial; the mean skips unknowns
     assert rows["repetition"]["r_d_star"] == pytest.approx(by_arm["repetition"]["constants"]["R_D_star"])
+    assert rows["repetition"]["r_d_star_ci"] == pytest.approx(by_arm["repetition"]["ci"]["R_D_star"])
+    assert rows["repetition"]["r_d_star_identified"] == {"identified": True, "reason": None}
     assert rows["repetition"]["mean_epochs"] == 40.0 and rows["repetition"]["n_trials"] == 3
     assert 1 < rows["repetition"]["unique_value"] < rows["repetition"]["ceiling"]
     assert rows["oracle"]["r_d_star"] is None
-    for name in ("loss_curves.png", "effective_tokens.png", "search.png", "fits.png"):
+    for name in ("loss_curves.png", "effective_tokens.png", "search.png", "fits.png", "token_worth.png"):
         assert (out / STUDY / name).read_bytes().startswith(PNG_MAGIC), name
     shown = runner.invoke(app, ["compare", "--store", url, "--study", STUDY])
     assert shown.exit_code == 0 and "repetition" in shown.output and "R_D*" in shown.output
+    assert "identified" in shown.output and not SAME_ENDS.search(shown.output)
+    lo, hi = rows["repetition"]["r_d_star_ci"]
+    assert f"[{lo:.4g}," in shown.output and f"{hi:.4g}]" in shown.output  # the cell may wrap at 80 columns
 
     reported = runner.invoke(app, ["report", "--store", url, "--study", STUDY])
     assert reported.exit_code == 0, reported.output
     page = (tmp_path / "wd" / "reports" / f"{STUDY}.html").read_text()  # default: the workdir's reports/
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5 and 'alt="token_worth.png"' in page
+    assert not SAME_ENDS.search(page)
+    assert f"{rows['repetition']['r_d_star']:.4g} [{lo:.4g}, {hi:.4g}]" in page
+    assert "R_D* identified" in page and f"percentile bootstrap of {BOOTSTRAP} refits" in page
     assert "src=\"http" not in page and "href=" not in page and "<script" not in page  # no external assets
     for text in ("Comparison of arms", "Value of a token, per arm", "Frozen constants", "Results per trial",
                  "model.d_model", "oracle", "repetition", "synthetic", "recipe", "effective"):
         assert text in page, text
     assert "unique_tokens: 40000" in page  # the spec, inline
+
+
+def test_an_r_d_star_the_runs_cannot_pin_down_is_flagged_in_fit_compare_and_report(tmp_path: Path) -> None:
+    """Every evaluation of the repeated arm at <= 2 epochs, its R_D* a large 60: flagged everywhere."""
+    url = f"sqlite:///{tmp_path / 'wd' / 'synpro.db'}"
+    with Store(url) as store:
+        populate(store, arms=("oracle", "repetition"), r_d_star={"repetition": 60.0}, unique=TOTAL / 2)
+    fitted = runner.invoke(app, ["fit", "--store", url, "--study", STUDY])
+    assert fitted.exit_code == 0, fitted.output
+    assert "no: held at" in fitted.output and not SAME_ENDS.search(fitted.output)
+    compared = runner.invoke(app, ["compare", "--store", url, "--out", str(tmp_path / "plots"), "--format", "json"])
+    [row] = [r for r in json.loads(compared.stdout)["arms"] if r["arm"] == "repetition"]
+    assert row["r_d_star_identified"]["identified"] is False
+    assert "do not bound it from above" in row["r_d_star_identified"]["reason"]
+    shown = runner.invoke(app, ["compare", "--store", url, "--out", str(tmp_path / "plots")])
+    assert "no: held at" in shown.output, shown.output
+    reported = runner.invoke(app, ["report", "--store", url, "--study", STUDY])
+    assert reported.exit_code == 0, reported.output
+    page = (tmp_path / "wd" / "reports" / f"{STUDY}.html").read_text()
+    assert "no: held at" in page and not SAME_ENDS.search(page)
 
 
 def test_compare_and_report_name_unknown_studies(tmp_path: Path) -> None:
@@ -185,6 +259,9 @@ def test_study_fit_is_logged_to_the_studys_mlflow_run(tmp_path: Path) -> None:
     assert "and the study's MLflow run" in result.output
     tags = tracker.client.get_run(run).data.tags
     assert float(tags["synpro.fit.R_D_star.repetition"]) == pytest.approx(15.388, rel=0.15)
+    low, high = json.loads(tags["synpro.fit.R_D_star_interval.repetition"])
+    assert low <= float(tags["synpro.fit.R_D_star.repetition"]) <= high
+    assert tags["synpro.fit.R_D_star_identified.repetition"] == "yes"
     assert [a.path for a in tracker.client.list_artifacts(run)] == ["fits.json"]
 
 
@@ -228,8 +305,11 @@ def bulk_study(store: Store, n_trials: int, evaluations: int) -> dict[str, list[
             {"arm_id": arm, "tokens": (k + 1) * 10**6, "step": k, "val_loss": 4.0 - k / 10}
             for arm in arm_ids for k in range(evaluations)])
     for k in range(20):  # a history of fits: the comparison must pick the newest
-        store.add_fit(study_id, arm="repetition", law="recipe", constants={"R_D_star": float(k + 1)}, ci={},
-                      loss=0.0, n_points=4, inputs_hash=f"fit-{k}", settings={}, residuals=[], trial_ids=trials[:3])
+        store.add_fit(study_id, arm="repetition", law="recipe", constants={"R_D_star": float(k + 1)},
+                      ci={"R_D_star": (k + 0.5, k + 2.0)}, interval={"method": "percentile bootstrap", "n": 10},
+                      identified={"R_D_star": {"identified": k % 2 == 1, "reason": None if k % 2 else "flat"}},
+                      residual_spread=0.01, points_per_free_constant=4.0, loss=0.0, n_points=4,
+                      inputs_hash=f"fit-{k}", settings={}, residuals=[], trial_ids=trials[:3])
     return finals
 
 
@@ -253,4 +333,6 @@ def test_compare_answers_in_under_a_second_at_thousands_of_runs(url: str) -> Non
         assert row["mean_final_loss"] == pytest.approx(np.mean(losses))
         assert row["best_final_loss"] == pytest.approx(min(losses))
     assert by_arm["repetition"]["r_d_star"] == 20.0 and by_arm["repetition"]["mean_epochs"] == 4.0
+    assert by_arm["repetition"]["r_d_star_ci"] == [19.5, 21.0]
+    assert by_arm["repetition"]["r_d_star_identified"] == {"identified": True, "reason": None}
     assert by_arm["oracle"]["r_d_star"] is None and by_arm["oracle"]["mean_epochs"] == 1.0

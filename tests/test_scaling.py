@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from synpro.errors import InputError
 from synpro.scaling import CHINCHILLA, LAWS, MUENNIGHOFF_C4, ChinchillaLaw, DataConstrainedLaw
-from synpro.scaling.fit import fit_law
+from synpro.scaling.fit import INTERVAL_METHOD, fit_law
 
 NOISE = 0.005  # 0.5% multiplicative (lognormal) noise on every loss
 
@@ -144,7 +146,10 @@ def test_tie_and_freeze_options():
     assert tied.constants["alpha"] == tied.constants["beta"]
     frozen = fit_law("chinchilla", losses, N=N, D=D, frozen={"E": 1.69, "beta": 0.2849})
     assert frozen.constants["E"] == 1.69 and frozen.constants["beta"] == 0.2849
-    assert frozen.ci["E"] == (1.69, 1.69)
+    assert frozen.ci is None  # no bootstrap: no interval, rather than the estimate twice
+    assert set(frozen.identified) == {"A", "B", "alpha"}  # frozen constants are neither sure nor unsure
+    assert tied.identified["beta"] == tied.identified["alpha"]
+    assert frozen.points_per_free_constant == N.size / 3
     assert frozen.settings["frozen"] == {"E": 1.69, "beta": 0.2849}
     assert abs(frozen.constants["alpha"] / CHINCHILLA.alpha - 1) < 0.05
 
@@ -164,18 +169,65 @@ def test_bootstrap_intervals_cover_the_truth():
     for seed in range(4):
         result = fit_law("chinchilla", noisy(CHINCHILLA.predict(N, D), seed=10 + seed), N=N, D=D,
                          n_boot=30, seed=seed)
-        assert all(lo < hi for lo, hi in result.ci.values())
+        assert set(result.ci) == set(truth) and all(lo < hi for lo, hi in result.ci.values())
+        assert all(flag.identified for flag in result.identified.values())
+        assert result.interval == {"method": INTERVAL_METHOD, "n": 30, "level": 0.95, "seed": seed, "no_spread": []}
         covered += [lo <= truth[k] <= hi for k, (lo, hi) in result.ci.items()]
     # Nominal 95%; a percentile bootstrap with 30 draws under-covers somewhat.
     assert np.mean(covered) >= 0.7
 
 
-def test_bootstrap_is_reproducible_with_a_seed():
+def test_bootstrap_is_reproducible_with_a_seed_in_one_process_or_several():
     N, D, U = data_constrained_points()
     losses = noisy(MUENNIGHOFF_C4.predict(N, D, U), seed=5)
-    runs = [fit_law("data-constrained", losses, N=N, D=D, U=U, tie_exponents=True, n_boot=5, seed=7)
-            for _ in range(2)]
-    assert runs[0].ci == runs[1].ci
+    runs = [fit_law("data-constrained", losses, N=N, D=D, U=U, tie_exponents=True, n_boot=5, seed=7, workers=w)
+            for w in (1, 2)]
+    assert runs[0].ci == runs[1].ci and set(runs[0].ci) == set(MUENNIGHOFF_C4.constants())
+
+
+def test_without_a_bootstrap_there_is_no_interval_but_every_fitted_constant_is_judged():
+    N, D = chinchilla_points()
+    result = fit_law("chinchilla", noisy(CHINCHILLA.predict(N, D), seed=6), N=N, D=D)
+    summary = result.summary()
+    assert summary["ci"] is None and summary["interval"] is None
+    assert summary["identified"] == {k: {"identified": True, "reason": None} for k in CHINCHILLA.constants()}
+    # 0.5% noise: the residual spread says so, and 36 points feed 5 constants.
+    assert 0.003 < summary["residual_spread"] < 0.007 and summary["points_per_free_constant"] == 36 / 5
+
+
+def decay_points(epochs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two model sizes x two unique-data sizes x 4 repetition levels up to `epochs`, every
+    model below compute-optimal for its data (so only R_D* matters beyond the base)."""
+    N, U, e = (a.ravel() for a in np.meshgrid([1e8, 3e8], [2e10, 6e10], np.geomspace(1.0, epochs, 4)))
+    return N, U * e, U
+
+
+@pytest.mark.parametrize("epochs, r_d_star, identified", [(2.0, 60.0, False), (40.0, 15.388, True)])
+def test_r_d_star_is_flagged_unless_the_runs_repeat_enough(epochs: float, r_d_star: float, identified: bool):
+    """At <= 2 epochs D' barely depends on a large R_D*, so neither its profile nor its bootstrap
+    pins it down; 40 epochs of the published 15.4 do. 16 points with 0.1% noise each."""
+    truth = dataclasses.replace(MUENNIGHOFF_C4, R_D_star=r_d_star)
+    given = {k: v for k, v in truth.constants().items() if k != "R_D_star"}
+    N, D, U = decay_points(epochs)
+    losses = truth.predict(N, D, U) * np.exp(np.random.default_rng(9).normal(0.0, 0.001, N.shape))
+    result = fit_law("data-constrained", losses, N=N, D=D, U=U, frozen=given, n_boot=12)
+    flag = result.identified["R_D_star"]
+    assert list(result.identified) == ["R_D_star"] and flag.identified is identified
+    lo, hi = result.ci["R_D_star"]
+    if identified:
+        assert flag.reason is None and lo < r_d_star < hi < 1.2 * r_d_star
+    else:
+        assert "the points do not bound it from above" in flag.reason and "\n" not in flag.reason
+        assert lo < hi and hi / lo > 10
+
+
+def test_a_constant_at_a_search_bound_is_not_identified_and_never_gets_a_zero_width_interval():
+    # No irreducible loss: the best E is below anything the search allows, and refits stay there.
+    N, D = chinchilla_points()
+    result = fit_law("chinchilla", dataclasses.replace(CHINCHILLA, E=1e-12).predict(N, D), N=N, D=D, n_boot=6)
+    assert not result.identified["E"].identified and "search bound" in result.identified["E"].reason
+    assert all(lo < hi for lo, hi in result.ci.values())
+    assert ("E" in result.ci) != ("E" in result.no_spread)
 
 
 @pytest.mark.parametrize("change, key", [
