@@ -112,7 +112,7 @@ def _windows(doc: int, text: str, context_chars: int, continuation_chars: int) -
         if j >= len(words):
             break
         cut = words[j][0] - 1
-        if words[j - 1][1] != cut:  # a newline or a run of spaces would tell the answer apart
+        if text[cut] != " " or words[j - 1][1] != cut:  # a newline or a run of spaces would tell it apart
             i = j
             continue
         k = j  # last word of the continuation

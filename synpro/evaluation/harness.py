@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from synpro.evaluation.tasks import task_configs
+from synpro.evaluation.tasks import load_tasks
 from synpro.spec import EvalTaskSpec
 
 @dataclass(frozen=True)
@@ -64,11 +64,11 @@ def evaluate_model(model, tokenizer, tasks: Sequence[EvalTaskSpec], task_dir: st
     from lm_eval.models.huggingface import HFLM
 
     started = time.perf_counter()
-    manager, configs = task_configs(tasks, task_dir)
     with _quiet():
+        task_dict = load_tasks(tasks, task_dir)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
                   max_length=model.config.max_position_embeddings, add_bos_token=False)
-        results = evaluate(lm=lm, task_dict=manager.load(configs), limit=limit, bootstrap_iters=0,
+        results = evaluate(lm=lm, task_dict=task_dict, limit=limit, bootstrap_iters=0,
                            log_samples=False, cache_requests=False)
     scores = {t.name: {t.metric: float(results["results"][t.name][f"{t.metric},none"])} for t in tasks}
     items = {t.name: int(results["n-samples"][t.name]["effective"]) for t in tasks}
@@ -77,13 +77,16 @@ def evaluate_model(model, tokenizer, tasks: Sequence[EvalTaskSpec], task_dir: st
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """lm-eval logs every request batch and config at INFO/WARNING; keep SynPro's screen readable."""
-    loggers = [logging.getLogger(name) for name in ("lm_eval", "lm-eval")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
+    """lm-eval logs configs at INFO/WARNING and datasets draws a bar per split; keep SynPro's screen readable."""
+    import datasets
+
+    logger = logging.getLogger("lm_eval")
+    level, bars_were_on = logger.level, datasets.is_progress_bar_enabled()
+    logger.setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+        logger.setLevel(level)
+        if bars_were_on:
+            datasets.enable_progress_bars()

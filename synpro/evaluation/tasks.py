@@ -18,6 +18,7 @@ decide both, and some tasks (CommonsenseQA, Social IQa) do not list `acc_norm` a
 from __future__ import annotations
 
 import difflib
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -46,15 +47,13 @@ def check_tasks(spec: "Spec") -> None:
     when the spec names other tasks.
     """
     tasks = spec.eval.tasks
-    external = [t for t in tasks if t.name not in BUILTIN_TASKS]
-    manager = _manager(None, with_defaults=True) if external else None
     lines = _spec_lines(spec)
     problems = []
     for i, task in enumerate(tasks):
         if task.name in BUILTIN_TASKS:
             continue
         try:
-            _check_reachable(task.name, _registered_config(manager, task.name))
+            _check_reachable(task.name, _registered_config(_lm_eval_index(), task.name))
         except _Refused as refused:
             key = ("eval", "tasks", i, "name")
             problems.append(Problem(str(refused), ".".join(map(str, key)), lines.get(key)))
@@ -62,21 +61,29 @@ def check_tasks(spec: "Spec") -> None:
         raise InputError(problems, file=spec.source_file)
 
 
-def task_configs(tasks: Sequence["EvalTaskSpec"], task_dir: str | Path | None) -> tuple["TaskManager", list[dict]]:
-    """The TaskManager and one lm-eval config dict per task, ready for `simple_evaluate`.
+def load_tasks(tasks: Sequence["EvalTaskSpec"], task_dir: str | Path | None) -> dict:
+    """lm-eval's task dict (`TaskManager.load`) for these tasks, each with SynPro's settings.
 
     task_dir holds the builtin tasks' YAML and data (written by their builders); it is needed only
     when a builtin is listed. Raises InputError as `check_tasks` does.
     """
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_defaults=False).load(task_configs(tasks, task_dir))
+
+
+def task_configs(tasks: Sequence["EvalTaskSpec"], task_dir: str | Path | None) -> list[dict]:
+    """One full lm-eval config dict per task: its registered YAML, zero-shot, the spec's metric."""
     builtin = [t.name for t in tasks if t.name in BUILTIN_TASKS]
     if builtin and (task_dir is None or not Path(task_dir).is_dir()):
         raise InputError.one(f"builtin task(s) {', '.join(builtin)} need the folder their builder wrote; "
                              f"got {task_dir!r}", key="eval.tasks")
-    manager = _manager(task_dir if builtin else None, with_defaults=len(builtin) < len(tasks))
+    builtin_index = _builtin_index(task_dir) if builtin else None
     configs, problems = [], []
     for i, task in enumerate(tasks):
         try:
-            config = _registered_config(manager, task.name)
+            index = builtin_index if task.name in BUILTIN_TASKS else _lm_eval_index()
+            config = _registered_config(index, task.name)
             _check_reachable(task.name, config)
         except _Refused as refused:
             problems.append(Problem(str(refused), f"eval.tasks.{i}.name"))
@@ -86,15 +93,22 @@ def task_configs(tasks: Sequence["EvalTaskSpec"], task_dir: str | Path | None) -
         configs.append(config)
     if problems:
         raise InputError(problems)
-    return manager, configs
+    return configs
 
 
-def _manager(task_dir: str | Path | None, *, with_defaults: bool) -> "TaskManager":
-    """lm-eval's task index over task_dir and (only if needed: it takes seconds) its own tasks."""
+@functools.cache
+def _lm_eval_index() -> "TaskManager":
+    """lm-eval's index of its own tasks: built once per process (it parses ~15k YAML files, ~6 s)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(task_dir) if task_dir is not None else None,
-                       include_defaults=with_defaults)
+    return TaskManager(include_defaults=True)
+
+
+def _builtin_index(task_dir: str | Path) -> "TaskManager":
+    """An index of the builtin tasks' YAML in task_dir only (fast)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(task_dir), include_defaults=False)
 
 
 def _registered_config(manager: "TaskManager", name: str) -> dict[str, Any]:
