@@ -13,9 +13,10 @@ How an item is made (`build_builtin_task`; same inputs and seed → byte-identic
    characters, cut at spaces. In a window, the context is the first ~`context_chars` characters
    (starting at a word) and the true continuation the words that follow it, up to
    `continuation_chars` characters, starting with its separating space and ending at a word end.
-3. Distractors: `choices - 1` pieces from OTHER held-out documents, each starting at a space at a
-   random place and ending at the word end nearest the true continuation's length, so no choice
-   stands out by length, a cut word or missing leading space. Duplicates of the answer are redrawn.
+3. Distractors: `choices - 1` pieces from OTHER held-out documents, each starting at a single
+   space at a random place with room for the answer's length after it, and ending at the word end
+   nearest that length, so no choice stands out by length, a cut word or a missing leading space
+   (a random model, which favours short choices, then sits at chance). Repeats are redrawn.
 4. `n_items` windows are drawn without replacement (seeded), the answer is put at a random
    position, and the items are written as JSONL with an lm-eval task YAML beside it
    (multiple_choice, zero-shot, choices appended to the context with no delimiter).
@@ -72,8 +73,9 @@ def build_builtin_task(texts: Sequence[str], out_dir: str | Path, n_items: int, 
                 contaminated += 1
             else:
                 windows.append(window)
-    donors = [d for d, text in enumerate(texts) if _SPACE.search(text)]
-    if not windows or len(donors) < 2:
+    starts = {d: np.array([m.start() for m in _SPACE.finditer(text)]) for d, text in enumerate(texts)}
+    starts = {d: positions for d, positions in starts.items() if positions.size}  # where a distractor may begin
+    if not windows or len(starts) < 2:
         raise InputError.one(
             f"the held-out texts give too little for the {name} task: {len(windows)} passages from "
             f"{len(texts)} documents ({contaminated} dropped as overlapping the pretraining texts)",
@@ -84,7 +86,7 @@ def build_builtin_task(texts: Sequence[str], out_dir: str | Path, n_items: int, 
     rows = []
     for i, index in enumerate(picked):
         window = windows[index]
-        options = [window.gold] + _distractors(rng, texts, window, donors, choices - 1)
+        options = [window.gold] + _distractors(rng, texts, window, starts, choices - 1)
         order = rng.permutation(choices)
         rows.append({"id": i, "doc": window.doc, "context": window.context,
                      "choices": [options[j] for j in order], "label": int(np.flatnonzero(order == 0)[0])})
@@ -125,24 +127,31 @@ def _windows(doc: int, text: str, context_chars: int, continuation_chars: int) -
     return out
 
 
-def _distractors(rng: np.random.Generator, texts: Sequence[str], window: _Window, donors: list[int],
-                 n: int) -> list[str]:
-    """n pieces of other documents, each a single space plus whole words, about as long as the answer."""
-    others = [d for d in donors if d != window.doc]
+def _distractors(rng: np.random.Generator, texts: Sequence[str], window: _Window,
+                 starts: dict[int, np.ndarray], n: int) -> list[str]:
+    """n pieces of other documents, each a single space plus whole words, about as long as the answer.
+
+    A piece starts only where its document has at least the answer's length left, so pieces cut
+    short by a document's end cannot make the answer the longest choice.
+    """
+    others = [d for d in starts if d != window.doc and starts[d][0] <= len(texts[d]) - len(window.gold)]
     pieces: list[str] = []
     for _ in range(100 * n):
-        if len(pieces) == n:
-            return pieces
-        text = texts[others[rng.integers(len(others))]]
-        spaces = [m.start() for m in _SPACE.finditer(text)]
-        begin = spaces[rng.integers(len(spaces))]
+        if len(pieces) == n or not others:
+            break
+        doc = others[rng.integers(len(others))]
+        text = texts[doc]
+        room = starts[doc][starts[doc] <= len(text) - len(window.gold)]
+        begin = int(room[rng.integers(len(room))])
         ends = [m.end() for m in _WORD.finditer(text, begin)]
         end = min(ends, key=lambda e: abs((e - begin) - len(window.gold)))
         piece = text[begin:end]
         if piece != window.gold and piece not in pieces:
             pieces.append(piece)
-    raise InputError.one(f"could not draw {n} distinct distractors from the other held-out documents",
-                         key="eval.builtin.choices", hint="lower eval.builtin.choices")
+    if len(pieces) < n:
+        raise InputError.one(f"could not draw {n} distinct distractors from the other held-out documents",
+                             key="eval.builtin.choices", hint="lower eval.builtin.choices")
+    return pieces
 
 
 def _ngrams(texts: Iterable[str]) -> set[int]:
