@@ -31,12 +31,16 @@ if TYPE_CHECKING:
     from synpro.spec import EvalTaskSpec, Spec
 
 _LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow"}  # datasets' packaged loaders of local files
-OFFLINE_HINT = ("download the dataset once on a machine with network access (its Hugging Face cache, "
-                "~/.cache/huggingface, then works offline), or remove the task from eval.tasks")
+OFFLINE_HINT = ("load each such dataset once on a machine with network access and copy its Hugging Face "
+                "cache (~/.cache/huggingface) here, or remove the task from eval.tasks")
 
 
 class _Refused(Exception):
     """One task cannot be used; the message says why."""
+
+
+class _Unreachable(_Refused):
+    """The task is fine but its dataset cannot be opened from here."""
 
 
 def check_tasks(spec: "Spec") -> None:
@@ -48,7 +52,7 @@ def check_tasks(spec: "Spec") -> None:
     """
     tasks = spec.eval.tasks
     lines = _spec_lines(spec)
-    problems = []
+    problems, unreachable = [], False
     for i, task in enumerate(tasks):
         if task.name in BUILTIN_TASKS:
             continue
@@ -57,8 +61,9 @@ def check_tasks(spec: "Spec") -> None:
         except _Refused as refused:
             key = ("eval", "tasks", i, "name")
             problems.append(Problem(str(refused), ".".join(map(str, key)), lines.get(key)))
+            unreachable |= isinstance(refused, _Unreachable)
     if problems:
-        raise InputError(problems, file=spec.source_file)
+        raise InputError(problems, file=spec.source_file, hint=OFFLINE_HINT if unreachable else None)
 
 
 def load_tasks(tasks: Sequence["EvalTaskSpec"], task_dir: str | Path | None) -> dict:
@@ -79,7 +84,7 @@ def task_configs(tasks: Sequence["EvalTaskSpec"], task_dir: str | Path | None) -
         raise InputError.one(f"builtin task(s) {', '.join(builtin)} need the folder their builder wrote; "
                              f"got {task_dir!r}", key="eval.tasks")
     builtin_index = _builtin_index(task_dir) if builtin else None
-    configs, problems = [], []
+    configs, problems, unreachable = [], [], False
     for i, task in enumerate(tasks):
         try:
             index = builtin_index if task.name in BUILTIN_TASKS else _lm_eval_index()
@@ -87,12 +92,13 @@ def task_configs(tasks: Sequence["EvalTaskSpec"], task_dir: str | Path | None) -
             _check_reachable(task.name, config)
         except _Refused as refused:
             problems.append(Problem(str(refused), f"eval.tasks.{i}.name"))
+            unreachable |= isinstance(refused, _Unreachable)
             continue
         config["num_fewshot"] = 0
         config["metric_list"] = [{"metric": task.metric, "aggregation": "mean", "higher_is_better": True}]
         configs.append(config)
     if problems:
-        raise InputError(problems)
+        raise InputError(problems, hint=OFFLINE_HINT if unreachable else None)
     return configs
 
 
@@ -147,7 +153,7 @@ def _check_reachable(name: str, config: dict[str, Any]) -> None:
     if path in _LOCAL_BUILDERS:
         missing = [f for f in (kwargs.get("data_files") or {}).values() if not Path(f).exists()]
         if missing:
-            raise _Refused(f"task {name!r}: its data file {missing[0]} does not exist")
+            raise _Unreachable(f"task {name!r}: its data file {missing[0]} does not exist")
         return
     if Path(path).expanduser().is_dir():
         return
@@ -158,9 +164,9 @@ def _check_reachable(name: str, config: dict[str, Any]) -> None:
         datasets.load_dataset_builder(path, config.get("dataset_name"), **kwargs)
     except Exception as exc:  # noqa: BLE001 - any failure to open the dataset means "unreachable"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _Refused(f"task {name!r}: its dataset {path}"
-                       f"{'/' + config['dataset_name'] if config.get('dataset_name') else ''} cannot be "
-                       f"reached ({reason}); {OFFLINE_HINT}") from None
+        raise _Unreachable(f"task {name!r}: its dataset {path}"
+                           f"{'/' + config['dataset_name'] if config.get('dataset_name') else ''} cannot be "
+                           f"reached ({reason})") from None
 
 
 def _spec_lines(spec: "Spec") -> dict[tuple, int]:

@@ -51,6 +51,7 @@ def test_the_papers_ten_tasks_are_known_with_the_papers_metrics_and_unreachable_
             index = int(problem.key.split(".")[2])
             assert f"task {spec.eval.tasks[index].name!r}" in problem.message
             assert "cannot be reached" in problem.message and "unknown" not in problem.message
+        assert "Hugging Face cache" in error.hint
 
 
 def test_builtin_tasks_pass_before_their_data_exists_and_load_with_the_spec_metric(tmp_path):
