@@ -8,7 +8,8 @@ How an item is made (`build_builtin_task`; same inputs and seed → byte-identic
 1. Source: held-out documents only — the caller passes the validation pool's texts, never the
    organic or extra pools. `exclude` takes the pretraining texts as a second guard: a passage that
    shares any 13-word sequence with them is dropped (the usual n-gram decontamination), so
-   duplicated boilerplate in a corpus cannot leak into the task.
+   duplicated boilerplate in a corpus cannot leak into the task
+   (`synpro.evaluation.sources.builtin_task_texts` gives both lists from the data stage).
 2. Each document is tiled into non-overlapping windows of `context_chars + continuation_chars`
    characters, cut at spaces. In a window, the context is the first ~`context_chars` characters
    (starting at a word) and the true continuation the words that follow it, up to

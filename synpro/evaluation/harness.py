@@ -17,7 +17,10 @@ zero-shot and seed choices that the task configs here already pin.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,15 +80,21 @@ def evaluate_model(model, tokenizer, tasks: Sequence[EvalTaskSpec], task_dir: st
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """lm-eval logs configs at INFO/WARNING and datasets draws a bar per split; keep SynPro's screen readable."""
+    """lm-eval logs configs and draws three progress bars per task on stderr, datasets one per split:
+    keep SynPro's screen readable. What was held back is shown if the evaluation fails."""
     import datasets
 
     logger = logging.getLogger("lm_eval")
     level, bars_were_on = logger.level, datasets.is_progress_bar_enabled()
     logger.setLevel(logging.ERROR)
     datasets.disable_progress_bars()
+    held = io.StringIO()
     try:
-        yield
+        with contextlib.redirect_stderr(held):
+            yield
+    except BaseException:
+        sys.stderr.write(held.getvalue())
+        raise
     finally:
         logger.setLevel(level)
         if bars_were_on:
