@@ -1,15 +1,18 @@
-"""Effective tokens: how many unique (oracle) tokens a run's loss is worth.
+"""Effective tokens: how many unique (oracle) tokens a run's loss, or accuracy, is worth.
 
-D_eff(m) inverts the oracle's learning curve M_oracle(D) at the run's loss m (method.md §3).
-Conventions a researcher reads off the outputs:
+D_eff(m) inverts the oracle's learning curve M_oracle(D) at the run's metric value m (method.md §3).
+One inversion serves every metric: it works on the metric's gap to its best value (`Metric.gap`:
+the loss itself; 1 - accuracy), which falls as tokens grow and is positive, so the same
+interpolation and the same power-law tail apply whether the metric falls (loss) or rises
+(accuracy). Conventions a researcher reads off the outputs, stated for the gap:
 
-- inside the oracle's loss range: monotone (PCHIP) interpolation of log D against loss,
+- inside the oracle's range: monotone (PCHIP) interpolation of log D against the gap,
   `extrapolated=False`;
-- outside it, on either side: a power law L(D) = E + B/D^beta fitted to the oracle points,
+- outside it, on either side: a power law gap(D) = E + B/D^beta fitted to the oracle points,
   anchored at the nearest end of the curve so D_eff has no jump there, `extrapolated=True`;
-- `inf`: the loss is at or below the power law's irreducible loss E, so no finite amount of
-  oracle data reaches it (the run beats the oracle's asymptote);
-- `nan`: cannot be told from this oracle (a NaN loss, fewer than 4 usable oracle points for the
+- `inf`: the gap is at or below the power law's irreducible E, so no finite amount of oracle
+  data reaches it (the run beats the oracle's asymptote);
+- `nan`: cannot be told from this oracle (a NaN value, fewer than 4 usable oracle points for the
   power law, a flat curve, or a power law that contradicts the end of the curve it extends).
 
 The power-law tail is fitted only on the oracle points past `tail_from_tokens` (the warmup): the
@@ -42,35 +45,52 @@ from synpro.scaling.fit import DEFAULT_DELTA, fit_law
 from synpro.scaling.laws import PowerLaw
 
 
+class Metric(NamedTuple):
+    """What D_eff inverts: a metric's name, which way it improves, and its best attainable value."""
+
+    name: str
+    higher_is_better: bool = False
+    best: float = 0.0
+
+    def gap(self, values: ArrayLike) -> np.ndarray:
+        """Distance to the best value: positive, and falling as the model improves."""
+        values = np.asarray(values, dtype=float)
+        return self.best - values if self.higher_is_better else values - self.best
+
+
+LOSS = Metric("loss")
+ACCURACY = Metric("accuracy", higher_is_better=True, best=1.0)  # gap = error rate
+
+
 @dataclass(frozen=True)
 class Curve:
-    """A learning curve sorted by tokens seen; NaN losses (diverged checkpoints) are allowed."""
+    """A learning curve sorted by tokens seen; NaN values (diverged checkpoints) are allowed."""
 
     tokens: np.ndarray
-    loss: np.ndarray
+    values: np.ndarray
 
     def __post_init__(self) -> None:
         tokens = np.asarray(self.tokens, dtype=float)
-        loss = np.asarray(self.loss, dtype=float)
-        if tokens.ndim != 1 or tokens.shape != loss.shape:
-            raise InputError.one(f"a curve needs as many losses as token counts "
-                                 f"(got shapes {tokens.shape} and {loss.shape})", key="tokens")
+        values = np.asarray(self.values, dtype=float)
+        if tokens.ndim != 1 or tokens.shape != values.shape:
+            raise InputError.one(f"a curve needs as many metric values as token counts "
+                                 f"(got shapes {tokens.shape} and {values.shape})", key="tokens")
         if not np.all(np.isfinite(tokens) & (tokens > 0)):
             raise InputError.one("token counts must be finite and positive", key="tokens")
-        if np.any(np.isinf(loss)):
-            raise InputError.one("losses must be finite (or NaN for a diverged checkpoint)", key="loss")
+        if np.any(np.isinf(values)):
+            raise InputError.one("metric values must be finite (or NaN for a diverged checkpoint)", key="values")
         order = np.argsort(tokens, kind="stable")
         object.__setattr__(self, "tokens", tokens[order])
-        object.__setattr__(self, "loss", loss[order])
+        object.__setattr__(self, "values", values[order])
 
     @classmethod
     def from_points(cls, points: Iterable[tuple[float, float]]) -> "Curve":
-        """From (tokens_seen, loss) pairs, as the pipeline logs them."""
+        """From (tokens_seen, value) pairs, as the pipeline logs them."""
         pairs = np.asarray(list(points), dtype=float)
         if pairs.size == 0:
             pairs = pairs.reshape(0, 2)
         if pairs.ndim != 2 or pairs.shape[1] != 2:
-            raise InputError.one(f"curve points must be (tokens, loss) pairs, got shape {pairs.shape}",
+            raise InputError.one(f"curve points must be (tokens, value) pairs, got shape {pairs.shape}",
                                  key="points")
         return cls(pairs[:, 0], pairs[:, 1])
 
@@ -81,15 +101,15 @@ class EffectivePoint(NamedTuple):
     extrapolated: bool
 
 
-def _decreasing_levels(log_tokens: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares non-increasing fit of loss against tokens (pool adjacent violators).
+def _decreasing_levels(log_tokens: np.ndarray, gap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares non-increasing fit of the gap against tokens (pool adjacent violators).
 
     Isotonic regression rather than a running minimum: a running minimum locks onto the luckiest
     noisy dip and holds it, which makes the oracle look better early than it is; pooling averages
     the noise out. Returns one (mean log tokens, level) per pooled block, levels strictly falling.
     """
-    blocks: list[list[float]] = []  # [sum of log tokens, sum of losses, count]
-    for x, y in zip(log_tokens, loss):
+    blocks: list[list[float]] = []  # [sum of log tokens, sum of gaps, count]
+    for x, y in zip(log_tokens, gap):
         blocks.append([x, y, 1.0])
         while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] <= blocks[-1][1] / blocks[-1][2]:
             last = blocks.pop()
@@ -119,9 +139,10 @@ MIN_TAIL_POINTS = 4  # the power law has 3 free constants; fit_law needs one poi
 
 def fit_tail(oracle: Curve, *, from_tokens: float = 0.0, delta: float = DEFAULT_DELTA) -> TailFit:
     """L(D) = E + B/D^beta fitted to the finite oracle points with tokens > from_tokens (pass the
-    warmup tokens: the warmup part of a curve is not a power law), with its fit quality."""
-    keep = (oracle.tokens > from_tokens) & ~np.isnan(oracle.loss)
-    tokens, loss = oracle.tokens[keep], oracle.loss[keep]
+    warmup tokens: the warmup part of a curve is not a power law), with its fit quality. `oracle`
+    holds the metric's gap to its best value (for loss, the loss itself)."""
+    keep = (oracle.tokens > from_tokens) & ~np.isnan(oracle.values)
+    tokens, loss = oracle.tokens[keep], oracle.values[keep]
     law = None
     # A curve that never falls (one pooled level) says nothing about how loss scales with D.
     if tokens.size >= MIN_TAIL_POINTS and _decreasing_levels(np.log(tokens), loss)[1].size > 1:
@@ -140,31 +161,37 @@ def fit_tail(oracle: Curve, *, from_tokens: float = 0.0, delta: float = DEFAULT_
 
 
 class OracleInverse:
-    """D_eff as a function of loss for one oracle curve; build once, query for every arm."""
+    """D_eff as a function of a metric for one oracle curve; build once, query for every arm.
 
-    def __init__(self, oracle: Curve, *, delta: float = DEFAULT_DELTA, tail_from_tokens: float = 0.0):
-        usable = ~np.isnan(oracle.loss)
-        tokens, loss = oracle.tokens[usable], oracle.loss[usable]
+    `levels` are the pooled oracle curve in gap units (for LOSS, the losses themselves).
+    """
+
+    def __init__(self, oracle: Curve, *, metric: Metric = LOSS, delta: float = DEFAULT_DELTA,
+                 tail_from_tokens: float = 0.0):
+        self.metric = metric
+        gap = metric.gap(oracle.values)
+        usable = ~np.isnan(gap)
+        tokens, gap = oracle.tokens[usable], gap[usable]
         if tokens.size == 0:
-            raise InputError.one("the oracle curve has no finite loss", key="oracle")
-        self.log_tokens, self.levels = _decreasing_levels(np.log(tokens), loss)
-        self.tail_fit = fit_tail(oracle, from_tokens=tail_from_tokens, delta=delta)
+            raise InputError.one(f"the oracle curve has no finite {metric.name}", key="oracle")
+        self.log_tokens, self.levels = _decreasing_levels(np.log(tokens), gap)
+        self.tail_fit = fit_tail(Curve(tokens, gap), from_tokens=tail_from_tokens, delta=delta)
         self.tail: PowerLaw | None = self.tail_fit.law
 
-    def _extrapolate(self, loss: np.ndarray, anchor: int) -> np.ndarray:
-        """Power-law D_eff anchored at block `anchor`: D_anchor * D_pl(loss) / D_pl(level)."""
+    def _extrapolate(self, gap: np.ndarray, anchor: int) -> np.ndarray:
+        """Power-law D_eff anchored at block `anchor`: D_anchor * D_pl(gap) / D_pl(level)."""
         level = self.levels[anchor]
         if self.tail is None or not level > self.tail.E:
             # No tail, or one whose asymptote lies above the curve end it should extend.
-            return np.full(loss.shape, np.nan)
+            return np.full(gap.shape, np.nan)
         E, beta = self.tail.E, self.tail.beta
         with np.errstate(divide="ignore", invalid="ignore"):
-            anchored = np.exp(self.log_tokens[anchor]) * ((level - E) / (loss - E)) ** (1.0 / beta)
-        return np.where(loss <= E, np.inf, anchored)
+            anchored = np.exp(self.log_tokens[anchor]) * ((level - E) / (gap - E)) ** (1.0 / beta)
+        return np.where(gap <= E, np.inf, anchored)
 
-    def __call__(self, losses: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-        """(d_eff, extrapolated) for each loss; see the module docstring for inf and nan."""
-        m = np.atleast_1d(np.asarray(losses, dtype=float))
+    def __call__(self, values: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """(d_eff, extrapolated) for each metric value; see the module docstring for inf and nan."""
+        m = np.atleast_1d(self.metric.gap(values))
         d_eff = np.full(m.shape, np.nan)
         worst, best = self.levels[0], self.levels[-1]
         inside = (m >= best) & (m <= worst)
@@ -180,20 +207,19 @@ class OracleInverse:
         return d_eff, below | above
 
 
-def effective_tokens(oracle_tokens: ArrayLike, oracle_losses: ArrayLike,
-                     losses: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """(d_eff, extrapolated) arrays for `losses` against the oracle curve (refits the oracle's
+def effective_tokens(oracle_tokens: ArrayLike, oracle_values: ArrayLike, values: ArrayLike, *,
+                     metric: Metric = LOSS) -> tuple[np.ndarray, np.ndarray]:
+    """(d_eff, extrapolated) arrays for `values` against the oracle curve (refits the oracle's
     power-law tail on every call: keep an `OracleInverse` to query one oracle many times)."""
-    return OracleInverse(Curve(np.asarray(oracle_tokens), np.asarray(oracle_losses)))(losses)
+    return OracleInverse(Curve(np.asarray(oracle_tokens), np.asarray(oracle_values)), metric=metric)(values)
 
 
-def effective_curve(oracle_points: Iterable[tuple[float, float]],
-                    arm_points: Iterable[tuple[float, float]], *,
-                    tail_from_tokens: float = 0.0) -> list[EffectivePoint]:
-    """D_eff at every checkpoint of an arm; points are (tokens_seen, val_loss)."""
+def effective_curve(oracle_points: Iterable[tuple[float, float]], arm_points: Iterable[tuple[float, float]],
+                    *, metric: Metric = LOSS, tail_from_tokens: float = 0.0) -> list[EffectivePoint]:
+    """D_eff at every checkpoint of an arm; points are (tokens_seen, value), e.g. val_loss or acc/avg."""
     arm = Curve.from_points(arm_points)
-    oracle = OracleInverse(Curve.from_points(oracle_points), tail_from_tokens=tail_from_tokens)
-    d_eff, extrapolated = oracle(arm.loss)
+    oracle = OracleInverse(Curve.from_points(oracle_points), metric=metric, tail_from_tokens=tail_from_tokens)
+    d_eff, extrapolated = oracle(arm.values)
     return [EffectivePoint(float(t), float(d), bool(x)) for t, d, x in zip(arm.tokens, d_eff, extrapolated)]
 
 

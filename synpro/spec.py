@@ -205,6 +205,40 @@ class GenerationSpec(_Strict):
     max_windows: int | None = Field(default=None, gt=0, description="rewrite only the first N windows")
 
 
+class EvalTaskSpec(_Strict):
+    """One downstream task: an lm-eval task name (or a SynPro builtin) and the accuracy it reports."""
+
+    name: str = Field(min_length=1)
+    metric: Literal["acc", "acc_norm"] = "acc"  # acc_norm: choices ranked by log-likelihood per byte
+
+
+class BuiltinTaskSpec(_Strict):
+    """How the offline cloze task is cut from held-out documents (synpro.evaluation.builtin)."""
+
+    items: int = Field(default=200, gt=0)
+    choices: int = Field(default=4, ge=2, description="the true continuation plus choices-1 distractors")
+    context_chars: int = Field(default=160, gt=0, description="passage shown before the choices")
+    continuation_chars: int = Field(default=64, gt=0, description="length of every choice")
+
+
+class EvalSpec(_Strict):
+    """Zero-shot multiple-choice evaluation of checkpoints with EleutherAI's lm-eval."""
+
+    tasks: list[EvalTaskSpec] = Field(default_factory=lambda: [EvalTaskSpec(name="synpro_cloze")])
+    interval_tokens: int | None = Field(default=None, gt=0,
+                                        description="default: training.eval_interval_tokens; a multiple of it")
+    batch_size: int = Field(default=32, gt=0, description="sequences per likelihood forward pass")
+    limit: int | None = Field(default=None, gt=0, description="score only the first N items of each task")
+    builtin: BuiltinTaskSpec = Field(default_factory=BuiltinTaskSpec)
+
+    @model_validator(mode="after")
+    def _unique_tasks(self) -> "EvalSpec":
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"[tasks] task names must be unique, got {names}")
+        return self
+
+
 class ArmSpec(BaseModel):
     """One arm; `kind` picks the registered arm, the remaining keys are that arm's options (checked
     against the arm's own Options model by `synpro.resolve`, which may import the arm registry)."""
@@ -294,6 +328,7 @@ class Spec(_Strict):
     budget: BudgetSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
     arms: list[ArmSpec] = Field(default_factory=lambda: [ArmSpec(kind="repetition"), ArmSpec(kind="oracle")])
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     store: StoreSpec = Field(default_factory=StoreSpec)
@@ -318,6 +353,11 @@ class Spec(_Strict):
             raise ValueError(f"[search.objective.arm] {objective.arm!r} is not an arm ({', '.join(names)})")
         if objective.metric == "multiplier_vs_repetition" and "repetition" not in {a.kind for a in self.arms}:
             raise ValueError("[search.objective.metric] 'multiplier_vs_repetition' needs a repetition arm")
+        interval = self.eval.interval_tokens
+        if interval is not None and interval % self.training.eval_interval_tokens:
+            raise ValueError(f"[eval.interval_tokens] {interval:,} is not a multiple of "
+                             f"training.eval_interval_tokens ({self.training.eval_interval_tokens:,}): "
+                             "checkpoints exist only at training evaluations")
         for path in self.search.params:
             _check_path(self.model_dump(mode="python"), path)
         return self

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from synpro.effective import (Curve, EffectivePoint, OracleInverse, TailDEff, effective_curve, effective_tokens,
-                              first_pass_calibration, fit_tail, multiplier, seed_multiplier, tail_d_eff,
-                              tail_multiplier)
+from synpro.effective import (ACCURACY, LOSS, Curve, EffectivePoint, Metric, OracleInverse, TailDEff, effective_curve,
+                              effective_tokens, first_pass_calibration, fit_tail, multiplier, seed_multiplier,
+                              tail_d_eff, tail_multiplier)
 from synpro.errors import InputError
 from synpro.scaling import PowerLaw
 
@@ -102,6 +102,50 @@ def test_bad_oracle_input_raises_input_error():
         effective_tokens([1e8, 1e9], [np.nan, np.nan], [3.0])
 
 
+# An accuracy oracle whose error rate 1 - acc follows the power law: acc(D) = 1 - ORACLE(D).
+ERROR = PowerLaw(B=30.0, E=0.35, beta=0.25)
+
+
+def test_accuracy_oracle_inverts_to_its_tokens_in_the_rising_direction():
+    accuracy = 1 - ERROR.predict(TOKENS)
+    assert np.all(np.diff(accuracy) > 0)
+    between = np.sqrt(TOKENS[1:] * TOKENS[:-1])
+    d_eff, extrapolated = effective_tokens(TOKENS, accuracy, 1 - ERROR.predict(between), metric=ACCURACY)
+    assert d_eff == pytest.approx(between, rel=1e-3)
+    assert not extrapolated.any()
+    # Higher accuracy is worth more tokens; the loss reading of the same numbers would say the opposite.
+    assert np.all(np.diff(d_eff) > 0)
+    as_loss, _ = effective_tokens(TOKENS, accuracy, 1 - ERROR.predict(between))
+    assert not np.allclose(as_loss, between, rtol=0.1)
+
+
+def test_accuracy_beyond_the_oracle_extrapolates_along_the_error_power_law():
+    inverse = OracleInverse(Curve(TOKENS, 1 - ERROR.predict(TOKENS)), metric=ACCURACY)
+    outside = np.array([3e7, 1e11])
+    d_eff, extrapolated = inverse(1 - ERROR.predict(outside))
+    assert extrapolated.all()
+    assert d_eff == pytest.approx(outside, rel=0.02)
+    d_eff, extrapolated = inverse([1 - ERROR.E + 0.01])  # above the oracle's asymptotic accuracy
+    assert d_eff[0] == math.inf and extrapolated[0]
+
+
+def test_noisy_accuracy_curve_is_pooled_into_a_rising_one_and_arms_are_read_off_it():
+    rng = np.random.default_rng(1)
+    accuracy = 1 - ERROR.predict(TOKENS) + rng.normal(0, 0.004, TOKENS.size)
+    oracle = list(zip(TOKENS, accuracy))
+    arm = [(t, a) for t, a in zip(TOKENS[::3], 1 - ERROR.predict(TOKENS[1::3]))]
+    curve = effective_curve(oracle, arm, metric=ACCURACY)
+    assert [p.d_eff for p in curve] == pytest.approx(TOKENS[1::3], rel=0.2)
+    assert np.all(np.diff([p.d_eff for p in curve]) > 0)
+
+
+def test_loss_is_the_default_metric_and_a_metric_measures_its_gap_to_the_best_value():
+    assert OracleInverse(Curve(TOKENS, ORACLE.predict(TOKENS))).metric == LOSS
+    assert ACCURACY.gap([0.25, 0.75]) == pytest.approx([0.75, 0.25])
+    assert LOSS.gap([3.0]) == pytest.approx([3.0])
+    assert Metric("bits", best=1.0).gap([3.0]) == pytest.approx([2.0])
+
+
 @pytest.mark.parametrize("method, repetition, expected", [
     (4e9, 1e9, 4.0), (math.inf, 1e9, math.inf), (1e9, math.inf, 0.0),
     (math.inf, math.inf, math.nan), (1e9, 0.0, math.nan), (math.nan, 1e9, math.nan), (1e9, math.nan, math.nan),
@@ -139,7 +183,7 @@ def test_tail_fitted_past_warmup_recovers_the_law_and_reports_its_fit():
     assert inverse.tail_fit == tail and inverse.tail == tail.law
     d_eff, extrapolated = inverse(ORACLE.predict(np.array([1e11])))
     assert extrapolated[0] and d_eff[0] == pytest.approx(1e11, rel=0.05)
-    assert effective_curve(zip(oracle.tokens, oracle.loss), [(1e11, ORACLE.predict(1e11))],
+    assert effective_curve(zip(oracle.tokens, oracle.values), [(1e11, ORACLE.predict(1e11))],
                            tail_from_tokens=WARMUP)[0].d_eff == pytest.approx(d_eff[0])
 
 
