@@ -111,6 +111,11 @@ class Arm(Base):
     effective_tokens: Mapped[float | None]
     effective_tokens_extrapolated: Mapped[bool | None]
     multiplier_vs_repetition: Mapped[float | None]
+    # The same by downstream accuracy (the average over the spec's eval tasks; NULL without them).
+    final_accuracy: Mapped[float | None]
+    effective_tokens_accuracy: Mapped[float | None]
+    effective_tokens_accuracy_extrapolated: Mapped[bool | None]
+    multiplier_accuracy: Mapped[float | None]
 
 
 class Evaluation(Base):
@@ -127,6 +132,12 @@ class Evaluation(Base):
     train_loss: Mapped[float | None]
     effective_tokens: Mapped[float | None]
     effective_tokens_extrapolated: Mapped[bool | None]
+    # Downstream evaluation of this checkpoint (NULL where it was not evaluated): {"acc/<task>": value},
+    # their average, and D_eff by that average.
+    task_scores: Mapped[dict[str, Any] | None]
+    accuracy: Mapped[float | None]
+    effective_tokens_accuracy: Mapped[float | None]
+    effective_tokens_accuracy_extrapolated: Mapped[bool | None]
 
 
 class Fit(Base):
