@@ -107,17 +107,20 @@ class Format(str, Enum):
 
 
 ARM_FIELDS = ["final_val_loss", "tokens_seen", "unique_tokens", "effective_tokens",
-              "effective_tokens_extrapolated", "multiplier_vs_repetition", "mlflow_run_id"]
+              "effective_tokens_extrapolated", "multiplier_vs_repetition", "final_accuracy",
+              "effective_tokens_accuracy", "multiplier_accuracy", "mlflow_run_id"]
 
 
 def print_results(results: list[dict[str, Any]]) -> None:
-    table = Table(title="SynPro results (effective tokens invert the oracle's loss curve)", title_justify="left")
-    for col in ["trial", "params", "arm", "val loss", "tokens seen", "unique", "D_eff", "extrap.", "× repetition"]:
+    table = Table(title="SynPro results (effective tokens invert the oracle's curve: by loss, and by accuracy)",
+                  title_justify="left")
+    for col in ["trial", "params", "arm", "val loss", "tokens seen", "unique", "D_eff", "extrap.", "× repetition",
+                "accuracy", "D_eff (acc)", "× rep. (acc)"]:
         table.add_column(col, justify="left" if col in ("params", "arm") else "right")
     for trial in results:
         params = ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
         for arm, r in trial["arms"].items():
-            table.add_row(str(trial["trial"]), params, arm, *(fmt(r[f]) for f in ARM_FIELDS[:-1]))
+            table.add_row(str(trial["trial"]), params, arm, *(fmt(r.get(f)) for f in ARM_FIELDS[:-1]))
             params = ""
     out.print(table)
 

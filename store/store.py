@@ -270,7 +270,8 @@ class Store:
         changes["mlflow_run_id"] = func.coalesce(stmt.excluded.mlflow_run_id, Arm.mlflow_run_id)
         changes["state"] = case((keep, Arm.state), else_=stmt.excluded.state)
         for result in ("final_val_loss", "tokens_seen", "effective_tokens", "effective_tokens_extrapolated",
-                       "multiplier_vs_repetition"):
+                       "multiplier_vs_repetition", "final_accuracy", "effective_tokens_accuracy",
+                       "effective_tokens_accuracy_extrapolated", "multiplier_accuracy"):
             changes[result] = case((keep, getattr(Arm, result)), else_=None)
         stmt = stmt.on_conflict_do_update(index_elements=[Arm.trial_id, Arm.name], set_=changes)
         with self.engine.begin() as conn:
@@ -309,6 +310,27 @@ class Store:
             final_val_loss=_number(final_val_loss), tokens_seen=tokens_seen, effective_tokens=_number(effective_tokens),
             effective_tokens_extrapolated=effective_tokens_extrapolated,
             multiplier_vs_repetition=_number(multiplier_vs_repetition), state=state)
+        self._update_one(stmt, "arm", arm_id)
+
+    def add_accuracy(self, arm_id: int, points: list[dict]) -> None:
+        """Downstream scores of evaluated checkpoints, onto their curve points (keyed by tokens seen):
+        {tokens, task_scores, accuracy, effective_tokens_accuracy, effective_tokens_accuracy_extrapolated}."""
+        with self.engine.begin() as conn:
+            for point in sorted(points, key=lambda p: p["tokens"]):
+                conn.execute(update(Evaluation).where(Evaluation.arm_id == arm_id,
+                                                      Evaluation.tokens == int(point["tokens"])).values(
+                    task_scores={k: _number(v) for k, v in point["task_scores"].items()},
+                    accuracy=_number(point["accuracy"]),
+                    effective_tokens_accuracy=_number(point.get("effective_tokens_accuracy")),
+                    effective_tokens_accuracy_extrapolated=point.get("effective_tokens_accuracy_extrapolated")))
+
+    def set_arm_accuracy(self, arm_id: int, *, final_accuracy: float | None, effective_tokens_accuracy: float | None,
+                         effective_tokens_accuracy_extrapolated: bool | None,
+                         multiplier_accuracy: float | None) -> None:
+        stmt = update(Arm).where(Arm.id == arm_id).values(
+            final_accuracy=_number(final_accuracy), effective_tokens_accuracy=_number(effective_tokens_accuracy),
+            effective_tokens_accuracy_extrapolated=effective_tokens_accuracy_extrapolated,
+            multiplier_accuracy=_number(multiplier_accuracy))
         self._update_one(stmt, "arm", arm_id)
 
     def add_fit(self, study_id: int, *, arm: str | None, law: str, constants: dict[str, float],
@@ -363,7 +385,9 @@ class Store:
                    Trial.params, Trial.state, Trial.objective_value, Trial.mlflow_run_id,
                    Arm.name.label("arm"), Arm.kind, Arm.state.label("arm_state"), Arm.final_val_loss,
                    Arm.tokens_seen, Arm.unique_tokens, Arm.effective_tokens, Arm.effective_tokens_extrapolated,
-                   Arm.multiplier_vs_repetition, Arm.mlflow_run_id.label("arm_mlflow_run_id"))
+                   Arm.multiplier_vs_repetition, Arm.final_accuracy, Arm.effective_tokens_accuracy,
+                   Arm.effective_tokens_accuracy_extrapolated, Arm.multiplier_accuracy,
+                   Arm.mlflow_run_id.label("arm_mlflow_run_id"))
             .join(Trial, Trial.study_id == Study.id)
             .outerjoin(Arm, Arm.trial_id == Trial.id)
             .order_by(Study.name, Trial.optuna_number.nulls_last(), Trial.id, Arm.id))
@@ -388,6 +412,10 @@ class Store:
                     "effective_tokens": row.effective_tokens,
                     "effective_tokens_extrapolated": row.effective_tokens_extrapolated,
                     "multiplier_vs_repetition": row.multiplier_vs_repetition,
+                    "final_accuracy": row.final_accuracy,
+                    "effective_tokens_accuracy": row.effective_tokens_accuracy,
+                    "effective_tokens_accuracy_extrapolated": row.effective_tokens_accuracy_extrapolated,
+                    "multiplier_accuracy": row.multiplier_accuracy,
                     "mlflow_run_id": row.arm_mlflow_run_id}
         return list(trials.values())
 
@@ -396,7 +424,8 @@ class Store:
         query = (
             select(Trial.optuna_number.label("trial"), Trial.params_hash, Arm.name.label("arm"), Arm.kind,
                    Evaluation.tokens, Evaluation.step, Evaluation.val_loss, Evaluation.train_loss,
-                   Evaluation.effective_tokens, Evaluation.effective_tokens_extrapolated)
+                   Evaluation.effective_tokens, Evaluation.effective_tokens_extrapolated, Evaluation.accuracy,
+                   Evaluation.effective_tokens_accuracy, Evaluation.task_scores)
             .join(Arm, Evaluation.arm_id == Arm.id)
             .join(Trial, Arm.trial_id == Trial.id)
             .join(Study, Trial.study_id == Study.id)

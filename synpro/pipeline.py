@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synpro import plots
-from synpro.effective import effective_curve
+from synpro.effective import ACCURACY, effective_curve, tail_multiplier
 from synpro.errors import InputError
 from synpro.generation import SyntheticSet
 from synpro.plan import ArmPlan, TrialPlan
@@ -35,6 +35,11 @@ class ArmOutcome:
     mlflow_run_id: str | None
     effective: list[tuple[int, float, bool]] = field(default_factory=list)  # (tokens, D_eff, extrapolated)
     multiplier: float | None = None
+    # Downstream evaluation: one row per evaluated snapshot ({tokens, metrics: {"acc/<task>", "acc/avg"}}),
+    # D_eff by average accuracy at those points, and the multiplier by accuracy.
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    effective_accuracy: list[tuple[int, float, bool]] = field(default_factory=list)
+    multiplier_accuracy: float | None = None
 
     @property
     def final_effective(self) -> tuple[float | None, bool | None]:
@@ -53,6 +58,11 @@ class ArmOutcome:
             "effective_tokens": d_eff,
             "effective_tokens_extrapolated": extrapolated,
             "multiplier_vs_repetition": self.multiplier,
+            "final_accuracy": self.scores[-1]["metrics"]["acc/avg"] if self.scores else None,
+            "effective_tokens_accuracy": self.effective_accuracy[-1][1] if self.effective_accuracy else None,
+            "effective_tokens_accuracy_extrapolated": (self.effective_accuracy[-1][2] if self.effective_accuracy
+                                                       else None),
+            "multiplier_accuracy": self.multiplier_accuracy,
             "mlflow_run_id": self.mlflow_run_id,
         }
 
@@ -166,6 +176,51 @@ def attach_effective_tokens(plan: TrialPlan, outcomes: dict[str, ArmOutcome]) ->
             outcome.multiplier = d_eff / base
 
 
+def attach_accuracy(plan: TrialPlan, runner: Runner, outcomes: dict[str, ArmOutcome]) -> None:
+    """Evaluate every arm's snapshots on the downstream tasks; D_eff and the multiplier by average
+    accuracy, inverting the reference arm's accuracy curve the same way as its loss curve."""
+    for arm in plan.arms:
+        if arm.evaluation is not None:
+            outcomes[arm.name].scores = runner.run(arm.evaluation)
+    if plan.reference is None or not outcomes[plan.reference.name].scores:
+        return
+    oracle = _accuracy_points(outcomes[plan.reference.name])
+    for outcome in outcomes.values():
+        if outcome.scores:
+            outcome.effective_accuracy = [tuple(p) for p in effective_curve(oracle, _accuracy_points(outcome),
+                                                                             metric=ACCURACY)]
+    repetition = next((o for o in outcomes.values() if o.kind == "repetition" and o.effective_accuracy), None)
+    for outcome in outcomes.values():
+        if repetition is not None and outcome.effective_accuracy:
+            value = tail_multiplier(outcome.effective_accuracy, repetition.effective_accuracy).multiplier
+            outcome.multiplier_accuracy = value if math.isfinite(value) else None
+
+
+def _accuracy_points(outcome: ArmOutcome) -> list[tuple[int, float]]:
+    return [(row["tokens"], row["metrics"]["acc/avg"]) for row in outcome.scores if row["tokens"] > 0]
+
+
+def _record_accuracy(outcome: ArmOutcome, ctx: TrialContext) -> None:
+    if not outcome.scores:
+        return
+    effective = {t: (d, x) for t, d, x in outcome.effective_accuracy}
+    ctx.store.add_accuracy(outcome.arm_id, [
+        {"tokens": row["tokens"], "task_scores": row["metrics"], "accuracy": row["metrics"]["acc/avg"],
+         "effective_tokens_accuracy": effective.get(row["tokens"], (None, None))[0],
+         "effective_tokens_accuracy_extrapolated": effective.get(row["tokens"], (None, None))[1]}
+        for row in outcome.scores])
+    for name in outcome.scores[-1]["metrics"]:
+        ctx.tracker.log_points(outcome.mlflow_run_id, name, [(row["tokens"], row["metrics"][name])
+                                                             for row in outcome.scores if name in row["metrics"]])
+    ctx.tracker.log_points(outcome.mlflow_run_id, "effective_tokens_accuracy",
+                           [(t, d) for t, d, _ in outcome.effective_accuracy if math.isfinite(d)])
+    summary = outcome.summary()
+    ctx.store.set_arm_accuracy(outcome.arm_id, final_accuracy=summary["final_accuracy"],
+                               effective_tokens_accuracy=summary["effective_tokens_accuracy"],
+                               effective_tokens_accuracy_extrapolated=summary["effective_tokens_accuracy_extrapolated"],
+                               multiplier_accuracy=summary["multiplier_accuracy"])
+
+
 def _multiplier_curve(outcome: ArmOutcome, repetition: ArmOutcome | None) -> list[tuple[int, float]]:
     if repetition is None:
         return []
@@ -185,6 +240,7 @@ def _record(outcome: ArmOutcome, outcomes: dict[str, ArmOutcome], ctx: TrialCont
     repetition = next((o for o in outcomes.values() if o.kind == "repetition"), None)
     ctx.tracker.log_points(run_id, "multiplier_vs_repetition", _multiplier_curve(outcome, repetition))
     summary = outcome.summary()
+    _record_accuracy(outcome, ctx)
     ctx.store.set_arm_result(outcome.arm_id, final_val_loss=summary["final_val_loss"],
                              tokens_seen=summary["tokens_seen"], effective_tokens=summary["effective_tokens"],
                              effective_tokens_extrapolated=summary["effective_tokens_extrapolated"],
@@ -210,6 +266,7 @@ def run_trial(plan: TrialPlan, ctx: TrialContext) -> dict[str, ArmOutcome]:
     record_synthetic(plan, runner, ctx)
     outcomes = {arm.name: run_arm(plan, arm, runner, ctx) for arm in plan.arms}
     attach_effective_tokens(plan, outcomes)
+    attach_accuracy(plan, runner, outcomes)
     for outcome in outcomes.values():
         _record(outcome, outcomes, ctx)
     _log_figures(plan, outcomes, ctx)

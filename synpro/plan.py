@@ -16,6 +16,8 @@ from typing import Any
 from synpro.arms import ARMS, Arm
 from synpro.spec import ArmSpec, Spec
 from synpro.stages import Stage
+from synpro.stages.evaltask import EvalTaskStage
+from synpro.stages.evaluate import EvaluateStage
 from synpro.stages.extra import ExtraStage
 from synpro.stages.pools import PoolsStage
 from synpro.stages.pretrain import PretrainStage
@@ -52,6 +54,16 @@ class GraphBuilder:
     def pretrain(self, sources: dict[str, Stage], *, label: str) -> Stage:
         return self._add(PretrainStage(self.spec, self.total_tokens, self.pools, sources, label=label))
 
+    def evaluate(self, pretrain: Stage, *, label: str) -> Stage | None:
+        """Downstream evaluation of a pretraining run's snapshots; None when the spec lists no tasks."""
+        if not self.spec.eval.tasks:
+            return None
+        from synpro.evaluation import BUILTIN_TASKS
+
+        builtin = [t.name for t in self.spec.eval.tasks if t.name in BUILTIN_TASKS]
+        tasks = self._add(EvalTaskStage(self.spec, self.pools, builtin)) if builtin else None
+        return self._add(EvaluateStage(self.spec, pretrain, self.pools, tasks, label=label))
+
     def stages(self) -> list[Stage]:
         """Every stage, inputs before the stages that read them."""
         ordered: dict[str, Stage] = {}
@@ -70,7 +82,8 @@ class GraphBuilder:
 class ArmPlan:
     spec: ArmSpec
     arm: Arm
-    stage: Stage
+    stage: Stage  # the arm's pretraining
+    evaluation: Stage | None = None  # downstream accuracy of its snapshots
 
     @property
     def name(self) -> str:
@@ -105,7 +118,7 @@ class TrialPlan:
         """The graph as rows for `synpro plan` (done is read from the stage folders)."""
         from synpro.stages import is_done
 
-        by_stage = {a.stage.key: a.name for a in self.arms}
+        by_stage = {s.key: a.name for a in self.arms for s in (a.stage, a.evaluation) if s is not None}
         return [{**stage.describe(), "arm": by_stage.get(stage.key), "path": str(self.folder(stage)),
                  "done": is_done(stage, self.stages_dir)} for stage in self.graph]
 
@@ -118,6 +131,10 @@ def make_arm(arm_spec: ArmSpec) -> Arm:
 def plan_trial(spec: Spec) -> TrialPlan:
     unique, total = spec.budget.resolve(spec.model)
     builder = GraphBuilder(spec, total)
-    arms = [ArmPlan(a, arm, arm.build(builder)) for a in spec.arms for arm in [make_arm(a)]]
+    arms = []
+    for arm_spec in spec.arms:
+        arm = make_arm(arm_spec)
+        stage = arm.build(builder)
+        arms.append(ArmPlan(arm_spec, arm, stage, builder.evaluate(stage, label=arm.name)))
     arms.sort(key=lambda a: not a.arm.is_reference)
     return TrialPlan(spec, unique, total, spec.content_hash(), spec.workdir / "stages", builder.stages(), arms)

@@ -37,6 +37,9 @@ class PretrainStage(Stage):
             "training": spec.training.model_dump(mode="json", exclude={"device", "compile"}),
             "total_tokens": total_tokens, "seed": spec.experiment.seed,
             "mixture": [ORGANIC, *sources], "keep_tokens": sorted(keep_tokens), "continue_at": continue_at,
+            # Model snapshots for downstream evaluation, at its (coarser) interval; none without tasks.
+            "snapshot_every": (spec.eval.interval_tokens or spec.training.eval_interval_tokens) if spec.eval.tasks
+            else None,
         }, inputs, label=label)
         self.spec = spec
 
@@ -71,4 +74,5 @@ class PretrainStage(Stage):
                      sources=self.shards(inputs), total_tokens=self.config["total_tokens"],
                      validation=pools.validation, out_dir=folder, seed=self.config["seed"],
                      callbacks=callbacks, continue_from=continue_from,
-                     keep_tokens=self.config["keep_tokens"], progress=progress)
+                     keep_tokens=self.config["keep_tokens"], snapshot_every=self.config["snapshot_every"],
+                     progress=progress)
