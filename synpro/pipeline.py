@@ -21,7 +21,7 @@ from synpro.stages.extra import ExtraStage
 from synpro.stages.pretrain import ORGANIC
 from synpro.stages.synthesize import SynthesizeStage
 from synpro.tracking import Tracker
-from synpro.training import Callback, EvalPoint, TrainResult, train
+from synpro.training import Callback, EvalPoint, TrainResult
 from store import Store
 
 

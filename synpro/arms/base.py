@@ -1,6 +1,6 @@
 """What an arm is: a recipe that emits the stages whose last one trains the arm's model.
 
-An arm never runs anything: `build` asks the trial's `GraphBuilder` (synpro.plan) for shared stages
+An arm never runs anything: `build` asks the trial's `GraphBuilder` (synpro.stages.graph) for shared stages
 (pools, the oracle's extra pool, synthetic sets) and returns its pretraining stage. Stages are
 deduplicated by key, so arms that need the same set share it, and dropping an arm changes no other
 stage's key.
@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from synpro.registry import Registry
 
 if TYPE_CHECKING:
-    from synpro.plan import GraphBuilder
     from synpro.stages import Stage
+    from synpro.stages.graph import GraphBuilder
 
 
 class NoOptions(BaseModel):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from synpro.generation.text import length_ratio, repetition
+from synpro.registry import Registry
 
 if TYPE_CHECKING:
     from synpro.spec import OperationSpec
@@ -129,3 +130,6 @@ def _heading_pattern(heading: str) -> re.Pattern[str]:
         parts.append(r"(?:\s+is|['’]s)" if word.lower() == "is" else r"\s+" + re.escape(word))
     colon = r"[^\n:]{0,40}:" if heading.strip().endswith(":") else ""
     return re.compile(r"[*_#]*[ \t]*" + "".join(parts) + colon + r"[*_]*", re.IGNORECASE)
+
+
+OPERATIONS: Registry[Operation] = Registry("operation")

@@ -1,0 +1,71 @@
+"""The stages of one trial, built on demand and deduplicated by key: what arm recipes ask for."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from synpro.stages.base import Stage
+from synpro.stages.evaltask import EvalTaskStage
+from synpro.stages.evaluate import EvaluateStage
+from synpro.stages.extra import ExtraStage
+from synpro.stages.pools import PoolsStage
+from synpro.stages.pretrain import PretrainStage
+from synpro.stages.synthesize import SynthesizeStage
+
+if TYPE_CHECKING:
+    from synpro.spec import Spec
+
+
+class GraphBuilder:
+    """Hands arms the trial's shared stages, each built once."""
+
+    def __init__(self, spec: Spec, total_tokens: int):
+        self.spec = spec
+        self.total_tokens = total_tokens
+        self._stages: dict[str, Stage] = {}
+        self.pools = self._add(PoolsStage(spec))
+
+    def _add(self, stage: Stage) -> Stage:
+        return self._stages.setdefault(stage.key, stage)
+
+    def extra(self) -> Stage:
+        """The oracle's extra pool, sized so that organic + extra fill exactly the steps trained.
+
+        The loader trains on whole `seq_len` windows of each shard; with W organic windows and
+        S·B windows needed, the extra pool holds (S·B − W) windows, so one epoch covers the run and
+        the oracle never repeats a token."""
+        training = self.spec.training
+        steps = max(1, math.ceil(self.total_tokens / training.tokens_per_step))
+        organic_windows = self.spec.budget.resolve(self.spec.model)[0] // training.seq_len
+        windows = max(0, steps * training.batch_size - organic_windows)
+        return self._add(ExtraStage(self.spec, self.pools, windows * training.seq_len))
+
+    def synthetic(self, op_name: str) -> Stage:
+        return self._add(SynthesizeStage(self.spec, op_name, self.pools))
+
+    def pretrain(self, sources: dict[str, Stage], *, label: str) -> Stage:
+        return self._add(PretrainStage(self.spec, self.total_tokens, self.pools, sources, label=label))
+
+    def evaluate(self, pretrain: Stage, *, label: str) -> Stage | None:
+        """Downstream evaluation of a pretraining run's snapshots; None when the spec lists no tasks."""
+        if not self.spec.eval.tasks:
+            return None
+        from synpro.evaluation import BUILTIN_TASKS
+
+        builtin = [t.name for t in self.spec.eval.tasks if t.name in BUILTIN_TASKS]
+        tasks = self._add(EvalTaskStage(self.spec, self.pools, builtin)) if builtin else None
+        return self._add(EvaluateStage(self.spec, pretrain, self.pools, tasks, label=label))
+
+    def stages(self) -> list[Stage]:
+        """Every stage, inputs before the stages that read them."""
+        ordered: dict[str, Stage] = {}
+
+        def visit(stage: Stage) -> None:
+            for upstream in stage.inputs.values():
+                visit(upstream)
+            ordered.setdefault(stage.key, stage)
+
+        for stage in list(self._stages.values()):
+            visit(stage)
+        return list(ordered.values())
