@@ -31,6 +31,7 @@ class TrainResult:
     stopped_early: bool = False  # a callback asked to stop before total_tokens
     tagged: dict[str, str] = field(default_factory=dict)  # requested token count → kept checkpoint folder
     snapshots: dict[str, str] = field(default_factory=dict)  # tokens → model folder (see snapshot_every)
+    last_checkpoint: str = ""  # the checkpoint (model + optimizer state) the run ended on: where a next round continues
 
     @property
     def final_val_loss(self) -> float:

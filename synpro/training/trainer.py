@@ -350,6 +350,7 @@ class _Trainer:
             tagged={t: str(self.out_dir / CHECKPOINTS / n) for t, n in self.tagged.items()},
             snapshots={str(int(p.name.split("-")[1])): str(p)
                        for p in sorted((self.out_dir / SNAPSHOTS).glob("tokens-*")) if p.is_dir()},
+            last_checkpoint=str(_latest_checkpoint(self.out_dir) or ""),
         ).to_json()
         for callback in self.callbacks:
             callback.on_end(TrainResult.from_json(text))
