@@ -521,6 +521,9 @@ class Store:
                    func.min(Arm.final_val_loss).label("best_final_loss"),
                    func.avg(Arm.effective_tokens).label("mean_effective_tokens"),
                    func.avg(Arm.multiplier_vs_repetition).label("mean_multiplier"),
+                   func.avg(Arm.final_accuracy).label("mean_final_accuracy"),
+                   func.avg(Arm.effective_tokens_accuracy).label("mean_effective_tokens_accuracy"),
+                   func.avg(Arm.multiplier_accuracy).label("mean_multiplier_accuracy"),
                    func.avg(cast(Arm.total_tokens, Float) / Arm.unique_tokens).label("mean_epochs"),
                    func.min(Arm.id).label("first_arm"))
             .join(Trial, Trial.study_id == Study.id)
