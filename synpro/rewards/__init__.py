@@ -4,10 +4,8 @@ A reward is a class whose instances are trl-shaped reward functions (see `synpro
 `synpro.rewards.scoring` builds them from a spec and scores (source, output) pairs outside GRPO.
 """
 
-from synpro.registry import Registry
-from synpro.rewards.base import Reward
-
-REWARDS: Registry[type[Reward]] = Registry("reward")
-
-from synpro.rewards import (faithfulness, format, influence, length, quality, similarity,  # noqa: E402,F401
+from synpro.rewards import (faithfulness, format, influence, length, quality, similarity,  # noqa: F401
                             structure)
+from synpro.rewards.base import REWARDS, Reward
+
+__all__ = ["REWARDS", "Reward"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from synpro.registry import Registry
+
 if TYPE_CHECKING:
     from synpro.generation.operations.base import Operation
     from synpro.influence.service import InfluenceSource
@@ -52,3 +54,6 @@ def as_text(completion: Any) -> str:
     if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
         return str(completion[-1].get("content", ""))
     return str(completion)
+
+
+REWARDS: Registry[type[Reward]] = Registry("reward")

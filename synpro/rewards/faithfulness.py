@@ -15,8 +15,7 @@ import numpy as np
 
 from synpro.generation.chunking import split_chunks
 from synpro.generation.operations.reformat import parse_entries
-from synpro.rewards import REWARDS
-from synpro.rewards.base import Reward
+from synpro.rewards.base import REWARDS, Reward
 from synpro.rewards.judges import judge_for
 
 PASSAGE_CHARS = 400

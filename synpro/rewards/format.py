@@ -1,7 +1,6 @@
 """format: 1 if the operation's heading occurs exactly once in the full answer, else 0."""
 
-from synpro.rewards import REWARDS
-from synpro.rewards.base import Reward
+from synpro.rewards.base import REWARDS, Reward
 
 
 @REWARDS.register("format")

@@ -4,8 +4,7 @@ An extracted output shorter than rewards.influence_min_chars (paper: 500) scores
 """
 
 from synpro.errors import InputError
-from synpro.rewards import REWARDS
-from synpro.rewards.base import Reward
+from synpro.rewards.base import REWARDS, Reward
 
 
 @REWARDS.register("influence")

@@ -4,8 +4,7 @@ An empty output never passes (the authors' release lets it).
 """
 
 from synpro.generation.text import length_ratio
-from synpro.rewards import REWARDS
-from synpro.rewards.base import Reward
+from synpro.rewards.base import REWARDS, Reward
 
 
 @REWARDS.register("length")

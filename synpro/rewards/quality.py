@@ -7,8 +7,7 @@ sent to the judge: it gets the bottom of the scale.
 """
 
 from synpro.influence.cache import text_hash
-from synpro.rewards import REWARDS
-from synpro.rewards.base import Reward
+from synpro.rewards.base import REWARDS, Reward
 from synpro.rewards.judges import judge_for
 
 BOTTOM = 1.0

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 from synpro.errors import InputError, Problem
-from synpro.rewards import REWARDS
-from synpro.rewards.base import Reward
+from synpro.rewards.base import REWARDS, Reward
 from synpro.spec import PAPER_REWARD_WEIGHTS
 
 if TYPE_CHECKING:

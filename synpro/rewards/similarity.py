@@ -3,8 +3,7 @@ cosine itself (`continuous`). The paper uses BERTScore-F1 > 0.65 with deberta-la
 ships; MiniLM is the same scorer as the generation stage's similarity filter."""
 
 from synpro.generation.metrics import similarities
-from synpro.rewards import REWARDS
-from synpro.rewards.base import Reward
+from synpro.rewards.base import REWARDS, Reward
 
 
 @REWARDS.register("similarity")

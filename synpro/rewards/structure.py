@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 
-from synpro.rewards import REWARDS
-from synpro.rewards.base import Reward
+from synpro.rewards.base import REWARDS, Reward
 from synpro.rewards.judges import judge_for
 
 _LIST = re.compile(r"^[ \t]*(?:[-*+•]|\d+[.)])[ \t]+\S", re.M)
