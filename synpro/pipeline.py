@@ -7,6 +7,7 @@ folders and know nothing of either. A killed trial re-run from the top skips eve
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from synpro.effective import ACCURACY, effective_curve, tail_multiplier
 from synpro.errors import InputError
 from synpro.generation import SyntheticSet
 from synpro.plan import ArmPlan, TrialPlan
-from synpro.stages import Runner
+from synpro.stages import Runner, read_manifest
 from synpro.stages.extra import ExtraStage
 from synpro.stages.pretrain import ORGANIC
 from synpro.stages.synthesize import SynthesizeStage
@@ -40,6 +41,7 @@ class ArmOutcome:
     scores: list[dict[str, Any]] = field(default_factory=list)
     effective_accuracy: list[tuple[int, float, bool]] = field(default_factory=list)
     multiplier_accuracy: float | None = None
+    evaluation: Any = None  # the evaluate stage over every round's snapshots (None without eval tasks)
 
     @property
     def final_effective(self) -> tuple[float | None, bool | None]:
@@ -129,6 +131,7 @@ def _require_output(plan: TrialPlan, op: str, synthetic: SyntheticSet) -> None:
 
 
 def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) -> ArmOutcome:
+    """Train the arm round by round (one round unless its recipe refreshes), streaming its curve."""
     stage = arm.stage
     inputs = {name: runner.run(upstream) for name, upstream in stage.inputs.items()}
     shards = dict(zip(stage.config["mixture"], stage.shards(inputs)))
@@ -144,14 +147,56 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
                                     "sources": {name: s.n_tokens for name, s in shards.items()},
                                     **{f"arm.{k}": v for k, v in (arm.spec.model_extra or {}).items()}})
     sink = _CurveSink(ctx, arm_id, run_id)
+    rounds = arm.arm.rounds(plan.builder)
+    stages = [next(rounds)]
     try:
-        result = runner.run(stage, callbacks=[sink])
+        while True:
+            result = runner.run(stages[-1], callbacks=[sink])
+            try:
+                stages.append(rounds.send(result))
+            except StopIteration:
+                break
+            _log_round(plan, stages[-1], runner, result, len(stages) - 1, run_id, ctx)
     except BaseException:
         ctx.tracker.finish(run_id, "KILLED")
         raise
     # A resumed or cached arm may have points the sink never saw; the store gets them all in _record.
     _log_curve(ctx.tracker, run_id, result.curve)
-    return ArmOutcome(arm.name, arm.spec.kind, arm_id, result, unique, run_id)
+    evaluation = plan.builder.evaluate(stages, label=arm.name)
+    return ArmOutcome(arm.name, arm.spec.kind, arm_id, result, unique, run_id, evaluation=evaluation)
+
+
+def _log_round(plan: TrialPlan, stage, runner: Runner, ended: TrainResult, round_: int, run_id: str | None,
+               ctx: TrialContext) -> None:
+    """A refresh: where the previous round ended, and what each stage that made the new round reported
+    (the probe's reference loss, each generator's GRPO curves and held-out pass rate, the new sets)."""
+    ctx.tracker.set_tags(run_id, {f"synpro.round.{round_}.start_tokens": ended.tokens_seen})
+    for upstream in _new_upstream(stage):
+        folder = runner.folder(upstream)
+        prefix = f"round{round_}/{upstream.kind}/{upstream.label or upstream.key}"
+        metrics = (read_manifest(folder) or {}).get("metrics", {})
+        ctx.tracker.log_values(run_id, {f"{prefix}/{k}": v for k, v in metrics.items()
+                                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        steps = folder / "metrics.jsonl"  # per-step curves (a GRPO stage's rewards, KL, pass rate)
+        rows = [json.loads(line) for line in steps.read_text().splitlines() if line.strip()] if steps.exists() else []
+        for key in sorted({k for row in rows for k, v in row.items() if k != "step" and isinstance(v, (int, float))}):
+            ctx.tracker.log_points(run_id, f"{prefix}/{key}", [(row["step"], row[key]) for row in rows if key in row])
+
+
+def _new_upstream(stage) -> list:
+    """The stages a round brought in (all but the pools and the previous round), inputs first."""
+    seen, out = set(), []
+
+    def visit(s) -> None:
+        for name, up in s.inputs.items():
+            if name in ("pools", "parent") or up.key in seen:
+                continue
+            seen.add(up.key)
+            visit(up)
+            out.append(up)
+
+    visit(stage)
+    return out
 
 
 def _seen(result: TrainResult) -> list[tuple[int, float]]:
@@ -179,9 +224,9 @@ def attach_effective_tokens(plan: TrialPlan, outcomes: dict[str, ArmOutcome]) ->
 def attach_accuracy(plan: TrialPlan, runner: Runner, outcomes: dict[str, ArmOutcome]) -> None:
     """Evaluate every arm's snapshots on the downstream tasks; D_eff and the multiplier by average
     accuracy, inverting the reference arm's accuracy curve the same way as its loss curve."""
-    for arm in plan.arms:
-        if arm.evaluation is not None:
-            outcomes[arm.name].scores = runner.run(arm.evaluation)
+    for outcome in outcomes.values():
+        if outcome.evaluation is not None:
+            outcome.scores = runner.run(outcome.evaluation)
     if plan.reference is None or not outcomes[plan.reference.name].scores:
         return
     oracle = _accuracy_points(outcomes[plan.reference.name])

@@ -23,8 +23,8 @@ from synpro.stages.graph import GraphBuilder
 class ArmPlan:
     spec: ArmSpec
     arm: Arm
-    stage: Stage  # the arm's pretraining
-    evaluation: Stage | None = None  # downstream accuracy of its snapshots
+    stage: Stage  # the arm's (first round of) pretraining
+    evaluation: Stage | None = None  # downstream accuracy of its snapshots (of the first round, for `synpro plan`)
 
     @property
     def name(self) -> str:
@@ -42,8 +42,9 @@ class TrialPlan:
     total_tokens: int
     params_hash: str
     stages_dir: Path
-    graph: list[Stage]  # every stage, inputs first
+    graph: list[Stage]  # every stage known before running (later refresh rounds depend on earlier ones)
     arms: list[ArmPlan]  # reference arm first: later arms' effective tokens invert its curve
+    builder: GraphBuilder  # adds the stages of later rounds as the orchestrator runs them
 
     @property
     def reference(self) -> ArmPlan | None:
@@ -75,7 +76,8 @@ def plan_trial(spec: Spec) -> TrialPlan:
     arms = []
     for arm_spec in spec.arms:
         arm = make_arm(arm_spec)
-        stage = arm.build(builder)
+        stage = next(arm.rounds(builder))
         arms.append(ArmPlan(arm_spec, arm, stage, builder.evaluate(stage, label=arm.name)))
     arms.sort(key=lambda a: not a.arm.is_reference)
-    return TrialPlan(spec, unique, total, spec.content_hash(), spec.workdir / "stages", builder.stages(), arms)
+    return TrialPlan(spec, unique, total, spec.content_hash(), spec.workdir / "stages", builder.stages(), arms,
+                     builder)

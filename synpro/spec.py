@@ -455,6 +455,41 @@ class AnalysisSpec(_Strict):
         "bootstrap refits behind each fitted constant's interval (0: no intervals); --bootstrap overrides"))
 
 
+class RefreshSpec(_Strict):
+    """When a SynPro arm's pretraining ends a round and its generators are retrained (method.md §2).
+
+    `plateau` (our choice): the validation loss improved by less than `min_improvement` (relative) over
+    the last `window` evaluations, after at least `min_tokens`; `tokens`: at the fixed counts `at_tokens`,
+    as the paper did by hand. At most `max_rounds` refreshes; the last round runs to the budget T."""
+
+    schedule: Literal["plateau", "tokens"] = "plateau"
+    at_tokens: list[int] = []
+    window: int = Field(default=3, gt=0)
+    min_improvement: float = Field(default=0.01, ge=0)
+    min_tokens: int = Field(default=0, ge=0)
+    max_rounds: int = Field(default=1, ge=0)
+    generator_init: Literal["base", "previous"] = "base"  # the authors restart from the base model
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "RefreshSpec":
+        if self.schedule == "tokens":
+            if len(self.at_tokens) < self.max_rounds:
+                raise ValueError(f"[at_tokens] {self.max_rounds} refresh round(s) need as many token counts, "
+                                 f"got {len(self.at_tokens)}")
+            if any(b <= a for a, b in zip(self.at_tokens, self.at_tokens[1:])) or any(t <= 0 for t in self.at_tokens):
+                raise ValueError("[at_tokens] refresh points must be positive and increasing")
+        return self
+
+    def stop(self, round_: int) -> dict | None:
+        """How pretraining round `round_` may end early; None for the last round (it runs to T)."""
+        if round_ >= self.max_rounds:
+            return None
+        if self.schedule == "tokens":
+            return {"at_tokens": self.at_tokens[round_]}
+        return {"plateau": {"window": self.window, "min_improvement": self.min_improvement,
+                            "min_tokens": self.min_tokens}}
+
+
 class Spec(_Strict):
     experiment: ExperimentSpec
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)
@@ -467,6 +502,7 @@ class Spec(_Strict):
     rewards: RewardsSpec = Field(default_factory=RewardsSpec)
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
     influence: InfluenceSpec = Field(default_factory=InfluenceSpec)
+    refresh: RefreshSpec = Field(default_factory=RefreshSpec)
     arms: list[ArmSpec] = Field(default_factory=lambda: [ArmSpec(kind="repetition"), ArmSpec(kind="oracle")])
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     store: StoreSpec = Field(default_factory=StoreSpec)
@@ -482,6 +518,9 @@ class Spec(_Strict):
         unique, total = self.budget.resolve(self.model)
         if total < unique:
             raise ValueError(f"[budget.total_tokens] total tokens T={total:,} is below the unique budget U={unique:,}")
+        past = [t for t in self.refresh.at_tokens if t >= total] if self.refresh.schedule == "tokens" else []
+        if past:
+            raise ValueError(f"[refresh.at_tokens] refresh points {past} are at or past the budget T={total:,}")
         if unique < self.training.seq_len:
             key = "unique_tokens" if self.budget.unique_tokens is not None else "unique_fraction"
             raise ValueError(f"[budget.{key}] U={unique:,} unique tokens hold no whole training sequence "

@@ -26,8 +26,12 @@ class EvaluateStage(Stage):
     kind = "evaluate"
     version = 1
 
-    def __init__(self, spec: "Spec", pretrain: Stage, pools: Stage, tasks: Stage | None, *, label: str = ""):
-        inputs = {"pretrain": pretrain, "pools": pools, **({"tasks": tasks} if tasks is not None else {})}
+    def __init__(self, spec: "Spec", pretrain: Stage | list[Stage], pools: Stage, tasks: Stage | None, *,
+                 label: str = ""):
+        # A SynPro arm trains in rounds: each round's run keeps its own snapshots; all are scored.
+        rounds = pretrain if isinstance(pretrain, list) else [pretrain]
+        inputs = {**{_round(i): stage for i, stage in enumerate(rounds)}, "pools": pools,
+                  **({"tasks": tasks} if tasks is not None else {})}
         super().__init__({"tasks": [t.model_dump(mode="json") for t in spec.eval.tasks],
                           "limit": spec.eval.limit}, inputs, label=label)
         self.spec = spec
@@ -37,11 +41,13 @@ class EvaluateStage(Stage):
 
         from synpro.evaluation import evaluate_checkpoint
 
-        result, pools = ctx.inputs["pretrain"], ctx.inputs["pools"]
+        pools = ctx.inputs["pools"]
+        snapshots = {t: p for name, result in ctx.inputs.items() if name.startswith("pretrain")
+                     for t, p in result.snapshots.items()}
         scored = _read(ctx.folder)
         write_atomic(ctx.folder / SCORES, "".join(json.dumps(r) + "\n" for r in scored))  # drop a torn line
         done = {row["tokens"] for row in scored}
-        todo = {int(t): Path(p) for t, p in result.snapshots.items() if int(t) not in done}
+        todo = {int(t): Path(p) for t, p in snapshots.items() if int(t) not in done}
         with Progress(disable=not ctx.progress) as bar:
             task = bar.add_task(f"evaluate {self.label}", total=len(todo))
             for tokens, model_dir in sorted(todo.items()):
@@ -57,6 +63,10 @@ class EvaluateStage(Stage):
 
     def load(self, folder: Path, inputs) -> list[dict]:
         return _read(folder)
+
+
+def _round(i: int) -> str:
+    return "pretrain" if i == 0 else f"pretrain{i}"
 
 
 def _read(folder: Path) -> list[dict]:

@@ -11,6 +11,7 @@ from synpro.stages.evaluate import EvaluateStage
 from synpro.stages.extra import ExtraStage
 from synpro.stages.pools import PoolsStage
 from synpro.stages.pretrain import PretrainStage
+from synpro.stages.probe import ProbeStage
 from synpro.stages.synthesize import SynthesizeStage
 
 if TYPE_CHECKING:
@@ -41,13 +42,22 @@ class GraphBuilder:
         windows = max(0, steps * training.batch_size - organic_windows)
         return self._add(ExtraStage(self.spec, self.pools, windows * training.seq_len))
 
-    def synthetic(self, op_name: str) -> Stage:
-        return self._add(SynthesizeStage(self.spec, op_name, self.pools))
+    def synthetic(self, op_name: str, generator: Stage | None = None) -> Stage:
+        """One operation's rewrite of the pool, by the spec's generator or a trained one (a grpo stage)."""
+        return self._add(SynthesizeStage(self.spec, op_name, self.pools, generator))
 
-    def pretrain(self, sources: dict[str, Stage], *, label: str) -> Stage:
-        return self._add(PretrainStage(self.spec, self.total_tokens, self.pools, sources, label=label))
+    def pretrain(self, sources: dict[str, Stage], *, label: str, parent: Stage | None = None,
+                 stop: dict | None = None) -> Stage:
+        """Pretraining on organic + `sources` to T; with a parent, continuing from where it ended."""
+        return self._add(PretrainStage(self.spec, self.total_tokens, self.pools, sources, label=label,
+                                       parent=parent, continue_at="end" if parent is not None else None,
+                                       stop=stop))
 
-    def evaluate(self, pretrain: Stage, *, label: str) -> Stage | None:
+    def probe(self, pretrain: Stage, *, label: str = "") -> Stage:
+        """θ → θ′ on the reference task, from where `pretrain` ended."""
+        return self._add(ProbeStage(self.spec, pretrain, self.pools, label=label))
+
+    def evaluate(self, pretrain: Stage | list[Stage], *, label: str) -> Stage | None:
         """Downstream evaluation of a pretraining run's snapshots; None when the spec lists no tasks."""
         if not self.spec.eval.tasks:
             return None
