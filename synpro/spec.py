@@ -460,7 +460,8 @@ class RefreshSpec(_Strict):
 
     `plateau` (our choice): the validation loss improved by less than `min_improvement` (relative) over
     the last `window` evaluations, after at least `min_tokens`; `tokens`: at the fixed counts `at_tokens`,
-    as the paper did by hand. At most `max_rounds` refreshes; the last round runs to the budget T."""
+    as the paper did by hand. At most `max_rounds` refreshes; the last round runs to the budget T.
+    Whether a refresh trains its generators from the base model or the last round's is `grpo.init`."""
 
     schedule: Literal["plateau", "tokens"] = "plateau"
     at_tokens: list[int] = []
@@ -468,7 +469,6 @@ class RefreshSpec(_Strict):
     min_improvement: float = Field(default=0.01, ge=0)
     min_tokens: int = Field(default=0, ge=0)
     max_rounds: int = Field(default=1, ge=0)
-    generator_init: Literal["base", "previous"] = "base"  # the authors restart from the base model
 
     @model_validator(mode="after")
     def _schedule(self) -> "RefreshSpec":
