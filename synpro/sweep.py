@@ -142,6 +142,8 @@ def _open_study(spec: Spec) -> optuna.Study:
     """Workers starting at once on a new database would each create Optuna's tables: one does, under a lock."""
     optuna.logging.set_verbosity(logging.ERROR)  # failures reach the user through the CLI, once
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
+    # We ask/tell under our queue lock and beat for the trial ourselves (_Heartbeat), not via optimize().
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     space = config_hash(spec.content_hash(), spec.search.sampler, spec.search.model_dump(mode="json")["params"])
     with db_lock(spec.optuna_url(), "optuna-schema"):
         storage = optuna.storages.RDBStorage(spec.optuna_url(), heartbeat_interval=spec.search.heartbeat_seconds,
