@@ -10,7 +10,7 @@ Rules (method.md §5):
   the next trial happen under one lock of the Optuna database, so workers never take one point
   twice and never queue it twice.
 - A RUNNING trial whose worker is gone (a dead process on this host, or no heartbeat for
-  `stale_after_seconds` from anywhere) is failed with the reason recorded (Optuna user attr, the
+  `stale_after_seconds` from another host) is failed with the reason recorded (Optuna user attr, the
   MLflow run's tags, the store row `failed`) and queued again, at most `MAX_RETRIES` times; the
   MLflow runs its worker left RUNNING end KILLED and are reused by the retry, whose finished stages
   make it cheap. A worker whose queue is empty while others still run trials waits for them, so
@@ -42,7 +42,7 @@ from optuna.trial import TrialState
 
 from synpro import search
 from synpro.core.faults import kill_point
-from synpro.core.secrets import hide
+from synpro.core.secrets import hide, mask
 from synpro.data.prepare import prepare_data
 from synpro.errors import InputError
 from synpro.pipeline import TrialContext, objective_value, run_trial
@@ -106,19 +106,23 @@ def local_owner_alive(token: str) -> bool | None:
 
 
 class _Heartbeat:
-    """Beats for a trial in Optuna (so other workers see it alive) and in the store, from a thread."""
+    """Beats for a trial from a thread, from the moment it is taken until it is told: in Optuna (so
+    other workers see it alive) and, once it has a row, in the store."""
 
-    def __init__(self, storage: Any, optuna_id: int, store: Store, trial_id: int, seconds: float):
-        self.args = storage, optuna_id, store, trial_id
-        self.seconds, self.stop = seconds, threading.Event()
+    def __init__(self, storage: Any, optuna_id: int, seconds: float):
+        self.storage, self.optuna_id, self.seconds = storage, optuna_id, seconds
+        self.store_row: tuple[Store, int] | None = None
+        self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
-        storage, optuna_id, store, trial_id = self.args
-        while not self.stop.wait(self.seconds):
+        while True:
             with suppress(Exception):  # a missed beat only makes the trial look stale sooner
-                storage.record_heartbeat(optuna_id)
-                store.heartbeat(trial_id)
+                self.storage.record_heartbeat(self.optuna_id)
+                if self.store_row is not None:
+                    self.store_row[0].heartbeat(self.store_row[1])
+            if self.stop.wait(self.seconds):
+                return
 
     def __enter__(self) -> "_Heartbeat":
         self.thread.start()
@@ -222,9 +226,10 @@ class _Sweep:
         stale = set(storage._get_stale_trial_ids(self.study._study_id))  # Optuna has no public reader
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             owner = trial.user_attrs.get(OWNER_ATTR, "")
-            if local_owner_alive(owner) is False:
+            alive = local_owner_alive(owner)
+            if alive is False:
                 reason = f"its worker ({owner}) is gone"
-            elif trial._trial_id in stale:
+            elif alive is None and trial._trial_id in stale:  # on another host only its heartbeat tells
                 reason = f"no heartbeat for over {self.spec.search.stale_after_seconds} s (worker {owner or 'unknown'})"
             else:
                 continue
@@ -327,9 +332,10 @@ def _run(spec: Spec, n_trials: int | None, progress: bool, announce: Callable[[s
                     continue
                 break
             ran += 1
-            params = search.suggest(trial, spec.search)
-            announce(f"trial {completed + 1}/{target} (#{trial.number}): {_shown(params)}")
-            _run_one(spec, public, trial, params, study_id, study_run, store, tracker, progress)
+            with _Heartbeat(study._storage, trial._trial_id, spec.search.heartbeat_seconds) as heartbeat:
+                params = search.suggest(trial, spec.search)
+                announce(f"trial {completed + 1}/{target} (#{trial.number}): {_shown(params)}")
+                _run_one(spec, public, trial, params, study_id, study_run, store, tracker, progress, heartbeat)
             kill_point("trial.told")
         results = store.results(name)
         tracker.log_dict(study_run, results, "results.json")
@@ -345,7 +351,7 @@ def _run(spec: Spec, n_trials: int | None, progress: bool, announce: Callable[[s
 
 
 def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, Any], study_id: int,
-             study_run: str | None, store: Store, tracker: Tracker, progress: bool) -> None:
+             study_run: str | None, store: Store, tracker: Tracker, progress: bool, heartbeat: _Heartbeat) -> None:
     """One trial from start to `tell`; the store row is finished only once every arm is stored."""
     name, study = spec.experiment.name, trial.study
     trial_spec = spec.with_params(params)
@@ -360,31 +366,35 @@ def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, An
     trial_id = store.upsert_trial(study_id, plan.params_hash, params, optuna_number=trial.number,
                                   mlflow_run_id=trial_run)
     trial.set_user_attr(STORE_ID_ATTR, trial_id)
+    heartbeat.store_row = store, trial_id
     ctx = TrialContext(store, tracker, trial_id, trial_run, progress)
-    with _Heartbeat(study._storage, trial._trial_id, store, trial_id, spec.search.heartbeat_seconds):
-        try:
-            kill_point("trial.start")
-            outcomes = run_trial(plan, ctx)
-            value = objective_value(plan, outcomes)
-            missing = store.unfinished_arms(trial_id, [a.name for a in plan.arms])
-            if missing:
-                raise RuntimeError(f"trial #{trial.number}: arms {missing} were not stored with a result")
-            store.finish_trial(trial_id, "finished", value)
-            tracker.log_dict(trial_run, {n: o.summary() for n, o in outcomes.items()}, "results.json")
-            tracker.log_points(trial_run, "objective", [(0, value)])
-            tracker.finish(trial_run)
-            kill_point("trial.stored")
-        except BaseException as exc:
-            with suppress(Exception):
-                store.finish_trial(trial_id, "failed")
-            with suppress(Exception):
-                tracker.set_tags(trial_run, {REASON_ATTR: f"{type(exc).__name__}: {exc}"[:500]})
-                tracker.finish(trial_run, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-            with suppress(Exception):
-                trial.set_user_attr(REASON_ATTR, f"{type(exc).__name__}: {exc}"[:500])
-                study.tell(trial, state=TrialState.FAIL)
-            raise
-    study.tell(trial, value if value == value else None, state=None if value == value else TrialState.FAIL)
+    try:
+        kill_point("trial.start")
+        outcomes = run_trial(plan, ctx)
+        value = objective_value(plan, outcomes)
+        missing = store.unfinished_arms(trial_id, [a.name for a in plan.arms])
+        if missing:
+            raise RuntimeError(f"trial #{trial.number}: arms {missing} were not stored with a result")
+        store.finish_trial(trial_id, "finished", value)
+        tracker.log_dict(trial_run, {n: o.summary() for n, o in outcomes.items()}, "results.json")
+        tracker.log_points(trial_run, "objective", [(0, value)])
+        tracker.finish(trial_run)
+        kill_point("trial.stored")
+    except BaseException as exc:
+        reason = mask(f"{type(exc).__name__}: {exc}")[:500]
+        with suppress(Exception):
+            store.finish_trial(trial_id, "failed")
+        with suppress(Exception):
+            tracker.set_tags(trial_run, {REASON_ATTR: reason})
+            tracker.finish(trial_run, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        with suppress(Exception):
+            trial.set_user_attr(REASON_ATTR, reason)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    # Only a worker that was taken for dead (a missed heartbeat) finds its trial failed already: its
+    # result is stored all the same, and the point's retry will find every stage finished.
+    study.tell(trial, value if value == value else None, state=None if value == value else TrialState.FAIL,
+               skip_if_finished=True)
 
 
 # ---- several local workers --------------------------------------------------------------------

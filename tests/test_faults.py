@@ -29,7 +29,7 @@ search:
   sampler: grid
   objective: {{arm: repetition, metric: multiplier_vs_repetition, direction: maximize}}
   heartbeat_seconds: 1
-  stale_after_seconds: 3
+  stale_after_seconds: 10
   params:
     training.lr: {{type: categorical, choices: {lrs}}}
 """
