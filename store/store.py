@@ -356,6 +356,15 @@ class Store:
         with self.engine.begin() as conn:
             return set(conn.execute(query).scalars())
 
+    def stored_result(self, trial_id: int, arms: list[str]) -> tuple[bool, float | None]:
+        """(whether the trial is finished with every named arm stored with a result, its objective value)."""
+        query = select(Trial.state, Trial.objective_value).where(Trial.id == trial_id)
+        with self.engine.begin() as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None or row.state != "finished":
+            return False, None
+        return not self.unfinished_arms(trial_id, arms), row.objective_value
+
     def unfinished_arms(self, trial_id: int, arms: list[str]) -> list[str]:
         """Which of these arms the trial has not stored as finished with a result."""
         query = select(Arm.name).where(Arm.trial_id == trial_id, Arm.state == "finished", Arm.tokens_seen.is_not(None))

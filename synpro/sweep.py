@@ -233,13 +233,20 @@ class _Sweep:
                 reason = f"no heartbeat for over {self.spec.search.stale_after_seconds} s (worker {owner or 'unknown'})"
             else:
                 continue
+            row = trial.user_attrs.get(STORE_ID_ATTR)
+            stored, value = self.store.stored_result(row, self.arms) if row is not None else (False, None)
             try:
                 storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, reason)
+                if stored and value is not None:  # it died after storing everything: tell Optuna, don't redo it
+                    storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, values=[value])
+                    self.announce(f"trial #{trial.number} ({_shown(_point(trial))}): {reason} after storing its "
+                                  "result; completed from the store")
+                    continue
                 storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             except UpdateFinishedTrialError:
                 continue  # it finished (or another worker failed it) meanwhile
-            if STORE_ID_ATTR in trial.user_attrs:
-                self.store.abandon_trial(trial.user_attrs[STORE_ID_ATTR])
+            if row is not None:
+                self.store.abandon_trial(row)
             if trial.user_attrs.get("synpro.mlflow_run_id"):
                 with suppress(Exception):
                     self.tracker.set_tags(trial.user_attrs["synpro.mlflow_run_id"], {REASON_ATTR: reason})

@@ -119,7 +119,8 @@ def uninterrupted(tmp_path_factory) -> dict:
 
 
 def _data_started(workdir: Path) -> bool:
-    return any(p.is_dir() and not (p / "_COMPLETE").exists() for p in workdir.glob("stages/data-*"))
+    """Tokenizing under the data stage's lock (its folder appears only once the work is done)."""
+    return any(workdir.glob("stages/.data-*.lock")) and not any(workdir.glob("stages/data-*/_COMPLETE"))
 
 
 def _training(workdir: Path) -> bool:
