@@ -233,3 +233,32 @@ def test_a_generator_that_emits_garbage_is_exit_2_naming_the_operation(tmp_path,
         assert "0 of 6 windows passed" in message and "training.seq_len = 64" in message
     [rephrase_set] = list((workdir / "stages" / "synthetic").glob("rephrase-*"))
     assert len((rephrase_set / "records.jsonl").read_text().splitlines()) == 6  # generated once, kept for audit
+
+
+def test_the_queue_holds_each_point_once_and_retries_a_failed_point_a_bounded_number_of_times(tmp_path):
+    """Waiting trials have no params yet: the queue must recognise them by their enqueued point."""
+    from optuna.trial import TrialState
+
+    from store import Store
+    from synpro.spec import load_spec
+    from synpro.sweep import MAX_RETRIES, _open_study, _Sweep
+    from synpro.tracking import NullTracker
+
+    spec = load_spec(write_spec(tmp_path, lrs=(1.0e-2, 3.0e-3, 1.0e-3, 3.0e-4))).with_params(
+        {"experiment.workdir": str(tmp_path / "wd")})
+    with Store(spec.store_url()) as store:
+        study = _open_study(spec)
+        sweep = _Sweep(spec, store, NullTracker(), study, 4, lambda _: None)
+        for _ in range(3):  # every later run of the sweep queues again
+            sweep.queue(study.get_trials(deepcopy=False), sweep.done(study.get_trials(deepcopy=False)))
+        assert [t.state for t in study.get_trials()] == [TrialState.WAITING] * 4
+        storage, first = study._storage, {"training.lr": 1.0e-2}
+        for attempt in range(MAX_RETRIES + 1):
+            [queued] = [t for t in study.get_trials() if t.state == TrialState.WAITING
+                        and t.system_attrs["fixed_params"] == first]  # queued again after each failure, once
+            storage.set_trial_state_values(queued._trial_id, TrialState.RUNNING)
+            storage.set_trial_state_values(queued._trial_id, TrialState.FAIL)
+            sweep.queue(study.get_trials(deepcopy=False), set())
+        waiting = [t.system_attrs["fixed_params"] for t in study.get_trials() if t.state == TrialState.WAITING]
+        assert sorted(p["training.lr"] for p in waiting) == [3.0e-4, 1.0e-3, 3.0e-3]
+        assert sweep.given_up == [{"training.lr": 1.0e-2}]
