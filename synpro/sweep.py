@@ -57,6 +57,7 @@ OWNER_ATTR = "synpro.owner"  # which process runs the trial: host:pid:start-time
 HASH_ATTR = "synpro.params_hash"  # the store trial's identity
 STORE_ID_ATTR = "synpro.store_trial_id"
 REASON_ATTR = "synpro.fail_reason"
+INTERRUPTED_ATTR = "synpro.interrupted"
 _SERVER_DB_HINT = ("parallel workers need a server database: set store.url and store.optuna_url (or --store and "
                    "--optuna-storage) to PostgreSQL, e.g. postgresql+psycopg://user:password@host:5432/synpro")
 
@@ -258,7 +259,9 @@ class _Sweep:
     def queue(self, trials: list[optuna.trial.FrozenTrial], done: set[str]) -> None:
         """Enqueue each wanted point that is neither done nor pending, unless it failed too often."""
         pending = {_key(_point(t)) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
-        failures = Counter(_key(_point(t)) for t in trials if t.state == TrialState.FAIL)
+        # A user's Ctrl-C is no failure of the point: it does not use up a retry.
+        failures = Counter(_key(_point(t)) for t in trials
+                           if t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))
         # A grid wants all its points; other samplers retry the points of their failed trials.
         wanted = self.points if self.grid else [_point(t) for t in trials if t.state == TrialState.FAIL]
         self.given_up = []
@@ -396,6 +399,8 @@ def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, An
             tracker.finish(trial_run, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         with suppress(Exception):
             trial.set_user_attr(REASON_ATTR, reason)
+            if isinstance(exc, KeyboardInterrupt):
+                trial.set_user_attr(INTERRUPTED_ATTR, True)
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
     # Only a worker that was taken for dead (a missed heartbeat) finds its trial failed already: its

@@ -14,34 +14,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from test_sweep import results_json, synpro, wait_for
+from test_sweep import SMALLER, results_json, synpro, wait_for
+from test_sweep import write_spec as sweep_spec
 
 pytestmark = pytest.mark.slow
 
-SMALL = """
-experiment: {{name: faults, seed: 1}}
-tokenizer: {{vocab_size: 300}}
-model: {{preset: tiny}}
-budget: {{unique_tokens: 2000, total_tokens: 6000, validation_tokens: 1000}}
-training: {{lr: 1.0e-2, warmup_tokens: 1000, batch_size: 8, seq_len: 32, eval_interval_tokens: 2048}}
-arms: [{{kind: repetition}}, {{kind: oracle}}]
-search:
-  sampler: grid
-  objective: {{arm: repetition, metric: multiplier_vs_repetition, direction: maximize}}
-  heartbeat_seconds: 1
-  stale_after_seconds: 10
-  params:
-    training.lr: {{type: categorical, choices: {lrs}}}
-"""
 TWO, FOUR = (1.0e-2, 3.0e-3), (1.0e-2, 3.0e-3, 1.0e-3, 3.0e-4)
 PASSWORD = "pw-Zq81x"  # trust auth ignores it; it must still appear nowhere
 
 
 def write_spec(folder: Path, lrs) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "faults.yaml"
-    path.write_text(SMALL.format(lrs=list(lrs)))
-    return path
+    return sweep_spec(folder, lrs, SMALLER)
 
 
 def sweep_cmd(spec: Path, workdir: Path, *extra: str) -> list[str]:
@@ -99,7 +82,7 @@ def assert_settled(store_url: str, optuna_url: str, mlflow_url: str, points) -> 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_url)
-    runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id], max_results=1000)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=1000)
     assert {r.info.status for r in runs} == {"FINISHED"}, [(r.data.tags, r.info.status) for r in runs]
     arm_runs = [r for r in runs if r.data.tags["synpro.level"] == "arm"]
     assert len(arm_runs) == 2 * len(points)  # reused by the re-run, never forked
@@ -255,7 +238,7 @@ def test_a_killed_workers_trial_is_taken_over_by_another_worker(tmp_path, postgr
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(sqlite_urls(tmp_path / f"wd{i}")[2])
-        runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id], max_results=1000)
+        runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=1000)
         # The dead worker's own MLflow store is only ended by a sweep on that workdir; the others are clean.
         if i:
             assert {r.info.status for r in runs} == {"FINISHED"}
@@ -311,6 +294,6 @@ def test_a_full_disk_is_exit_2_and_ends_the_study_run_failed(tmp_path, mounts):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(sqlite_urls(workdir)[2])
-    runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert runs and "RUNNING" not in {r.info.status for r in runs}
     assert {r.info.status for r in runs if r.data.tags["synpro.level"] == "study"} == {"FAILED"}

@@ -13,24 +13,30 @@ import sqlalchemy as sa
 
 TINY = """
 experiment: {{name: tiny, seed: 1}}
-tokenizer: {{vocab_size: 512}}
+tokenizer: {{vocab_size: {vocab}}}
 model: {{preset: tiny}}
-budget: {{unique_tokens: 6000, total_tokens: 24000, validation_tokens: 4000}}
-training: {{lr: 1.0e-2, warmup_tokens: 2000, batch_size: 8, seq_len: 64, eval_interval_tokens: 4096}}
+budget: {{unique_tokens: {unique}, total_tokens: {total}, validation_tokens: {validation}}}
+training: {{lr: 1.0e-2, warmup_tokens: {warmup}, batch_size: 8, seq_len: {seq_len}, eval_interval_tokens: {every}}}
 arms: [{{kind: repetition}}, {{kind: oracle}}]
 search:
   sampler: grid
   objective: {{arm: repetition, metric: multiplier_vs_repetition, direction: maximize}}
   heartbeat_seconds: 1
-  stale_after_seconds: 2
+  stale_after_seconds: {stale}
   params:
     training.lr: {{type: categorical, choices: {lrs}}}
 """
+SIZES = {"vocab": 512, "unique": 6000, "total": 24000, "validation": 4000, "warmup": 2000, "seq_len": 64,
+         "every": 4096, "stale": 2}
+# A quarter of the tokens, for tests that run a sweep many times (tests/test_faults.py).
+SMALLER = {"vocab": 300, "unique": 2000, "total": 6000, "validation": 1000, "warmup": 1000, "seq_len": 32,
+           "every": 2048, "stale": 10}
 
 
-def write_spec(tmp_path: Path, lrs=(1.0e-2,)) -> Path:
+def write_spec(tmp_path: Path, lrs=(1.0e-2,), sizes=SIZES) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.format(lrs=list(lrs)))
+    path.write_text(TINY.format(lrs=list(lrs), **sizes))
     return path
 
 
