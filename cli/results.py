@@ -67,10 +67,10 @@ def ui(
         if workdir is None or not (workdir / "mlflow.db").exists():
             raise InputError.one(f"no MLflow store in {workdir}", hint="pass --workdir of a swept spec, or --mlflow-uri")
         mlflow_uri = f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # The store URI travels in the environment, not argv, where `ps` would show its password to anyone.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": mlflow_uri}
     out.print(f"MLflow UI on http://{host}:{port} for {mask(mlflow_uri)} (Ctrl-C to stop)")
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_uri,
-           "--host", host, "--port", str(port), "--workers", "1"]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1"]
     raise typer.Exit(serve(cmd, env))
 
 
