@@ -17,8 +17,6 @@ from sqlalchemy.engine import make_url
 from test_sweep import SMALLER, results_json, synpro, wait_for
 from test_sweep import write_spec as sweep_spec
 
-pytestmark = pytest.mark.slow
-
 TWO, FOUR = (1.0e-2, 3.0e-3), (1.0e-2, 3.0e-3, 1.0e-3, 3.0e-4)
 PASSWORD = "pw-Zq81x"  # trust auth ignores it; it must still appear nowhere
 
@@ -110,6 +108,7 @@ def _training(workdir: Path) -> bool:
     return any(workdir.glob("stages/train-*/checkpoints/LATEST"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", [
     pytest.param(("poll", _data_started), id="data-prep"),
     pytest.param(("poll", _training), id="training"),
@@ -131,6 +130,7 @@ def test_a_kill_and_one_rerun_equal_an_uninterrupted_run(tmp_path, uninterrupted
     assert_settled(*sqlite_urls(workdir), TWO)
 
 
+@pytest.mark.slow
 def test_a_dead_workers_trial_is_failed_with_its_reason_and_run_again(tmp_path):
     spec, workdir = write_spec(tmp_path, TWO), tmp_path / "wd"
     run_killed(spec, workdir, "store.arm_result:1")
@@ -143,6 +143,7 @@ def test_a_dead_workers_trial_is_failed_with_its_reason_and_run_again(tmp_path):
     assert failed.params == {"training.lr": 0.01} and "is gone" in failed.user_attrs["synpro.fail_reason"]
 
 
+@pytest.mark.slow
 def test_a_second_sweep_on_sqlite_is_refused_at_start(tmp_path):
     spec, workdir = write_spec(tmp_path, TWO), tmp_path / "wd"
     refused = synpro("sweep", str(spec), "--workdir", str(workdir), "--workers", "2", cwd=tmp_path)
@@ -189,6 +190,7 @@ def assert_no_password(*folders: Path, texts=()) -> None:
                 assert PASSWORD.encode() not in path.read_bytes(), f"password written to {path}"
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_three_workers_on_fresh_postgres_finish_a_grid_once_and_write_no_password(tmp_path, postgres_pair):
     store, optuna_url = postgres_pair
@@ -208,6 +210,7 @@ def test_three_workers_on_fresh_postgres_finish_a_grid_once_and_write_no_passwor
     engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_a_killed_workers_trial_is_taken_over_by_another_worker(tmp_path, postgres_pair):
     """Three separate `synpro sweep` processes with workdirs of their own; one dies mid-trial."""
