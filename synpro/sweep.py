@@ -344,7 +344,7 @@ def _run(spec: Spec, n_trials: int | None, progress: bool, announce: Callable[[s
             ran += 1
             with _Heartbeat(study._storage, trial._trial_id, spec.search.heartbeat_seconds) as heartbeat:
                 params = search.suggest(trial, spec.search)
-                announce(f"trial {completed + 1}/{target} (#{trial.number}): {_shown(params)}")
+                announce(f"trial #{trial.number}: {_shown(params)} ({completed}/{target} complete so far)")
                 _run_one(spec, public, trial, params, study_id, study_run, store, tracker, progress, heartbeat)
             kill_point("trial.told")
         results = store.results(name)
