@@ -13,7 +13,6 @@ killed worker never blocks the rest:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,8 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
+
+from synpro.core.fs import file_lock
 
 
 def _advisory_key(name: str) -> int:
@@ -77,19 +78,3 @@ def db_lock(url: str, name: str, *, wait: bool = True) -> Iterator[bool]:
                     conn.execute(select(func.pg_advisory_unlock(key)))
     finally:
         engine.dispose()
-
-
-@contextmanager
-def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
-    """An flock on `path` (created if needed); yields whether it is held (False only with wait=False)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -42,6 +42,7 @@ from optuna.trial import TrialState
 
 from synpro import search
 from synpro.core.faults import kill_point
+from synpro.core.fs import file_lock
 from synpro.core.secrets import hide, mask
 from synpro.errors import InputError
 from synpro.pipeline import TrialContext, objective_value, run_trial
@@ -53,7 +54,7 @@ from synpro.stages.extra import ExtraStage
 from synpro.stages.pools import PoolsStage
 from synpro.tracking import NullTracker, Tracker
 from store import Store
-from store.locks import db_lock, file_lock, sqlite_file
+from store.locks import db_lock, sqlite_file
 
 MAX_RETRIES = 2
 OWNER_ATTR = "synpro.owner"  # which process runs the trial: host:pid:start-time
