@@ -224,7 +224,7 @@ class BuiltinTaskSpec(_Strict):
 class EvalSpec(_Strict):
     """Zero-shot multiple-choice evaluation of checkpoints with EleutherAI's lm-eval."""
 
-    tasks: list[EvalTaskSpec] = Field(default_factory=lambda: [EvalTaskSpec(name="synpro_cloze")])
+    tasks: list[EvalTaskSpec] = []  # none: loss only; e.g. [{name: synpro_cloze}] offline, or lm-eval task names
     interval_tokens: int | None = Field(default=None, gt=0,
                                         description="default: training.eval_interval_tokens; a multiple of it")
     batch_size: int = Field(default=32, gt=0, description="sequences per likelihood forward pass")

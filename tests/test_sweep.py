@@ -18,7 +18,7 @@ model: {{preset: tiny}}
 budget: {{unique_tokens: {unique}, total_tokens: {total}, validation_tokens: {validation}}}
 training: {{lr: 1.0e-2, warmup_tokens: {warmup}, batch_size: 8, seq_len: {seq_len}, eval_interval_tokens: {every}}}
 arms: [{{kind: repetition}}, {{kind: oracle}}]
-search:
+{eval}search:
   sampler: grid
   objective: {{arm: repetition, metric: multiplier_vs_repetition, direction: maximize}}
   heartbeat_seconds: 1
@@ -33,10 +33,13 @@ SMALLER = {"vocab": 300, "unique": 2000, "total": 6000, "validation": 1000, "war
            "every": 2048, "stale": 10}
 
 
-def write_spec(tmp_path: Path, lrs=(1.0e-2,), sizes=SIZES) -> Path:
+EVAL = "eval: {tasks: [{name: synpro_cloze}], builtin: {items: 60}}\n"
+
+
+def write_spec(tmp_path: Path, lrs=(1.0e-2,), sizes=SIZES, evaluate: bool = False) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.format(lrs=list(lrs), **sizes))
+    path.write_text(TINY.format(lrs=list(lrs), eval=EVAL if evaluate else "", **sizes))
     return path
 
 
@@ -83,7 +86,7 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
 
 
 def test_sweep_end_to_end_and_rerun_does_nothing_new(tmp_path):
-    spec, workdir = write_spec(tmp_path), tmp_path / "wd"
+    spec, workdir = write_spec(tmp_path, evaluate=True), tmp_path / "wd"
     first = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "1/1 trials complete" in first.stdout
