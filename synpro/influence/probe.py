@@ -65,6 +65,15 @@ def probe_key(checkpoint_dir: Path, reference: Sequence[dict], config: "ProbeSpe
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def require_checkpoint(checkpoint_dir: Path) -> Path:
+    checkpoint_dir = Path(checkpoint_dir)
+    if not (checkpoint_dir / "config.json").exists():
+        raise InputError.one(f"no checkpoint at {checkpoint_dir} (no config.json)", key="--checkpoint",
+                             hint="pass a trained model folder (an arm's final/ folder), or --arm NAME after "
+                                  "`synpro sweep` has trained that arm")
+    return checkpoint_dir
+
+
 def run_probe(checkpoint_dir: Path, tokenizer_dir: Path, reference: Sequence[dict], config: "ProbeSpec",
               out_dir: Path, *, seed: int = 0) -> ProbeResult:
     """Fine-tune a copy of θ into out_dir (or reuse the probe already there); θ itself is never written."""
@@ -73,11 +82,7 @@ def run_probe(checkpoint_dir: Path, tokenizer_dir: Path, reference: Sequence[dic
     from synpro.data.tokenizer import load_tokenizer
     from synpro.influence.scoring import load_causal_lm
 
-    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
-    if not (checkpoint_dir / "config.json").exists():
-        raise InputError.one(f"no checkpoint at {checkpoint_dir} (no config.json)", key="--checkpoint",
-                             hint="pass a trained model folder (an arm's final/ folder), or --arm NAME after "
-                                  "`synpro sweep` has trained that arm")
+    checkpoint_dir, out_dir = require_checkpoint(checkpoint_dir), Path(out_dir)
     key = probe_key(checkpoint_dir, reference, config, seed)
     if (out_dir / PROBE_MANIFEST).exists():
         done = json.loads((out_dir / PROBE_MANIFEST).read_text())
@@ -174,3 +179,16 @@ def _save(model: "torch.nn.Module", result: ProbeResult) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (out_dir / PROBE_MANIFEST).exists():
             raise
+
+
+def probe_from_spec(spec, checkpoint_dir: Path, tokenizer_dir: Path, out_dir: Path | None = None) -> ProbeResult:
+    """The spec's probe of checkpoint_dir: its reference set loaded (the builtin one written under the workdir),
+    run or reused in out_dir (default: <workdir>/stages/probe-<key>)."""
+    from synpro.influence.reference import load_reference
+
+    base = Path(spec.source_file).parent if spec.source_file else None
+    pairs = load_reference(spec.probe.reference, base=base, cache_dir=spec.workdir / "reference")
+    if out_dir is None:
+        require_checkpoint(checkpoint_dir)
+        out_dir = spec.workdir / "stages" / f"probe-{probe_key(checkpoint_dir, pairs, spec.probe, spec.experiment.seed)}"
+    return run_probe(checkpoint_dir, tokenizer_dir, pairs, spec.probe, out_dir, seed=spec.experiment.seed)
