@@ -85,10 +85,10 @@ def test_influence_of_a_short_output_is_zero_without_any_model():
 
 def test_rewards_take_trl_shaped_calls_and_pickle():
     rewards, weights = build_rewards(spec(), "rephrase", names=["format", "length", "quality"])
-    assert [r.__name__ for r in rewards] == ["format", "length", "quality"] and weights == [1.0, 1.0, 1.0]
+    assert [r.__name__ for r in rewards] == ["quality", "length", "format"] and weights == [1.0, 1.0, 1.0]  # spec order
     chat = [[{"role": "assistant", "content": f"{RH}\n{PARAPHRASE}"}]]
     restored = pickle.loads(pickle.dumps(rewards))
-    assert [r(chat, source=[SOURCE], prompts=["p"], completion_ids=[[1]])[0] for r in restored[:2]] == [1.0, 1.0]
+    assert [r(chat, source=[SOURCE], prompts=["p"], completion_ids=[[1]])[0] for r in restored[1:]] == [1.0, 1.0]
 
 
 def test_default_rewards_follow_the_paper():
