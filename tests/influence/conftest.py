@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-PRETRAIN_STEPS = 150
+PRETRAIN_STEPS = 60
 
 
 def pretrain_tiny(folder: Path, steps: int = PRETRAIN_STEPS, seed: int = 0) -> tuple[Path, Path]:

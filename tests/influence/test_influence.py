@@ -36,6 +36,7 @@ def shuffled_words(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
+@pytest.mark.slow  # pretrains θ and probes it: ~25 s on an idle core
 def test_probe_lowers_the_reference_loss_and_is_reused(probed):
     theta, tokenizer, result, _, config, pairs = probed
     assert result.loss_after < result.loss_before and not result.reused
@@ -45,6 +46,7 @@ def test_probe_lowers_the_reference_loss_and_is_reused(probed):
     assert again.reused and again.loss_after == result.loss_after
 
 
+@pytest.mark.slow  # pretrains θ and probes it: ~25 s on an idle core
 def test_texts_like_the_reference_score_positive_and_noise_does_not(probed):
     from pydoc_data.topics import topics
 
@@ -56,6 +58,7 @@ def test_texts_like_the_reference_score_positive_and_noise_does_not(probed):
     assert statistics.mean(like) > 0 >= statistics.mean(noise)
 
 
+@pytest.mark.slow  # pretrains θ and probes it: ~25 s on an idle core
 def test_a_score_does_not_depend_on_its_batch(probed, tmp_path):
     theta, tokenizer, result, held, _, _ = probed
     scorer = InfluenceScorer(theta, result.out_dir, tokenizer, max_tokens=256, batch_size=8)
@@ -72,6 +75,7 @@ def test_a_score_does_not_depend_on_its_batch(probed, tmp_path):
     assert cached.influence([longer[0], short]) == first[::-1]
 
 
+@pytest.mark.slow  # pretrains θ and probes it: ~25 s on an idle core
 def test_the_service_answers_like_the_scorer(probed):
     theta, tokenizer, result, held, _, _ = probed
     scorer = InfluenceScorer(theta, result.out_dir, tokenizer, max_tokens=256)
@@ -89,8 +93,7 @@ def test_the_service_answers_like_the_scorer(probed):
         InfluenceClient(url, timeout=2).influence(["x"])
 
 
-def test_bad_probe_inputs_are_input_errors(tiny_checkpoint, tmp_path):
-    theta, tokenizer = tiny_checkpoint
+def test_bad_probe_inputs_are_input_errors(tmp_path):
     (tmp_path / "ref.jsonl").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
     with pytest.raises(InputError) as err:
         load_reference(ReferenceSpec(source="jsonl", path=str(tmp_path / "ref.jsonl")), cache_dir=tmp_path)
@@ -100,4 +103,4 @@ def test_bad_probe_inputs_are_input_errors(tiny_checkpoint, tmp_path):
                        cache_dir=tmp_path)
     assert err.value.problems[0].key == "probe.reference.response_field"
     with pytest.raises(InputError, match="no checkpoint"):
-        run_probe(tmp_path / "missing", tokenizer, [{"prompt": "a", "response": "b"}] * 4, ProbeSpec(), tmp_path / "o")
+        run_probe(tmp_path / "missing", tmp_path, [{"prompt": "a", "response": "b"}] * 4, ProbeSpec(), tmp_path / "o")
