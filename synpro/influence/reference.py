@@ -104,8 +104,7 @@ def _read_hf(spec: "ReferenceSpec") -> list[dict]:
 
     try:
         local = Path(spec.dataset).expanduser()
-        data = (datasets.load_from_disk(str(local)) if (local / "dataset_info.json").exists()
-                else datasets.load_dataset(spec.dataset, split=spec.split))
+        data = (datasets.load_from_disk(str(local)) if local.is_dir() else datasets.load_dataset(spec.dataset, split=spec.split))
         if isinstance(data, datasets.DatasetDict):
             data = data[spec.split]
     except Exception as exc:  # noqa: BLE001 - offline hub, missing split, bad folder: all user-fixable

@@ -104,3 +104,25 @@ def test_bad_probe_inputs_are_input_errors(tmp_path):
     assert err.value.problems[0].key == "probe.reference.response_field"
     with pytest.raises(InputError, match="no checkpoint"):
         run_probe(tmp_path / "missing", tmp_path, [{"prompt": "a", "response": "b"}] * 4, ProbeSpec(), tmp_path / "o")
+
+
+def test_a_reference_set_can_be_a_saved_hf_dataset(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list([{"q": f"Q{i}?", "a": f"A{i}.", "n": i} for i in range(3)]).save_to_disk(str(tmp_path / "ds"))
+    pairs = load_reference(ReferenceSpec(source="hf", dataset=str(tmp_path / "ds"), prompt_field="q", response_field="a"),
+                           cache_dir=tmp_path)
+    assert pairs == [{"prompt": f"Q{i}?", "response": f"A{i}."} for i in range(3)]
+    with pytest.raises(InputError) as err:
+        load_reference(ReferenceSpec(source="hf", dataset=str(tmp_path / "ds"), prompt_field="q"), cache_dir=tmp_path)
+    assert err.value.problems[0].key == "probe.reference.response_field"
+
+
+def test_the_builtin_reference_set_shares_no_line_with_the_builtin_corpus(tmp_path):
+    from synpro.data.builtin import python_docs
+    from synpro.influence.reference import ensure_builtin_reference
+
+    pairs = load_reference(ReferenceSpec(), cache_dir=tmp_path)
+    assert len(pairs) > 300 and ensure_builtin_reference(tmp_path).exists()
+    corpus = "\n".join(python_docs())
+    assert not [p for p in pairs if p["response"].splitlines()[0] in corpus and len(p["response"].splitlines()[0]) >= 30]

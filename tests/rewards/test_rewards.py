@@ -125,3 +125,21 @@ def test_an_unparseable_rating_scores_zero_and_is_counted(random_model):
     rewards, _ = build_rewards(spec(extra), "rephrase", names=["quality"])
     assert rewards[0]([f"{RH}\n{PARAPHRASE}"], source=[SOURCE]) == [0.0]
     assert rewards[0].failures == 1
+
+
+def test_an_unreachable_judge_endpoint_is_an_input_error():
+    extra = ("rewards: {structure: {scorer: llm, judge: {model: m, endpoint: 'http://127.0.0.1:9/v1', timeout_seconds: 2, "
+             "prompt: 'Same layout? {source} {output}'}}}")
+    with pytest.raises(InputError) as err:
+        build_rewards(spec(extra), "rephrase", names=["structure"])
+    assert err.value.problems[0].key == "rewards.structure.judge.endpoint"
+
+
+def test_an_unparseable_verdict_leaves_the_entry_unsupported(random_model):
+    extra = (f"rewards: {{faithfulness: {{scorer: llm, judge: {{model: '{random_model}', prompt: '{{source}} {{entry}}', "
+             f"score_regex: 'VERDICT=([01])', max_new_tokens: 4}}}}}}")
+    rewards, _ = build_rewards(spec(extra), "reformat", names=["faithfulness"])
+    entries = f"{FH}\nTopic: If\nContent: It selects a suite.\n\nTopic: Else\nContent: It runs last."
+    assert rewards[0]([entries], source=[SOURCE]) == [0.0] and rewards[0].failures == 2
+    with pytest.raises(InputError, match=r"no \{entry\} slot"):
+        build_rewards(spec(extra.replace("{entry}", "")), "reformat", names=["faithfulness"])
