@@ -29,6 +29,8 @@ def sequence_losses(model: "torch.nn.Module", seqs: Sequence[Sequence[int]], fir
         attend[row, :len(seq)] = 1
         scored[row, max(first, 1):len(seq)] = 1
     ids, attend, scored = ids.to(device), attend.to(device), scored.to(device)
-    logits = model(input_ids=ids, attention_mask=attend).logits.float()
-    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-    return (ce * scored[:, 1:]).sum(1), scored[:, 1:].sum(1)
+    logits = model(input_ids=ids, attention_mask=attend).logits
+    keep = scored[:, 1:].bool()  # only scored targets reach the (vocabulary-wide) softmax
+    ce = F.cross_entropy(logits[:, :-1][keep].float(), ids[:, 1:][keep], reduction="none")
+    rows = torch.arange(len(seqs), device=device).unsqueeze(1).expand_as(keep)[keep]
+    return torch.zeros(len(seqs), device=device).index_add(0, rows, ce), scored[:, 1:].sum(1)
