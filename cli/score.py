@@ -53,13 +53,9 @@ def _probe(spec, theta: Path, tokenizer: Path, probe_out: Optional[Path] = None)
 
 
 def _source(spec, theta: Path, tokenizer: Path):
-    from synpro.influence.service import InfluenceSource
+    from synpro.influence.service import source_for
 
-    result = _probe(spec, theta, tokenizer)
-    cfg = spec.influence
-    return InfluenceSource(base_dir=theta, probe_dir=result.out_dir, tokenizer_dir=tokenizer,
-                           cache_path=spec.workdir / "cache" / "influence.sqlite", max_tokens=cfg.max_tokens,
-                           batch_size=cfg.batch_size, device=cfg.device, timeout_seconds=cfg.timeout_seconds)
+    return source_for(spec, theta, _probe(spec, theta, tokenizer).out_dir, tokenizer)
 
 
 @app.command()
@@ -109,9 +105,9 @@ def score(spec_path: Path = SpecArg,
     theta = _theta(spec, checkpoint, arm)
     source = None
     if wants_influence and spec.influence.url:
-        from synpro.influence.service import InfluenceSource
+        from synpro.influence.service import source_for
 
-        source = InfluenceSource(url=spec.influence.url, timeout_seconds=spec.influence.timeout_seconds)
+        source = source_for(spec)
     elif wants_influence and theta is not None:
         source = _source(spec, theta, _tokenizer(spec, tokenizer))
     funcs, weights = build_rewards(spec, operation, names=names, influence=source)

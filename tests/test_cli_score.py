@@ -88,3 +88,30 @@ def test_score_bad_lines_and_bad_probes_exit_2(workspace, tmp_path):
     (tmp_path / "spec.yaml").write_text((workspace / "spec.yaml").read_text().replace("ref.jsonl", str(tmp_path / "bad.jsonl")))
     result = invoke("probe", tmp_path / "spec.yaml", "--checkpoint", workspace / "theta", "--tokenizer", workspace / "tokenizer")
     assert result.exit_code == 2 and "probe.reference.prompt_field" in result.output
+
+
+def test_score_asks_a_running_influence_service_when_the_spec_names_one(workspace, tmp_path):
+    import threading
+
+    from synpro.influence.probe import probe_from_spec
+    from synpro.influence.scoring import InfluenceScorer
+    from synpro.influence.service import make_server
+    from synpro.spec import load_spec
+
+    spec = load_spec(workspace / "spec.yaml")
+    probe = probe_from_spec(spec, workspace / "theta", workspace / "tokenizer")
+    server = make_server(InfluenceScorer(workspace / "theta", probe.out_dir, workspace / "tokenizer", max_tokens=64),
+                         "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "spec.yaml").write_text((workspace / "spec.yaml").read_text().replace(
+            "ref.jsonl", str(workspace / "ref.jsonl")).replace(
+            "influence: {max_tokens: 64}", f"influence: {{max_tokens: 64, url: 'http://127.0.0.1:{server.server_address[1]}'}}"))
+        result = invoke("score", tmp_path / "spec.yaml", "--input", workspace / "pairs.jsonl", "--format", "json",
+                        "--rewards", "influence,format")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert rows[0]["influence"] != 0 and rows[0]["total"] == pytest.approx(3 * rows[0]["influence"] + 1)

@@ -43,6 +43,18 @@ class InfluenceSource:
         return _open(self)
 
 
+def source_for(spec, base_dir: Path | None = None, probe_dir: Path | None = None,
+               tokenizer_dir: Path | None = None) -> InfluenceSource:
+    """The spec's influence scorer: its service when influence.url is set, else θ and θ′ loaded in process, with
+    scores cached in <workdir>/cache/influence.sqlite."""
+    cfg = spec.influence
+    if cfg.url:
+        return InfluenceSource(url=cfg.url, timeout_seconds=cfg.timeout_seconds)
+    return InfluenceSource(base_dir=Path(base_dir), probe_dir=Path(probe_dir), tokenizer_dir=Path(tokenizer_dir),
+                           cache_path=spec.workdir / "cache" / "influence.sqlite", max_tokens=cfg.max_tokens,
+                           batch_size=cfg.batch_size, device=cfg.device, timeout_seconds=cfg.timeout_seconds)
+
+
 @cache  # one scorer (two models) per process and source
 def _open(source: InfluenceSource) -> Scores:
     if source.url:
