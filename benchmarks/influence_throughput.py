@@ -5,7 +5,12 @@ depend on them), same texts (CPython reference topics cut to varied lengths), no
 each, their ratio, and the largest difference between the two scores of a text (padding must not count).
 
     python benchmarks/influence_throughput.py                    # tiny preset, 64 texts, ~1 minute on 2 cores
+    python benchmarks/influence_throughput.py --max-chars 400 --texts 128   # short texts (GRPO-sized)
     python benchmarks/influence_throughput.py --preset micro --texts 128 --batch-size 32 --threads 2
+
+On a CPU a forward pass costs about the same per token batched or not once texts are a few hundred tokens
+long (measured 2026-11-29 on 2 shared cores: 0.95x at 250-2000 characters, 2.15x at 50-400 characters);
+batching pays where per-call overhead dominates: short texts, and GPUs.
 """
 
 from __future__ import annotations
