@@ -143,3 +143,14 @@ def test_an_unparseable_verdict_leaves_the_entry_unsupported(random_model):
     assert rewards[0]([entries], source=[SOURCE]) == [0.0] and rewards[0].failures == 2
     with pytest.raises(InputError, match=r"no \{entry\} slot"):
         build_rewards(spec(extra.replace("{entry}", "")), "reformat", names=["faithfulness"])
+
+
+def test_reward_settings_name_versions_weights_and_scorers():
+    from synpro.rewards.scoring import reward_settings
+
+    rewards, weights = build_rewards(spec("rewards: {weights: {rephrase: {similarity: 2, length: 0.5}}}"), "rephrase",
+                                     check=False)
+    settings = reward_settings(rewards, weights)
+    assert settings["similarity"] == {"weight": 2.0, "version": 1, "scorer": "all-MiniLM-L6-v2", "threshold": 0.65,
+                                      "continuous": False}
+    assert settings["length"] == {"weight": 0.5, "version": 1, "max_ratio": 1.25}
