@@ -26,19 +26,23 @@ def _theta(spec, checkpoint: Optional[Path], arm: Optional[str]) -> Path | None:
         return checkpoint
     from synpro.plan import plan_trial
 
+    from synpro.training.trainer import FINAL
+
     plan = plan_trial(spec)
     if arm not in [a.name for a in plan.arms]:
         raise InputError.one(f"no arm {arm!r} in the spec (arms: {', '.join(a.name for a in plan.arms)})",
                              file=spec.source_file, key="--arm")
-    return plan.arm(arm).out_dir / "final"
+    return plan.folder(plan.arm(arm).stage) / FINAL
 
 
 def _tokenizer(spec, tokenizer: Optional[Path]) -> Path:
     if tokenizer is not None:
         return tokenizer
+    from synpro.data.prepare import TOKENIZER_DIR
     from synpro.plan import plan_trial
 
-    folder = plan_trial(spec).data_dir / "tokenizer"
+    plan = plan_trial(spec)
+    folder = plan.folder(next(s for s in plan.graph if s.kind == "pools")) / TOKENIZER_DIR
     if not folder.exists():
         raise InputError.one(f"no tokenizer at {folder} (the data stage has not run)", key="--tokenizer",
                              hint="pass --tokenizer DIR, or run `synpro sweep SPEC` first")
@@ -68,7 +72,7 @@ def probe(spec_path: Path = SpecArg, checkpoint: Optional[Path] = CheckpointOpt,
 
     Example:  synpro probe experiments/quickstart.yaml --arm repetition
     """
-    spec = load_spec_with(spec_path, {})
+    spec = load_spec_with(spec_path, {}, machine=False)  # reads no corpus, runs no generator
     theta = _theta(spec, checkpoint, arm)
     if theta is None:
         raise InputError.one("say which checkpoint to probe", key="--checkpoint", hint="pass --checkpoint DIR or --arm NAME")
@@ -95,10 +99,9 @@ def score(spec_path: Path = SpecArg,
     """
     if fmt not in ("table", "json"):
         raise InputError.one(f"unknown format {fmt!r}; choose table or json", key="--format")
-    spec = load_spec_with(spec_path, {})
-    from synpro.rewards.scoring import build_rewards, check_reward_spec, score_pairs, weights_for
+    spec = load_spec_with(spec_path, {}, machine=False)  # reads no corpus, runs no generator
+    from synpro.rewards.scoring import build_rewards, score_pairs, weights_for
 
-    check_reward_spec(spec)
     pairs = _read_pairs(input_path)
     names = [n.strip() for n in rewards.split(",") if n.strip()] if rewards else None
     wants_influence = "influence" in (names or weights_for(spec, operation))
@@ -137,7 +140,7 @@ def serve_influence(spec_path: Path = SpecArg, checkpoint: Optional[Path] = Chec
 
     Example:  synpro serve-influence experiments/quickstart.yaml --arm repetition --port 8642
     """
-    spec = load_spec_with(spec_path, {})
+    spec = load_spec_with(spec_path, {}, machine=False)  # reads no corpus, runs no generator
     theta = _theta(spec, checkpoint, arm)
     if theta is None:
         raise InputError.one("say which checkpoint θ to serve", key="--checkpoint", hint="pass --checkpoint DIR or --arm NAME")

@@ -7,14 +7,15 @@ workers, the scoring service) can share one file.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from synpro.core.hashing import stable_hash
+
 
 def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return stable_hash(text, length=32)
 
 
 class ScoreCache:

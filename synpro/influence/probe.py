@@ -8,22 +8,22 @@ no warmup, weight decay 0.1, loss on response tokens only).
   each pass; a step's loss is the token mean over its whole batch, micro-batched for memory.
 - The optimizer starts fresh (the trainer's final/ folder holds weights only; the release continues θ's
   optimizer state).
-- θ′ is trained into a temporary sibling folder and renamed onto out_dir with `probe.json` inside, so out_dir
-  either holds a finished probe or nothing. A folder whose probe.json has this probe's key is reused.
+- θ′ is written into a temporary sibling folder and renamed onto out_dir with `probe.json` inside, under
+  out_dir's lock, so out_dir either holds a finished probe or nothing. A folder whose probe.json has this
+  probe's key is reused; the lead's stage runner may give the key (`probe_key`) and the folder instead.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from synpro.core.fs import atomic_dir, dir_lock
+from synpro.core.hashing import stable_hash
 from synpro.errors import InputError
 from synpro.influence.losses import sequence_losses
 from synpro.influence.scoring import PROBE_MANIFEST, pick_device
@@ -59,10 +59,8 @@ def probe_key(checkpoint_dir: Path, reference: Sequence[dict], config: "ProbeSpe
     """Names θ (its weight files' names, sizes and mtimes: cheap for a 1B model), the pairs and the settings."""
     checkpoint_dir = Path(checkpoint_dir).resolve()
     files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in checkpoint_dir.iterdir() if p.is_file())
-    pairs = hashlib.sha256(json.dumps(list(reference), sort_keys=True).encode()).hexdigest()
-    blob = json.dumps([VERSION, str(checkpoint_dir), files, pairs, config.model_dump(mode="json", exclude={"device"}),
-                       seed], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return stable_hash("probe", VERSION, str(checkpoint_dir), files, stable_hash(list(reference)),
+                       config.model_dump(mode="json", exclude={"device"}), seed)
 
 
 def require_checkpoint(checkpoint_dir: Path) -> Path:
@@ -77,19 +75,28 @@ def require_checkpoint(checkpoint_dir: Path) -> Path:
 def run_probe(checkpoint_dir: Path, tokenizer_dir: Path, reference: Sequence[dict], config: "ProbeSpec",
               out_dir: Path, *, seed: int = 0) -> ProbeResult:
     """Fine-tune a copy of θ into out_dir (or reuse the probe already there); θ itself is never written."""
+    checkpoint_dir, out_dir = require_checkpoint(checkpoint_dir), Path(out_dir)
+    key = probe_key(checkpoint_dir, reference, config, seed)
+    with dir_lock(out_dir):
+        if (out_dir / PROBE_MANIFEST).exists():
+            done = json.loads((out_dir / PROBE_MANIFEST).read_text())
+            if done["key"] != key:
+                raise InputError.one(f"{out_dir} holds a probe of another checkpoint, reference set or settings",
+                                     key="--out", hint="choose another output folder, or delete that one")
+            return ProbeResult(**{**done, "out_dir": out_dir, "reused": True})
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise InputError.one(f"{out_dir} holds files that are not a probe", key="--out",
+                                 hint="choose an empty or new output folder")
+        return _train(checkpoint_dir, tokenizer_dir, reference, config, out_dir, seed, key)
+
+
+def _train(checkpoint_dir: Path, tokenizer_dir: Path, reference: Sequence[dict], config: "ProbeSpec", out_dir: Path,
+           seed: int, key: str) -> ProbeResult:
     import torch
 
     from synpro.data.tokenizer import load_tokenizer
     from synpro.influence.scoring import load_causal_lm
 
-    checkpoint_dir, out_dir = require_checkpoint(checkpoint_dir), Path(out_dir)
-    key = probe_key(checkpoint_dir, reference, config, seed)
-    if (out_dir / PROBE_MANIFEST).exists():
-        done = json.loads((out_dir / PROBE_MANIFEST).read_text())
-        if done["key"] != key:
-            raise InputError.one(f"{out_dir} holds a probe of another checkpoint, reference set or settings",
-                                 key="--out", hint="choose another output folder, or delete that one")
-        return ProbeResult(**{**done, "out_dir": out_dir, "reused": True})
     device = pick_device(config.device)
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(Path(tokenizer_dir))
@@ -167,19 +174,9 @@ def _eval_loss(model: "torch.nn.Module", examples: list[tuple[list[int], int]], 
 
 
 def _save(model: "torch.nn.Module", result: ProbeResult) -> None:
-    out_dir = result.out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    (tmp / PROBE_MANIFEST).write_text(json.dumps(result.manifest(), indent=1))
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:  # another process finished the same probe first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out_dir / PROBE_MANIFEST).exists():
-            raise
-
+    with atomic_dir(result.out_dir) as tmp:
+        model.save_pretrained(str(tmp))
+        (tmp / PROBE_MANIFEST).write_text(json.dumps(result.manifest(), indent=1))
 
 def probe_from_spec(spec, checkpoint_dir: Path, tokenizer_dir: Path, out_dir: Path | None = None) -> ProbeResult:
     """The spec's probe of checkpoint_dir: its reference set loaded (the builtin one written under the workdir),

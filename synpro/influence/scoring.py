@@ -13,11 +13,11 @@ How a text is scored (the same alone or in any batch):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from synpro.core.hashing import stable_hash
 from synpro.errors import InputError
 from synpro.influence.cache import ScoreCache, text_hash
 from synpro.influence.losses import sequence_losses
@@ -52,7 +52,7 @@ def scorer_key(probe_dir: Path, max_tokens: int) -> str:
     """The probe's own key (it names θ, the reference set and the settings) plus the truncation length."""
     manifest = Path(probe_dir) / PROBE_MANIFEST
     probe = json.loads(manifest.read_text())["key"] if manifest.exists() else str(Path(probe_dir).resolve())
-    return hashlib.sha256(json.dumps([probe, max_tokens]).encode()).hexdigest()[:16]
+    return stable_hash("influence", probe, max_tokens)
 
 
 class InfluenceScorer:

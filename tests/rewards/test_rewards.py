@@ -154,3 +154,15 @@ def test_reward_settings_name_versions_weights_and_scorers():
     assert settings["similarity"] == {"weight": 2.0, "version": 1, "scorer": "all-MiniLM-L6-v2", "threshold": 0.65,
                                       "continuous": False}
     assert settings["length"] == {"weight": 0.5, "version": 1, "max_ratio": 1.25}
+
+
+def test_validation_locates_reward_problems_in_the_file(tmp_path):
+    from synpro.resolve import resolve
+    from synpro.spec import load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(BASE + "rewards:\n  weights:\n    reformat:\n      length: 1\n")
+    with pytest.raises(InputError) as err:
+        resolve(load_spec(path), machine=False)
+    problem = err.value.problems[0]
+    assert (problem.key, problem.line) == ("rewards.weights.reformat.length", 6) and "remove its weight" in problem.message
