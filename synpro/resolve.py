@@ -25,7 +25,8 @@ def resolve(spec: Spec, *, machine: bool = True) -> None:
     for a spec meant for another one (a GPU cluster's corpus, hub models, database servers)."""
     problems: list[Problem] = []
     hints: list[str] = []
-    checks = (_plugins, _corpus_and_budget, _tokenizer, _generator, _urls, _eval_tasks) if machine else (_plugins,)
+    checks = ((_plugins, _rewards, _corpus_and_budget, _tokenizer, _generator, _urls, _eval_tasks) if machine
+              else (_plugins, _rewards))
     for check in checks:
         try:
             check(spec)
@@ -86,6 +87,12 @@ def _plugins(spec: Spec) -> None:
         problems.append(Problem(f"{objective.metric!r} needs an oracle arm to invert", "search.objective.metric"))
     if problems:
         raise InputError(problems, file=spec.source_file)
+
+
+def _rewards(spec: Spec) -> None:
+    from synpro.rewards.scoring import check_reward_spec
+
+    check_reward_spec(spec)
 
 
 def _corpus_and_budget(spec: Spec) -> None:
