@@ -9,6 +9,7 @@ from synpro.stages.base import Stage
 from synpro.stages.evaltask import EvalTaskStage
 from synpro.stages.evaluate import EvaluateStage
 from synpro.stages.extra import ExtraStage
+from synpro.stages.grpo import GrpoStage
 from synpro.stages.pools import PoolsStage
 from synpro.stages.pretrain import PretrainStage
 from synpro.stages.synthesize import SynthesizeStage
@@ -43,6 +44,12 @@ class GraphBuilder:
 
     def synthetic(self, op_name: str) -> Stage:
         return self._add(SynthesizeStage(self.spec, op_name, self.pools))
+
+    def grpo(self, op_name: str, probe: Stage | None = None, previous: Stage | None = None) -> Stage:
+        """The GRPO-trained generator of op_name: from the base model, or from `previous` (the last round's
+        grpo stage) when grpo.init is "previous"; `probe` serves the influence reward."""
+        return self._add(GrpoStage(self.spec, op_name, self.pools, probe=probe,
+                                   previous=previous if self.spec.grpo.init == "previous" else None))
 
     def pretrain(self, sources: dict[str, Stage], *, label: str) -> Stage:
         return self._add(PretrainStage(self.spec, self.total_tokens, self.pools, sources, label=label))
