@@ -34,7 +34,7 @@ class GrpoStage(Stage):
             raise InputError.one(f"the influence reward of {op_name!r} needs a probe (θ and θ′) to train with",
                                  file=spec.source_file, key=f"rewards.weights.{op_name}.influence",
                                  hint="give the grpo stage a probe input, or leave influence out of the weights")
-        if (spec.grpo.init == "previous") != (previous is not None) and previous is not None:
+        if previous is not None and spec.grpo.init != "previous":
             raise ValueError("a previous generator is an input only when grpo.init is 'previous'")
         inputs = {"pools": pools, **({"probe": probe} if probe else {}), **({"previous": previous} if previous else {})}
         super().__init__(stage_config(spec, op_name), inputs, label=label or op_name)
