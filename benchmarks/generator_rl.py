@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from synpro.grpo.trainer import train_generator
+    from synpro.grpo.trainer import read_metrics, train_generator
     from synpro.spec import load_spec
     from synpro.stages import Runner
     from synpro.stages.pools import PoolsStage
@@ -63,6 +63,10 @@ def main() -> None:
     print(f"{'':>24}{'before':>10}{'after':>10}")
     print(f"{'filter pass rate':>24}{out['pass_rate_before']:>10.3f}{out['pass_rate_after']:>10.3f}")
     print(f"{'mean total reward':>24}{out['reward_before']:>10.3f}{out['reward_after']:>10.3f}")
+    evals = [r for r in read_metrics(work / "grpo") if r["kind"] == "eval"]
+    for name in evals[0]["rewards"]:
+        print(f"{name:>24}{evals[0]['rewards'][name]:>10.3f}{evals[-1]['rewards'][name]:>10.3f}")
+    print(f"{'failures (count)':>24}  before {evals[0]['failures']}  after {evals[-1]['failures']}")
     print(f"seconds per GRPO step: {out['seconds_per_step']:.1f}")
     before, after = out["pass_rate_before"], out["pass_rate_after"]
     ratio = after / before if before else float("inf") if after else float("nan")

@@ -163,12 +163,13 @@ class _Prefilled:
 
 def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_dir: Path, folder: Path, *,
                     init_folder: Path | None = None, influence: "InfluenceSource | None" = None,
-                    progress: bool = True) -> dict[str, Any]:
+                    callbacks: Sequence[Any] = (), progress: bool = True) -> dict[str, Any]:
     """Train (or resume training) the generator of op_name in folder; returns the run's summary metrics.
 
     organic_docs / tokenizer_dir: the pools' organic documents and pretraining tokenizer (for the windows);
     init_folder: the weights to start from (the previous round's generator), default the base model;
-    influence: θ and θ′ for the influence reward (needed when the operation's weights include it)."""
+    influence: θ and θ′ for the influence reward (needed when the operation's weights include it);
+    callbacks: further transformers TrainerCallbacks (observers: an MLflow sink, say)."""
     from synpro.generation.backends import Sampling
     from synpro.grpo.prompts import prompt_rows, render
     from synpro.rewards.scoring import build_rewards
@@ -208,7 +209,7 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
     trainer = GRPOTrainer(model=str(start), reward_funcs=[_Prefilled(r, op.prefix) for r in rewards],
                           args=GRPOConfig(**trl_kwargs(spec, folder / CHECKPOINTS, weights, vllm=use_vllm(spec),
                                                        progress=progress)),
-                          train_dataset=dataset, processing_class=tokenizer, callbacks=[log],
+                          train_dataset=dataset, processing_class=tokenizer, callbacks=[log, *callbacks],
                           peft_config=_lora(g.lora))
     if not progress:
         trainer.remove_callback(PrinterCallback)  # it prints every step's logs; metrics.jsonl has them
