@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from synpro.grpo.trainer import append_line
-
 
 class MetricsLog(TrainerCallback):
-    """Each step's trl logs with the step's wall time (generation included, held-out evaluation not), and
-    `evaluate(model, step)` every `every` steps before the last (the run evaluates the final model itself)."""
+    """`write`s each step's trl logs with the step's wall time (generation included, held-out evaluation not),
+    and calls `evaluate(model, step)` every `every` steps before the last (the run evaluates the final model)."""
 
-    def __init__(self, path: Path, evaluate: Callable[[Any, int], Any], every: int, steps: int):
-        self.path, self.evaluate, self.every, self.steps = path, evaluate, every, steps
+    def __init__(self, write: Callable[[dict], None], evaluate: Callable[[Any, int], Any], every: int, steps: int):
+        self.write, self.evaluate, self.every, self.steps = write, evaluate, every, steps
         self.began = time.perf_counter()
         self.seconds = 0.0
 
@@ -30,4 +27,4 @@ class MetricsLog(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            append_line(self.path, {"kind": "train", "step": state.global_step, "seconds": self.seconds, **logs})
+            self.write({"kind": "train", "step": state.global_step, "seconds": self.seconds, **logs})

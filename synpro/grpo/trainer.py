@@ -205,7 +205,7 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
     resumed = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
     rows = [r for r in read_metrics(folder) if r["step"] <= resumed and not (r["kind"] == "eval" and r["step"] == g.steps)]
     write_atomic(folder / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
-    log = MetricsLog(folder / METRICS, lambda model, step: held_out(model, step), g.eval_every, g.steps)
+    log = MetricsLog(lambda row: append_line(folder / METRICS, row), held_out, g.eval_every, g.steps)
     trainer = GRPOTrainer(model=str(start), reward_funcs=[_Prefilled(r, op.prefix) for r in rewards],
                           args=GRPOConfig(**trl_kwargs(spec, folder / CHECKPOINTS, weights, vllm=use_vllm(spec),
                                                        progress=progress)),

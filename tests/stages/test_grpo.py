@@ -10,8 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from synpro.errors import InputError
-from synpro.grpo.checks import check_grpo
-from synpro.spec import Spec, parse_spec
+from synpro.spec import Spec
 from synpro.stages import Runner
 from synpro.stages.base import Stage
 from synpro.stages.graph import GraphBuilder
@@ -62,29 +61,6 @@ def test_inputs_probe_and_previous(random_model):
         _stage(influence)
     assert err.value.problems[0].key == "rewards.weights.rephrase.influence"
     assert set(_stage(influence, probe=first).inputs) == {"pools", "probe"}
-
-
-def _problem_keys(spec: Spec, ops=("rephrase",)) -> list[str]:
-    with pytest.raises(InputError) as err:
-        check_grpo(spec, ops)
-    return [p.key for p in err.value.problems]
-
-
-def test_bad_input_names_its_key(random_model, tmp_path):
-    spec = make_spec(random_model)
-    check_grpo(spec, ["rephrase"])  # a good spec passes
-    assert _problem_keys(spec.with_params({"grpo.base_model": str(tmp_path / "nowhere")})) == ["grpo.base_model"]
-    assert _problem_keys(spec.with_params({"rewards.weights": {"rephrase": {"faithfulness": 1.0}}})) == \
-        ["rewards.weights.rephrase.faithfulness"]
-    assert _problem_keys(spec.with_params({"rewards.weights": {"rephrase": {}}})) == ["rewards.weights.rephrase"]
-    yaml = ("experiment: {name: g}\nbudget: {unique_tokens: 1000, epochs: 2}\n"
-            "grpo:\n  num_generations: 8\n  prompts_per_step: 3\n  micro_batch_size: 5\n")
-    with pytest.raises(InputError) as err:
-        parse_spec(yaml, "spec.yaml")
-    assert err.value.problems[0].key == "grpo.micro_batch_size" and err.value.problems[0].line == 6
-    with pytest.raises(InputError) as err:
-        parse_spec(yaml.replace("num_generations: 8", "num_generations: 1"), "spec.yaml")
-    assert err.value.problems[0].key.startswith("grpo.num_generations")
 
 
 class _Organic(Stage):
