@@ -9,6 +9,11 @@ trains it for --steps steps, the same windows are scored again with the same sam
     python benchmarks/generator_rl.py --steps 60 --prompts 2 --generations 8    # the ~60-minute run
 
 The last line is `pass-rate ratio after/before: X` (inf when nothing passed before).
+
+Measured 2026-11-29 (the default command, 1 thread, 2 cores shared with other jobs, load ~5): pass rate
+0.125 -> 0.312 (2/16 -> 5/16, ratio 2.50), mean total reward 2.99 -> 4.75, 97 s per step (70-125 s). The
+failures moved from cut-off and repeated-heading answers (6 and 3 of 16) to answers too short for the
+length-ratio filter (7 of 16): no reward asks for a lower length bound. 16 windows is a noisy sample.
 """
 
 from __future__ import annotations

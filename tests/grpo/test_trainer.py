@@ -87,6 +87,7 @@ train_generator(make_spec(Path({model!r}), steps=4), "rephrase", Path({docs!r}),
 """
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_checkpoint(random_model, organic, tmp_path):
     script = KILLER.format(tests=str(Path(__file__).parent), model=str(random_model), docs=str(organic[0]),
                            tok=str(organic[1]), out=str(tmp_path))

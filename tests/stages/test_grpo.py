@@ -84,7 +84,6 @@ class _Organic(Stage):
         return SimpleNamespace(organic_docs=folder / "docs.jsonl", tokenizer_dir=folder / "tokenizer")
 
 
-@pytest.mark.slow
 def test_the_runner_trains_once_and_then_loads_the_generator(random_model, tmp_path):
     from transformers import AutoModelForCausalLM
 
