@@ -203,7 +203,9 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
                                  for r in train_rows])
     checkpoint = _last_checkpoint(folder / CHECKPOINTS)
     resumed = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
-    rows = [r for r in read_metrics(folder) if r["step"] <= resumed and not (r["kind"] == "eval" and r["step"] == g.steps)]
+    # The killed attempt's lines up to its checkpoint stay; a final evaluation is redone after training.
+    rows = [r for r in read_metrics(folder)
+            if r["step"] <= resumed and not (r["kind"] == "eval" and r["step"] == g.steps)]
     write_atomic(folder / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
     log = MetricsLog(lambda row: append_line(folder / METRICS, row), held_out, g.eval_every, g.steps)
     trainer = GRPOTrainer(model=str(start), reward_funcs=[_Prefilled(r, op.prefix) for r in rewards],

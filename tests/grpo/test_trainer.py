@@ -91,7 +91,8 @@ train_generator(make_spec(Path({model!r}), steps=4), "rephrase", Path({docs!r}),
 def test_a_killed_run_resumes_from_its_checkpoint(random_model, organic, tmp_path):
     script = KILLER.format(tests=str(Path(__file__).parent), model=str(random_model), docs=str(organic[0]),
                            tok=str(organic[1]), out=str(tmp_path))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), str(Path(__file__).parents[1])])}
+    paths = [str(Path(__file__).parents[2]), str(Path(__file__).parents[1])]  # the repository, tests/
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (tmp_path / CHECKPOINTS / "checkpoint-2" / "trainer_state.json").is_file()
@@ -147,3 +148,15 @@ def test_every_trl_loss_setting_comes_from_the_spec(random_model, tmp_path, grpo
     assert config.warmup_steps == round(g.warmup_ratio * g.steps)
     assert config.lr_scheduler_type == ("cosine_with_min_lr" if g.lr_schedule == "cosine" else "constant_with_warmup")
     assert config.bf16 is False and config.report_to in ("none", [], ["none"])
+
+
+def test_a_lora_run_saves_a_merged_plain_generator(random_model, organic, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    spec = make_spec(random_model, steps=2, eval_every=0, lora={"rank": 4, "alpha": 8})
+    train_generator(spec, "rephrase", *organic, tmp_path, progress=False)
+    assert not (tmp_path / GENERATOR / "adapter_config.json").exists()
+    trained = AutoModelForCausalLM.from_pretrained(str(tmp_path / GENERATOR))
+    base = AutoModelForCausalLM.from_pretrained(str(random_model))
+    assert trained.state_dict().keys() == base.state_dict().keys()
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
