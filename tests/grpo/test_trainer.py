@@ -151,6 +151,7 @@ def test_every_trl_loss_setting_comes_from_the_spec(random_model, tmp_path, grpo
 
 
 def test_a_lora_run_saves_a_merged_plain_generator(random_model, organic, tmp_path):
+    pytest.importorskip("peft", reason="LoRA needs peft (synpro[hf])")
     from transformers import AutoModelForCausalLM
 
     spec = make_spec(random_model, steps=2, eval_every=0, lora={"rank": 4, "alpha": 8})
