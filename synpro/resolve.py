@@ -25,7 +25,7 @@ def resolve(spec: Spec, *, machine: bool = True) -> None:
     for a spec meant for another one (a GPU cluster's corpus, hub models, database servers)."""
     problems: list[Problem] = []
     hints: list[str] = []
-    checks = ((_plugins, _rewards, _corpus_and_budget, _tokenizer, _generator, _urls, _eval_tasks) if machine
+    checks = ((_plugins, _rewards, _corpus_and_budget, _tokenizer, _generator, _urls, _eval_tasks, _grpo) if machine
               else (_plugins, _rewards))
     for check in checks:
         try:
@@ -144,6 +144,16 @@ def _generator(spec: Spec) -> None:
 
     if any(operations(a) for a in spec.arms if a.kind in ARMS):
         model_identity(spec)  # InputError naming generation.generator.model when it cannot be found offline
+
+
+def _grpo(spec: Spec) -> None:
+    """The generators SynPro arms train: base model offline, rewards that fit each operation, peft for LoRA."""
+    from synpro.grpo.checks import check_grpo
+
+    operations = sorted({op for arm in spec.arms if arm.kind == "synpro"
+                         for op in (arm.model_extra or {}).get("operations", ["rephrase", "reformat"])})
+    if operations:
+        check_grpo(spec, operations)
 
 
 def _eval_tasks(spec: Spec) -> None:

@@ -374,6 +374,90 @@ class InfluenceSpec(_Strict):
     device: str = "auto"
 
 
+# ---- GRPO training of the generators (synpro.grpo) -----------------------------------------------
+
+class LoraSpec(_Strict):
+    """Train a LoRA adapter (peft) instead of every weight; the output generator has it merged in."""
+
+    rank: int = Field(default=16, gt=0)
+    alpha: float = Field(default=32, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class GrpoSpec(_Strict):
+    """GRPO training of a rewrite generator with trl's GRPOTrainer (method.md §2, §6).
+
+    Defaults are the paper's (lr 1e-6 cosine to 0.1× after 10% warmup, KL β 0.005, 8 samples per prompt at
+    temperature 1.0 / top-p 0.9, 16 prompts a step) and the original GRPO objective (per-sequence mean loss,
+    group-scaled advantages, ε 0.2, one update per generation, the plain k3 KL). Every trl setting that
+    changes the loss is passed from here, so a trl release that moves its defaults cannot move results.
+    On a CPU the paper's lr moves nothing in tens of steps: CPU specs set their own `lr`."""
+
+    base_model: str | None = Field(default=None, description="packaged name, HF id or local folder; "
+                                   "default: generation.generator.model")
+    init: Literal["base", "previous"] = Field(default="base", description="start every round from the base "
+                                              "model (the authors) or from the previous round's generator")
+    steps: int = Field(default=240, gt=0, description="optimizer steps")
+    lr: float = Field(default=1e-6, gt=0)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="cosine floor, as a share of lr")
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    beta: float = Field(default=0.005, ge=0, description="KL coefficient")
+    num_generations: int = Field(default=8, ge=2, description="completions per prompt (the GRPO group)")
+    prompts_per_step: int = Field(default=16, gt=0)
+    micro_batch_size: int | None = Field(default=None, gt=0, description="completions per forward pass "
+                                         "(speed and memory only); must divide prompts_per_step × num_generations")
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0, description="0: off")
+    repetition_penalty: float = Field(default=1.0, gt=0)
+    max_completion_length: int | None = Field(default=None, gt=0,
+                                              description="default: generation.generator.max_new_tokens")
+    prefill_heading: bool | None = Field(default=None, description="start every answer with the heading, so "
+                                         "the completion is the body; default: the operation's own (ours: yes; "
+                                         "the authors: no)")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"] = "grpo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    epsilon: float = Field(default=0.2, gt=0, description="lower clipping bound of the probability ratio")
+    epsilon_high: float | None = Field(default=None, gt=0, description="upper bound; default: epsilon")
+    delta: float | None = Field(default=None, gt=1, description="two-sided clipping bound; None: off")
+    num_iterations: int = Field(default=1, gt=0, description="updates per generated batch (μ)")
+    importance_sampling_level: Literal["token", "sequence"] = "token"
+    mask_truncated_completions: bool = False
+    kl_bias_correction: bool = Field(default=False, description="weight the KL term by the importance ratio "
+                                     "(trl ≥ 1.x default); off: the original k3 estimator")
+    reward_aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
+    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="bf16 only takes effect on CUDA")
+    lora: LoraSpec | None = None
+    heldout_prompts: int = Field(default=128, gt=0, description="prompts kept out of training for evaluation")
+    eval_every: int = Field(default=20, ge=0, description="held-out evaluation every N steps (0: before and "
+                            "after only); observation only")
+    eval_samples: int = Field(default=8, ge=0, description="held-out completions written to samples.jsonl")
+    save_every: int = Field(default=10, gt=0, description="checkpoint interval in steps (resume only)")
+    backend: Literal["auto", "transformers", "vllm"] = Field(default="auto", description="generation during "
+                                                            "training; auto: vLLM where CUDA and vllm exist")
+    seed: int | None = Field(default=None, description="default: experiment.seed")
+
+    @model_validator(mode="after")
+    def _micro_divides(self) -> "GrpoSpec":
+        completions = self.prompts_per_step * self.num_generations
+        if self.micro_batch_size is not None and completions % self.micro_batch_size:
+            raise ValueError(f"[micro_batch_size] {self.micro_batch_size} does not divide the generation batch of "
+                             f"{completions} completions (prompts_per_step × num_generations)")
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            raise ValueError(f"[epsilon_high] {self.epsilon_high} is below epsilon ({self.epsilon})")
+        return self
+
+    @property
+    def completions_per_step(self) -> int:
+        """The generation batch: every prompt's whole group, so it always divides into num_generations."""
+        return self.prompts_per_step * self.num_generations
+
+
 class ArmSpec(BaseModel):
     """One arm; `kind` picks the registered arm, the remaining keys are that arm's options (checked
     against the arm's own Options model by `synpro.resolve`, which may import the arm registry)."""
@@ -509,6 +593,7 @@ class Spec(_Strict):
     rewards: RewardsSpec = Field(default_factory=RewardsSpec)
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
     influence: InfluenceSpec = Field(default_factory=InfluenceSpec)
+    grpo: GrpoSpec = Field(default_factory=GrpoSpec)
     refresh: RefreshSpec = Field(default_factory=RefreshSpec)
     arms: list[ArmSpec] = Field(default_factory=lambda: [ArmSpec(kind="repetition"), ArmSpec(kind="oracle")])
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)

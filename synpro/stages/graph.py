@@ -9,6 +9,7 @@ from synpro.stages.base import Stage
 from synpro.stages.evaltask import EvalTaskStage
 from synpro.stages.evaluate import EvaluateStage
 from synpro.stages.extra import ExtraStage
+from synpro.stages.grpo import GrpoStage
 from synpro.stages.pools import PoolsStage
 from synpro.stages.pretrain import PretrainStage
 from synpro.stages.probe import ProbeStage
@@ -45,6 +46,20 @@ class GraphBuilder:
     def synthetic(self, op_name: str, generator: Stage | None = None) -> Stage:
         """One operation's rewrite of the pool, by the spec's generator or a trained one (a grpo stage)."""
         return self._add(SynthesizeStage(self.spec, op_name, self.pools, generator))
+
+    def grpo(self, op_name: str, *, probe: Stage | None = None, previous: Stage | None = None,
+             influence: bool = True) -> Stage:
+        """The GRPO-trained generator of op_name: from the base model, or from `previous` (the last round's
+        grpo stage) when grpo.init is "previous"; `probe` serves the influence reward. Without influence
+        (the RePro ablation, or generators trained before any checkpoint exists) its weight is dropped."""
+        spec = self.spec
+        if not influence:
+            from synpro.rewards.scoring import weights_for
+
+            weights = {k: v for k, v in weights_for(spec, op_name).items() if k != "influence"}
+            spec = spec.with_params({f"rewards.weights.{op_name}": weights})
+        return self._add(GrpoStage(spec, op_name, self.pools, probe=probe if influence else None,
+                                   previous=previous if spec.grpo.init == "previous" else None))
 
     def pretrain(self, sources: dict[str, Stage], *, label: str, parent: Stage | None = None,
                  stop: dict | None = None) -> Stage:

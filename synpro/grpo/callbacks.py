@@ -1,0 +1,30 @@
+"""The GRPO run's observer: a metrics line per optimizer step and held-out evaluation at an interval."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from transformers import TrainerCallback
+
+
+class MetricsLog(TrainerCallback):
+    """`write`s each step's trl logs with the step's wall time (generation included, held-out evaluation not),
+    and calls `evaluate(model, step)` every `every` steps before the last (the run evaluates the final model)."""
+
+    def __init__(self, write: Callable[[dict], None], evaluate: Callable[[Any, int], Any], every: int, steps: int):
+        self.write, self.evaluate, self.every, self.steps = write, evaluate, every, steps
+        self.began = time.perf_counter()
+        self.seconds = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.began = time.perf_counter()
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.seconds = time.perf_counter() - self.began
+        if self.every and state.global_step % self.every == 0 and state.global_step < self.steps:
+            self.evaluate(model, state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.write({"kind": "train", "step": state.global_step, "seconds": self.seconds, **logs})

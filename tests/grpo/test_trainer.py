@@ -1,0 +1,163 @@
+"""GRPO training on a tiny random chat model: outputs, metrics, resume after a kill, trl settings from the spec."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from generators import doc_topics, train_tokenizer
+from synpro.grpo.trainer import CHECKPOINTS, GENERATOR, SAMPLES, read_metrics, train_generator, trl_kwargs
+from synpro.spec import Spec
+
+REWARDS = ("format", "length", "similarity")
+
+
+@pytest.fixture(scope="module")
+def organic(tmp_path_factory) -> tuple[Path, Path]:
+    """The pools' hand-over the trainer reads: organic documents (JSONL) and the pretraining tokenizer."""
+    root = tmp_path_factory.mktemp("organic")
+    docs = doc_topics(12)
+    train_tokenizer(docs, 600, ["<|endoftext|>", "<|pad|>"]).save_pretrained(str(root / "tokenizer"))
+    with open(root / "docs.jsonl", "w") as f:
+        for k, text in enumerate(docs):
+            f.write(json.dumps({"id": f"doc{k}", "text": text}) + "\n")
+    return root / "docs.jsonl", root / "tokenizer"
+
+
+def make_spec(model: Path, **grpo) -> Spec:
+    settings = {"steps": 3, "num_generations": 2, "prompts_per_step": 2, "heldout_prompts": 3, "eval_every": 2,
+                "save_every": 1, "lr": 1e-3, "beta": 0.005, "eval_samples": 2, **grpo}
+    return Spec.model_validate({
+        "experiment": {"name": "grpo"}, "budget": {"unique_tokens": 1000, "epochs": 2},
+        "generation": {"generator": {"model": str(model), "max_new_tokens": 12}, "window_tokens": 100,
+                       "chunk_chars": 400},
+        "rewards": {"weights": {"rephrase": {name: 1.0 for name in REWARDS}}, "similarity": {"continuous": True}},
+        "grpo": settings})
+
+
+def test_a_short_run_writes_a_loadable_generator_and_every_rewards_curve(random_model, organic, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = train_generator(make_spec(random_model), "rephrase", *organic, tmp_path, progress=False)
+    trained = AutoModelForCausalLM.from_pretrained(str(tmp_path / GENERATOR))
+    base = AutoModelForCausalLM.from_pretrained(str(random_model))
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
+    rows = read_metrics(tmp_path)
+    train = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3]
+    for row in train:
+        for name in REWARDS:
+            assert isinstance(row[f"rewards/{name}/mean"], float) and isinstance(row[f"rewards/{name}/std"], float)
+        for key in ("reward", "kl", "completions/mean_length", "completions/clipped_ratio", "clip_ratio/region_mean"):
+            assert key in row
+        assert row["seconds"] > 0
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 2, 3]
+    assert set(evals[0]["rewards"]) == set(REWARDS) and 0 <= evals[0]["pass_rate"] <= 1
+    samples = [json.loads(line) for line in (tmp_path / SAMPLES).read_text().splitlines()]
+    assert len(samples) == 2 and all(s["source"] and s["answer"].startswith("Here is a paraphrased version:")
+                                     for s in samples)
+    assert not (tmp_path / CHECKPOINTS).exists()
+    assert out["resumed_at"] == 0 and out["heldout_prompts"] == 3
+
+
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+import torch
+from transformers import TrainerCallback
+sys.path.insert(0, {tests!r})
+from test_trainer import make_spec
+from synpro.grpo.trainer import train_generator
+
+class Kill(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+torch.set_num_threads(1)
+train_generator(make_spec(Path({model!r}), steps=4), "rephrase", Path({docs!r}), Path({tok!r}), Path({out!r}),
+                callbacks=[Kill()], progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_checkpoint(random_model, organic, tmp_path):
+    script = KILLER.format(tests=str(Path(__file__).parent), model=str(random_model), docs=str(organic[0]),
+                           tok=str(organic[1]), out=str(tmp_path))
+    paths = [str(Path(__file__).parents[2]), str(Path(__file__).parents[1])]  # the repository, tests/
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (tmp_path / CHECKPOINTS / "checkpoint-2" / "trainer_state.json").is_file()
+    out = train_generator(make_spec(random_model, steps=4), "rephrase", *organic, tmp_path, progress=False)
+    assert out["resumed_at"] == 2
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]  # the killed run's lines kept once
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 2, 4]
+    assert (tmp_path / GENERATOR / "config.json").is_file()
+
+
+# trl settings that change the loss or the samples: each must be passed, and equal the spec.
+LOSS_SETTINGS = {
+    "learning_rate": "lr", "beta": "beta", "num_generations": "num_generations", "temperature": "temperature",
+    "top_p": "top_p", "top_k": "top_k", "repetition_penalty": "repetition_penalty", "loss_type": "loss_type",
+    "scale_rewards": "scale_rewards", "epsilon": "epsilon", "epsilon_high": "epsilon_high", "delta": "delta",
+    "num_iterations": "num_iterations", "importance_sampling_level": "importance_sampling_level",
+    "mask_truncated_completions": "mask_truncated_completions", "use_bias_correction_kl": "kl_bias_correction",
+    "multi_objective_aggregation": "reward_aggregation", "max_grad_norm": "max_grad_norm",
+    "weight_decay": "weight_decay", "max_completion_length": "max_completion_length",
+}
+PINNED_TOO = ("top_entropy_quantile", "entropy_coef", "off_policy_mask_threshold", "sync_ref_model", "min_p",
+              "disable_dropout", "adam_beta1", "adam_beta2", "adam_epsilon", "lr_scheduler_type", "warmup_steps",
+              "reward_weights", "seed", "gradient_accumulation_steps", "steps_per_generation", "bf16")
+
+
+@pytest.mark.parametrize("grpo", [
+    {},  # the paper's defaults
+    {"lr": 2e-5, "beta": 0.0, "num_generations": 4, "prompts_per_step": 3, "micro_batch_size": 6, "temperature": 0.7,
+     "top_p": 0.95, "top_k": 50, "loss_type": "dapo", "scale_rewards": "none", "epsilon": 0.1, "epsilon_high": 0.28,
+     "delta": 1.5, "num_iterations": 2, "importance_sampling_level": "sequence", "mask_truncated_completions": True,
+     "kl_bias_correction": True, "reward_aggregation": "normalize_then_sum", "max_grad_norm": 0.5,
+     "weight_decay": 0.01, "max_completion_length": 64, "repetition_penalty": 1.1, "lr_schedule": "constant"},
+])
+def test_every_trl_loss_setting_comes_from_the_spec(random_model, tmp_path, grpo):
+    from trl import GRPOConfig
+
+    spec = make_spec(random_model, **grpo)
+    kwargs = trl_kwargs(spec, tmp_path, [1.0, 2.0, 0.5])
+    assert set(LOSS_SETTINGS) | set(PINNED_TOO) <= set(kwargs)  # passed explicitly, never trl's default
+    config = GRPOConfig(**kwargs)
+    g = spec.grpo
+    for trl_name, ours in LOSS_SETTINGS.items():
+        want = getattr(g, ours)
+        if ours == "epsilon_high" and want is None:
+            want = g.epsilon
+        if ours == "max_completion_length" and want is None:
+            want = spec.generation.generator.max_new_tokens
+        assert getattr(config, trl_name) == want, trl_name
+    assert config.reward_weights == [1.0, 2.0, 0.5]
+    assert config.generation_batch_size == g.prompts_per_step * g.num_generations
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps == config.generation_batch_size
+    assert config.warmup_steps == round(g.warmup_ratio * g.steps)
+    assert config.lr_scheduler_type == ("cosine_with_min_lr" if g.lr_schedule == "cosine" else "constant_with_warmup")
+    assert config.bf16 is False and config.report_to in ("none", [], ["none"])
+
+
+def test_a_lora_run_saves_a_merged_plain_generator(random_model, organic, tmp_path):
+    pytest.importorskip("peft", reason="LoRA needs peft (synpro[hf])")
+    from transformers import AutoModelForCausalLM
+
+    spec = make_spec(random_model, steps=2, eval_every=0, lora={"rank": 4, "alpha": 8})
+    train_generator(spec, "rephrase", *organic, tmp_path, progress=False)
+    assert not (tmp_path / GENERATOR / "adapter_config.json").exists()
+    trained = AutoModelForCausalLM.from_pretrained(str(tmp_path / GENERATOR))
+    base = AutoModelForCausalLM.from_pretrained(str(random_model))
+    assert trained.state_dict().keys() == base.state_dict().keys()
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
