@@ -18,7 +18,8 @@ import optuna
 from optuna.trial import TrialState
 
 from synpro import search
-from synpro.pipeline import TrialContext, objective_value, run_trial
+from synpro.display import finite
+from synpro.pipeline import TrialContext, apply_best_reference, objective_value, run_trial
 from synpro.core.hashing import stable_hash
 from synpro.plan import plan_trial
 from synpro.spec import Spec
@@ -134,7 +135,7 @@ def run_sweep(spec: Spec, *, n_trials: int | None = None, progress: bool = True,
             raise
         value = objective_value(plan, outcomes)
         store.finish_trial(trial_id, "finished", value)
-        tracker.log_dict(trial_run, {n: o.summary() for n, o in outcomes.items()}, "results.json")
+        tracker.log_dict(trial_run, finite(outcomes.summary()), "results.json")
         tracker.log_points(trial_run, "objective", [(0, value)])
         tracker.finish(trial_run)
         return value
@@ -148,8 +149,11 @@ def run_sweep(spec: Spec, *, n_trials: int | None = None, progress: bool = True,
             break
         study.optimize(objective, n_trials=1)
         ran += 1
+    if spec.reference == "best":  # the yardstick is known only now: recompute every trial against it
+        reference = apply_best_reference(spec, store, progress=progress)
+        tracker.log_dict(study_run, finite(reference), "reference.json")
     results = store.results(name)
-    tracker.log_dict(study_run, results, "results.json")
+    tracker.log_dict(study_run, finite(results), "results.json")
     tracker.finish(study_run)
     store.close()
     return SweepSummary(name, target, completed, ran, results)
