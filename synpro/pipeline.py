@@ -18,7 +18,7 @@ from synpro.effective import (Curve, Multiplier, OracleInverse, TailDEff, first_
 from synpro.errors import InputError
 from synpro.generation import SyntheticSet
 from synpro.plan import ArmPlan, TrialPlan, plan_trial
-from synpro.spec import FixedReference, Spec
+from synpro.spec import Spec
 from synpro.stages import Runner, Stage
 from synpro.stages.extra import ExtraStage
 from synpro.stages.pretrain import ORGANIC
@@ -188,11 +188,11 @@ def _seen(result: TrainResult) -> list[tuple[int, float]]:
 
 def _reference_info(plan: TrialPlan) -> dict[str, Any]:
     """Which curve effective tokens invert, as the results say it."""
-    reference = plan.spec.reference
-    if isinstance(reference, FixedReference):
-        return {"kind": "fixed", "arm": plan.reference_name, "params": reference.params}
+    kind = plan.spec.reference.kind
+    if kind == "fixed":
+        return {"kind": kind, "arm": plan.reference_name, "params": plan.spec.reference.params}
     # `best`: the trial's own oracle until the sweep ends and `apply_best_reference` recomputes.
-    return {"kind": reference, "arm": plan.reference_name, **({"provisional": True} if reference == "best" else {})}
+    return {"kind": kind, "arm": plan.reference_name, **({"provisional": True} if kind == "best" else {})}
 
 
 def _repetition(plan: TrialPlan) -> str | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from synpro.arms import ARMS, Arm
-from synpro.spec import REFERENCE_ARM, ArmSpec, FixedReference, Spec
+from synpro.spec import REFERENCE_ARM, ArmSpec, Spec
 from synpro.stages import Stage
 from synpro.stages.extra import ExtraStage
 from synpro.stages.pools import PoolsStage
@@ -153,7 +153,7 @@ def plan_trial(spec: Spec) -> TrialPlan:
     arms = [ArmPlan(a, arm, arm.build(builder.seeded(seed)), seed)
             for seed in seeds for a in spec.arms for arm in [make_arm(a)]]
     reference = next((a.name for a in arms if a.arm.is_reference), None)
-    if isinstance(spec.reference, FixedReference):
+    if spec.reference.kind == "fixed":
         fixed = builder.for_spec(spec.with_params(spec.reference.params))
         oracle = ArmSpec(kind="oracle", name=REFERENCE_ARM)
         arms += [ArmPlan(oracle, arm, arm.build(fixed.seeded(seed)), seed) for seed in seeds

@@ -345,11 +345,24 @@ class AnalysisSpec(_Strict):
         "the multiplier compares the mean D_eff over each curve's last k checkpoints (one point jitters)"))
 
 
-class FixedReference(_Strict):
-    """One oracle for the whole study: the oracle arm trained at these param overrides."""
+class ReferenceSpec(_Strict):
+    """What effective tokens invert: `trial` (each trial's own oracle, per seed), `fixed` (the oracle
+    trained at `params` overrides, one for the whole study) or `best` (the study's oracle with the
+    lowest final val loss, applied when the sweep ends). A bare string names the kind."""
 
-    kind: Literal["fixed"]
-    params: dict[str, Any] = Field(min_length=1)
+    kind: Literal["trial", "fixed", "best"] = "trial"
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_kind(cls, data: Any) -> Any:
+        return {"kind": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _params_for_fixed(self) -> "ReferenceSpec":
+        if (self.kind == "fixed") != bool(self.params):
+            raise ValueError("a fixed reference needs `params` (e.g. {training.lr: 3.0e-3}); trial and best take none")
+        return self
 
 
 REFERENCE_ARM = "reference"  # the name a fixed reference oracle is recorded under in every trial
@@ -371,7 +384,7 @@ class Spec(_Strict):
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     # What D_eff inverts: each trial's own oracle (per seed), a fixed oracle shared by the study, or
     # the study's best oracle (lowest final val loss; results are recomputed at the end of a sweep).
-    reference: Literal["trial", "best"] | FixedReference = "trial"
+    reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
     source_file: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -398,18 +411,14 @@ class Spec(_Strict):
                              "checkpoints exist only at training evaluations")
         for path in self.search.params:
             _check_path(self.model_dump(mode="python"), path)
-        if self.reference != "trial" and "oracle" not in {a.kind for a in self.arms}:
+        if self.reference.kind != "trial" and "oracle" not in {a.kind for a in self.arms}:
             raise ValueError("[reference] a fixed or best reference is an oracle arm's curve: add an oracle arm")
-        if isinstance(self.reference, FixedReference):
+        if self.reference.kind == "fixed":
             if REFERENCE_ARM in names:
                 raise ValueError(f"[arms] {REFERENCE_ARM!r} names the fixed reference oracle: rename that arm")
             for path in self.reference.params:
                 _check_path(self.model_dump(mode="python"), path, key="reference.params")
         return self
-
-    @property
-    def reference_kind(self) -> str:
-        return self.reference if isinstance(self.reference, str) else self.reference.kind
 
     # ---- views -------------------------------------------------------------------------------
 
@@ -443,7 +452,7 @@ class Spec(_Strict):
         seeds, data_seed = self.experiment.training_seeds(), self.experiment.resolved_data_seed()
         if seeds != [self.experiment.seed] or data_seed != self.experiment.seed:  # one seed: hash as before
             data["experiment"] |= {"seeds": seeds, "data_seed": data_seed}
-        if data.get("reference") == "trial":
+        if data["reference"] == {"kind": "trial", "params": {}}:
             data.pop("reference")
         return stable_hash(data, length=12)
 

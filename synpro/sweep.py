@@ -149,7 +149,7 @@ def run_sweep(spec: Spec, *, n_trials: int | None = None, progress: bool = True,
             break
         study.optimize(objective, n_trials=1)
         ran += 1
-    if spec.reference == "best":  # the yardstick is known only now: recompute every trial against it
+    if spec.reference.kind == "best":  # the yardstick is known only now: recompute every trial against it
         reference = apply_best_reference(spec, store, progress=progress)
         tracker.log_dict(study_run, finite(reference), "reference.json")
     results = store.results(name)
