@@ -44,21 +44,26 @@ class ArmOutcome:
     multiplier: Multiplier | None = None
 
     def details(self) -> dict[str, Any]:
-        """What the store keeps beside the numbers (arms.details): how they were computed."""
-        return {"effective_tokens_method": f"tail-mean-k{self.tail.n_points}" if self.tail else None,
+        """What the store keeps beside the numbers (arms.details): the tail D_eff the multiplier
+        divides, how both were computed, and the epochs each source was read."""
+        return {"tail_effective_tokens": self.tail.d_eff if self.tail else None,
+                "tail_checkpoints": self.tail.n_points if self.tail else None,
                 "multiplier_method": self.multiplier.method if self.multiplier else None,
                 "multiplier_extrapolated": self.multiplier.extrapolated if self.multiplier else None,
                 "epochs_per_source": self.result.epochs_per_source}
 
     def summary(self) -> dict[str, Any]:
+        """This seed's results; `effective_tokens` is D_eff at the last checkpoint (comparable with
+        `tokens_seen`), the multiplier divides tail means (`details`)."""
+        _, d_eff, extrapolated = self.effective[-1] if self.effective else (None, None, None)
         return {
             "kind": self.kind,
             "seed": self.seed,
             "final_val_loss": self.result.curve[-1].val_loss,
             "tokens_seen": self.result.tokens_seen,
             "unique_tokens": self.unique_tokens,
-            "effective_tokens": self.tail.d_eff if self.tail else None,
-            "effective_tokens_extrapolated": self.tail.extrapolated if self.tail else None,
+            "effective_tokens": d_eff,
+            "effective_tokens_extrapolated": extrapolated,
             "multiplier_vs_repetition": self.multiplier.multiplier if self.multiplier else None,
             **self.details(),
             "mlflow_run_id": self.mlflow_run_id,

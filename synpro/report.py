@@ -183,6 +183,14 @@ def _reference_text(reference: dict | None) -> str:
     return "the trial's own oracle, per seed"
 
 
+def _references(results: list[dict]) -> str:
+    """Which reference each trial used, trials that share one named together."""
+    trials: dict[str, list[str]] = {}
+    for trial in results:
+        trials.setdefault(_reference_text(trial.get("reference")), []).append(f"#{trial['trial']}")
+    return "; ".join(f"{text} (trials {', '.join(numbers)})" for text, numbers in trials.items()) or "-"
+
+
 def _noise_floor_rows(results: list[dict]) -> list[list[Any]]:
     """Per trial and seed: repetition's first-pass D_eff / tokens, and the reference's tail fit."""
     rows = []
@@ -291,12 +299,10 @@ def render_report(store: Store, study: str) -> str:
         "<h2>Fits</h2>", _fit_sections(store, study, fits),
         "<h2>Figures</h2>", "\n".join(images) or '<p class="note">Nothing to plot yet.</p>',
         "<h2>Results per trial</h2>",
-        '<p class="note">Means over seeds. D_eff is the mean over the last checkpoints (the method column); '
-        "× repetition is its ratio to repetition's at the same seed, averaged over seeds (geometric mean) with a "
-        "95% interval paired by seed (t on log ratios; none with one seed).</p>",
-        '<p class="note">Reference: ' + "; ".join(sorted({html.escape(f"trial #{t['trial']}: ")
-                                                          + html.escape(_reference_text(t.get("reference")))
-                                                          for t in results})) + "</p>",
+        '<p class="note">Means over seeds; D_eff at the last checkpoint. × repetition divides the mean D_eff '
+        "over the last checkpoints by repetition's at the same seed (the method column), averaged over seeds "
+        "(geometric mean) with a 95% interval paired by seed (t on log ratios; none with one seed).</p>",
+        '<p class="note">Reference: ' + html.escape(_references(results)) + "</p>",
         _table(["trial", "params", "arm", "state", "val loss", "tokens seen", "unique", "D_eff", "extrap.",
                 "× repetition [95%]", "per seed", "method"], _results_rows(results), 4),
         "<h2>Noise floor</h2>",
