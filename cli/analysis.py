@@ -316,6 +316,15 @@ def compare(
             _best_multiplier(r), fmt(r["mean_epochs"]), estimate(r["r_d_star"], r["r_d_star_ci"]), identification(r["r_d_star_identified"]) if fitted else "-",
             estimate(r["unique_value"], r["unique_value_ci"]))
     out.print(table)
+    if any(r["mean_final_accuracy"] is not None for r in rows):
+        by_accuracy = Table(title="By downstream accuracy (D_eff inverts the oracle's average-accuracy curve)",
+                            title_justify="left")
+        for column in ("study", "arm", "mean accuracy", "mean D_eff (accuracy)", "× repetition (accuracy)"):
+            by_accuracy.add_column(column, justify="left" if column in ("study", "arm") else "right")
+        for r in rows:
+            by_accuracy.add_row(r["study"], r["arm"], *(fmt(r[key]) for key in (
+                "mean_final_accuracy", "mean_effective_tokens_accuracy", "mean_multiplier_accuracy")))
+        out.print(by_accuracy)
     if not any(r["r_d_star"] is not None for r in rows):
         out.print("No fitted R_D* yet: synpro fit --study NAME fits one per arm.")
     for path in written:

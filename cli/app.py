@@ -109,7 +109,8 @@ class Format(str, Enum):
 
 ARM_FIELDS = ["final_val_loss", "tokens_seen", "unique_tokens", "effective_tokens",
               "effective_tokens_extrapolated", "multiplier_vs_repetition", "multiplier_ci", "n_seeds",
-              "multiplier_method", "mlflow_run_id"]
+              "multiplier_method", "final_accuracy", "effective_tokens_accuracy", "multiplier_accuracy",
+              "mlflow_run_id"]
 
 
 def per_seed_multipliers(arm: dict[str, Any]) -> dict[str, Any]:
@@ -118,17 +119,20 @@ def per_seed_multipliers(arm: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_results(results: list[dict[str, Any]]) -> None:
-    table = Table(title="SynPro results (means over seeds; effective tokens invert the reference oracle's loss "
-                        "curve; × repetition: tail-mean ratio, 95% interval paired by seed)", title_justify="left")
+    table = Table(title="SynPro results (means over seeds; effective tokens invert the reference oracle's curve, by "
+                        "loss and by accuracy; × repetition: tail-mean ratio, 95% interval paired by seed)",
+                  title_justify="left")
     for col in ["trial", "params", "arm", "val loss", "tokens seen", "unique", "D_eff", "extrap.",
-                "× repetition [95%]", "per seed"]:
+                "× repetition [95%]", "per seed", "accuracy", "D_eff (acc)", "× rep. (acc)"]:
         table.add_column(col, justify="left" if col in ("params", "arm", "per seed") else "right")
     for trial in results:
         params = ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
         for arm, r in trial["arms"].items():
             seeds = ", ".join(f"{s}: {fmt(v)}" for s, v in per_seed_multipliers(r).items())
-            table.add_row(str(trial["trial"]), params, arm, *(fmt(r[f]) for f in ARM_FIELDS[:5]),
-                          seed_estimate(r["multiplier_vs_repetition"], r["multiplier_ci"], r["n_seeds"]), seeds)
+            table.add_row(str(trial["trial"]), params, arm, *(fmt(r.get(f)) for f in ARM_FIELDS[:5]),
+                          seed_estimate(r["multiplier_vs_repetition"], r["multiplier_ci"], r["n_seeds"]), seeds,
+                          *(fmt(r.get(f)) for f in ("final_accuracy", "effective_tokens_accuracy",
+                                                    "multiplier_accuracy")))
             params = ""
     out.print(table)
     references = {json.dumps(t.get("reference"), sort_keys=True) for t in results if t.get("reference")}

@@ -160,7 +160,7 @@ def generate(
     spec = load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None})
     from synpro.core.fs import dir_lock
     from synpro.generation.synthetic import load_set, make_set
-    from synpro.plan import GraphBuilder
+    from synpro.stages.graph import GraphBuilder
     from synpro.stages import MANIFEST, Runner
 
     graph = GraphBuilder(spec, spec.budget.resolve(spec.model)[1])

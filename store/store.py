@@ -165,6 +165,11 @@ def _mean(values: list[Any]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
+def _any(flags: list[bool | None]) -> bool | None:
+    known = [f for f in flags if f is not None]
+    return any(known) if known else None
+
+
 def _arm_over_seeds(per_seed: dict[int, dict], summary: dict | None) -> dict[str, Any]:
     """One arm of one trial in the results: means over its seeds, the trial analysis's multiplier
     statistics (mean, interval paired by seed, method), and every seed's own values under `per_seed`.
@@ -173,12 +178,14 @@ def _arm_over_seeds(per_seed: dict[int, dict], summary: dict | None) -> dict[str
     rows = [per_seed[s] for s in sorted(per_seed)]
     states = {r["state"] for r in rows}
     state = "finished" if states == {"finished"} else "failed" if "failed" in states else "running"
-    flags = [r["effective_tokens_extrapolated"] for r in rows if r["effective_tokens_extrapolated"] is not None]
     arm = {"kind": rows[0]["kind"], "state": state, "final_val_loss": _mean([r["final_val_loss"] for r in rows]),
            "tokens_seen": rows[0]["tokens_seen"], "unique_tokens": rows[0]["unique_tokens"],
            "effective_tokens": _mean([r["effective_tokens"] for r in rows]),
-           "effective_tokens_extrapolated": any(flags) if flags else None,
+           "effective_tokens_extrapolated": _any([r["effective_tokens_extrapolated"] for r in rows]),
            "multiplier_vs_repetition": _mean([r["multiplier_vs_repetition"] for r in rows]),
+           **{key: _mean([r[key] for r in rows])
+              for key in ("final_accuracy", "effective_tokens_accuracy", "multiplier_accuracy")},
+           "effective_tokens_accuracy_extrapolated": _any([r["effective_tokens_accuracy_extrapolated"] for r in rows]),
            "multiplier_ci": None, "n_seeds": len(rows), "multiplier_method": None, "multiplier_extrapolated": None,
            "mlflow_run_id": rows[0]["mlflow_run_id"]}
     if summary is not None:
@@ -311,7 +318,8 @@ class Store:
         changes["mlflow_run_id"] = func.coalesce(stmt.excluded.mlflow_run_id, Arm.mlflow_run_id)
         changes["state"] = case((keep, Arm.state), else_=stmt.excluded.state)
         for result in ("final_val_loss", "tokens_seen", "effective_tokens", "effective_tokens_extrapolated",
-                       "multiplier_vs_repetition", "details"):
+                       "multiplier_vs_repetition", "final_accuracy", "effective_tokens_accuracy",
+                       "effective_tokens_accuracy_extrapolated", "multiplier_accuracy", "details"):
             changes[result] = case((keep, getattr(Arm, result)), else_=null())
         stmt = stmt.on_conflict_do_update(index_elements=[Arm.trial_id, Arm.name, Arm.seed], set_=changes)
         with self.engine.begin() as conn:
@@ -359,6 +367,27 @@ class Store:
         """The trial's analysis (reference, per-arm seed statistics, noise floor), replacing any earlier."""
         stmt = update(Trial).where(Trial.id == trial_id).values(analysis=finite(analysis))
         self._update_one(stmt, "trial", trial_id)
+
+    def add_accuracy(self, arm_id: int, points: list[dict]) -> None:
+        """Downstream scores of evaluated checkpoints, onto their curve points (keyed by tokens seen):
+        {tokens, task_scores, accuracy, effective_tokens_accuracy, effective_tokens_accuracy_extrapolated}."""
+        with self.engine.begin() as conn:
+            for point in sorted(points, key=lambda p: p["tokens"]):
+                conn.execute(update(Evaluation).where(Evaluation.arm_id == arm_id,
+                                                      Evaluation.tokens == int(point["tokens"])).values(
+                    task_scores={k: _number(v) for k, v in point["task_scores"].items()},
+                    accuracy=_number(point["accuracy"]),
+                    effective_tokens_accuracy=_number(point.get("effective_tokens_accuracy")),
+                    effective_tokens_accuracy_extrapolated=point.get("effective_tokens_accuracy_extrapolated")))
+
+    def set_arm_accuracy(self, arm_id: int, *, final_accuracy: float | None, effective_tokens_accuracy: float | None,
+                         effective_tokens_accuracy_extrapolated: bool | None,
+                         multiplier_accuracy: float | None) -> None:
+        stmt = update(Arm).where(Arm.id == arm_id).values(
+            final_accuracy=_number(final_accuracy), effective_tokens_accuracy=_number(effective_tokens_accuracy),
+            effective_tokens_accuracy_extrapolated=effective_tokens_accuracy_extrapolated,
+            multiplier_accuracy=_number(multiplier_accuracy))
+        self._update_one(stmt, "arm", arm_id)
 
     def add_fit(self, study_id: int, *, arm: str | None, law: str, constants: dict[str, float],
                 ci: dict[str, tuple[float, float]] | None, interval: dict[str, Any] | None,
@@ -422,7 +451,9 @@ class Store:
                    Trial.params, Trial.state, Trial.objective_value, Trial.mlflow_run_id, Trial.analysis,
                    Arm.name.label("arm"), Arm.seed, Arm.kind, Arm.state.label("arm_state"), Arm.final_val_loss,
                    Arm.tokens_seen, Arm.unique_tokens, Arm.effective_tokens, Arm.effective_tokens_extrapolated,
-                   Arm.multiplier_vs_repetition, Arm.mlflow_run_id.label("arm_mlflow_run_id"), Arm.details)
+                   Arm.multiplier_vs_repetition, Arm.final_accuracy, Arm.effective_tokens_accuracy,
+                   Arm.effective_tokens_accuracy_extrapolated, Arm.multiplier_accuracy,
+                   Arm.mlflow_run_id.label("arm_mlflow_run_id"), Arm.details)
             .join(Trial, Trial.study_id == Study.id)
             .outerjoin(Arm, Arm.trial_id == Trial.id)
             .order_by(Study.name, Trial.optuna_number.nulls_last(), Trial.id, Arm.id))
@@ -451,6 +482,10 @@ class Store:
                     "effective_tokens": row.effective_tokens,
                     "effective_tokens_extrapolated": row.effective_tokens_extrapolated,
                     "multiplier_vs_repetition": row.multiplier_vs_repetition,
+                    "final_accuracy": row.final_accuracy,
+                    "effective_tokens_accuracy": row.effective_tokens_accuracy,
+                    "effective_tokens_accuracy_extrapolated": row.effective_tokens_accuracy_extrapolated,
+                    "multiplier_accuracy": row.multiplier_accuracy,
                     "mlflow_run_id": row.arm_mlflow_run_id, **(row.details or {})}
         for (trial_id, arm), per_seed in seeds.items():
             trials[trial_id]["arms"][arm] = _arm_over_seeds(per_seed, analyses[trial_id].get("arms", {}).get(arm))
@@ -462,7 +497,8 @@ class Store:
         query = (
             select(Trial.optuna_number.label("trial"), Trial.params_hash, Arm.name.label("arm"), Arm.seed, Arm.kind,
                    Evaluation.tokens, Evaluation.step, Evaluation.val_loss, Evaluation.train_loss,
-                   Evaluation.effective_tokens, Evaluation.effective_tokens_extrapolated)
+                   Evaluation.effective_tokens, Evaluation.effective_tokens_extrapolated, Evaluation.accuracy,
+                   Evaluation.effective_tokens_accuracy, Evaluation.task_scores)
             .join(Arm, Evaluation.arm_id == Arm.id)
             .join(Trial, Arm.trial_id == Trial.id)
             .join(Study, Trial.study_id == Study.id)
@@ -561,6 +597,9 @@ class Store:
                    func.min(Arm.final_val_loss).label("best_final_loss"),
                    func.avg(Arm.effective_tokens).label("mean_effective_tokens"),
                    func.avg(Arm.multiplier_vs_repetition).label("mean_multiplier"),
+                   func.avg(Arm.final_accuracy).label("mean_final_accuracy"),
+                   func.avg(Arm.effective_tokens_accuracy).label("mean_effective_tokens_accuracy"),
+                   func.avg(Arm.multiplier_accuracy).label("mean_multiplier_accuracy"),
                    func.avg(cast(Arm.total_tokens, Float) / Arm.unique_tokens).label("mean_epochs"),
                    func.min(Arm.id).label("first_arm"))
             .join(Trial, Trial.study_id == Study.id)

@@ -7,24 +7,25 @@ folders and know nothing of either. A killed trial re-run from the top skips eve
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from synpro import plots
 from synpro.display import finite
-from synpro.effective import (Curve, Multiplier, OracleInverse, TailDEff, first_pass_calibration, seed_multiplier,
-                              tail_d_eff, tail_multiplier)
+from synpro.effective import (ACCURACY, Curve, Multiplier, OracleInverse, TailDEff, effective_curve,
+                              first_pass_calibration, seed_multiplier, tail_d_eff, tail_multiplier)
 from synpro.errors import InputError
 from synpro.generation import SyntheticSet
 from synpro.plan import ArmPlan, TrialPlan, plan_trial
 from synpro.spec import Spec
-from synpro.stages import Runner, Stage
+from synpro.stages import Runner, Stage, read_manifest
 from synpro.stages.extra import ExtraStage
 from synpro.stages.pretrain import ORGANIC
 from synpro.stages.synthesize import SynthesizeStage
 from synpro.tracking import Tracker
-from synpro.training import Callback, EvalPoint, TrainResult, train
+from synpro.training import Callback, EvalPoint, TrainResult
 from store import Store
 
 
@@ -42,6 +43,12 @@ class ArmOutcome:
     effective: list[tuple[int, float, bool]] = field(default_factory=list)  # (tokens, D_eff, extrapolated)
     tail: TailDEff | None = None  # D_eff at the end: the mean over the last k checkpoints
     multiplier: Multiplier | None = None
+    # Downstream evaluation: one row per evaluated snapshot ({tokens, metrics: {"acc/<task>", "acc/avg"}}),
+    # D_eff by average accuracy at those points, and the multiplier by accuracy.
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    effective_accuracy: list[tuple[int, float, bool]] = field(default_factory=list)
+    multiplier_accuracy: float | None = None
+    evaluation: Any = None  # the evaluate stage over every round's snapshots (None without eval tasks)
 
     def details(self) -> dict[str, Any]:
         """What the store keeps beside the numbers (arms.details): the tail D_eff the multiplier
@@ -65,6 +72,11 @@ class ArmOutcome:
             "effective_tokens": d_eff,
             "effective_tokens_extrapolated": extrapolated,
             "multiplier_vs_repetition": self.multiplier.multiplier if self.multiplier else None,
+            "final_accuracy": self.scores[-1]["metrics"]["acc/avg"] if self.scores else None,
+            "effective_tokens_accuracy": self.effective_accuracy[-1][1] if self.effective_accuracy else None,
+            "effective_tokens_accuracy_extrapolated": (self.effective_accuracy[-1][2] if self.effective_accuracy
+                                                       else None),
+            "multiplier_accuracy": self.multiplier_accuracy,
             **self.details(),
             "mlflow_run_id": self.mlflow_run_id,
         }
@@ -161,7 +173,23 @@ def _unique_tokens(stage: Stage, shards: dict[str, Any]) -> int:
                if name == ORGANIC or isinstance(stage.inputs.get(name), ExtraStage))
 
 
+def _rounds(arm: ArmPlan, runner: Runner, callbacks: list, on_round: Any = None) -> tuple[TrainResult, list[Stage]]:
+    """Train the arm round by round (one round unless its recipe refreshes); finished rounds load."""
+    builder = arm.builder
+    rounds = arm.arm.rounds(builder)
+    stages = [next(rounds)]
+    while True:
+        result = runner.run(stages[-1], callbacks=callbacks)
+        try:
+            stages.append(rounds.send(result))
+        except StopIteration:
+            return result, stages
+        if on_round is not None:
+            on_round(stages[-1], result, len(stages) - 1)
+
+
 def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) -> ArmOutcome:
+    """Train the arm round by round (one round unless its recipe refreshes), streaming its curve."""
     stage = arm.stage
     shards = _shards(stage, runner)
     unique = _unique_tokens(stage, shards)
@@ -177,13 +205,48 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
                                     **{f"arm.{k}": v for k, v in (arm.spec.model_extra or {}).items()}})
     sink = _CurveSink(ctx, arm_id, run_id)
     try:
-        result = runner.run(stage, callbacks=[sink])
+        result, stages = _rounds(arm, runner, [sink], lambda stage, ended, round_: _log_round(
+            plan, stage, runner, ended, round_, run_id, ctx))
     except BaseException:
         ctx.tracker.finish(run_id, "KILLED")
         raise
     # A resumed or cached arm may have points the sink never saw; the store gets them all in _record.
     _log_curve(ctx.tracker, run_id, result.curve)
-    return ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, run_id)
+    evaluation = arm.builder.evaluate(stages, label=arm.name)
+    return ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, run_id, evaluation=evaluation)
+
+
+def _log_round(plan: TrialPlan, stage, runner: Runner, ended: TrainResult, round_: int, run_id: str | None,
+               ctx: TrialContext) -> None:
+    """A refresh: where the previous round ended, and what each stage that made the new round reported
+    (the probe's reference loss, each generator's GRPO curves and held-out pass rate, the new sets)."""
+    ctx.tracker.set_tags(run_id, {f"synpro.round.{round_}.start_tokens": ended.tokens_seen})
+    for upstream in _new_upstream(stage):
+        folder = runner.folder(upstream)
+        prefix = f"round{round_}/{upstream.kind}/{upstream.label or upstream.key}"
+        metrics = (read_manifest(folder) or {}).get("metrics", {})
+        ctx.tracker.log_values(run_id, {f"{prefix}/{k}": v for k, v in metrics.items()
+                                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        steps = folder / "metrics.jsonl"  # per-step curves (a GRPO stage's rewards, KL, pass rate)
+        rows = [json.loads(line) for line in steps.read_text().splitlines() if line.strip()] if steps.exists() else []
+        for key in sorted({k for row in rows for k, v in row.items() if k != "step" and isinstance(v, (int, float))}):
+            ctx.tracker.log_points(run_id, f"{prefix}/{key}", [(row["step"], row[key]) for row in rows if key in row])
+
+
+def _new_upstream(stage) -> list:
+    """The stages a round brought in (all but the pools and the previous round), inputs first."""
+    seen, out = set(), []
+
+    def visit(s) -> None:
+        for name, up in s.inputs.items():
+            if name in ("pools", "parent") or up.key in seen:
+                continue
+            seen.add(up.key)
+            visit(up)
+            out.append(up)
+
+    visit(stage)
+    return out
 
 
 def _seen(result: TrainResult) -> list[tuple[int, float]]:
@@ -255,6 +318,54 @@ def analyze(plan: TrialPlan, outcomes: Outcomes, references: dict[int, TrainResu
     return analysis
 
 
+def attach_accuracy(plan: TrialPlan, runner: Runner, outcomes: Outcomes) -> None:
+    """Evaluate every arm's snapshots on the downstream tasks; D_eff and the multiplier by average
+    accuracy, inverting the reference arm's accuracy curve of the same seed like its loss curve."""
+    for outcome in outcomes.values():
+        if outcome.evaluation is not None:
+            outcome.scores = runner.run(outcome.evaluation)
+    k, repetition = plan.spec.analysis.tail_checkpoints, _repetition(plan)
+    for seed, reference in plan.references.items():
+        scored = outcomes[(reference.name, seed)]
+        if not scored.scores:
+            continue
+        oracle = _accuracy_points(scored)
+        for (_, s), outcome in outcomes.items():
+            if s == seed and outcome.scores:
+                outcome.effective_accuracy = [tuple(p) for p in effective_curve(
+                    oracle, _accuracy_points(outcome), metric=ACCURACY)]
+        base = outcomes.get((repetition, seed)) if repetition else None
+        for (_, s), outcome in outcomes.items():
+            if s == seed and base is not None and base.effective_accuracy and outcome.effective_accuracy:
+                value = tail_multiplier(outcome.effective_accuracy, base.effective_accuracy, k).multiplier
+                outcome.multiplier_accuracy = value if math.isfinite(value) else None
+
+
+def _accuracy_points(outcome: ArmOutcome) -> list[tuple[int, float]]:
+    return [(row["tokens"], row["metrics"]["acc/avg"]) for row in outcome.scores if row["tokens"] > 0]
+
+
+def _record_accuracy(outcome: ArmOutcome, ctx: TrialContext) -> None:
+    if not outcome.scores:
+        return
+    effective = {t: (d, x) for t, d, x in outcome.effective_accuracy}
+    ctx.store.add_accuracy(outcome.arm_id, [
+        {"tokens": row["tokens"], "task_scores": row["metrics"], "accuracy": row["metrics"]["acc/avg"],
+         "effective_tokens_accuracy": effective.get(row["tokens"], (None, None))[0],
+         "effective_tokens_accuracy_extrapolated": effective.get(row["tokens"], (None, None))[1]}
+        for row in outcome.scores])
+    for name in outcome.scores[-1]["metrics"]:
+        ctx.tracker.log_points(outcome.mlflow_run_id, name, [(row["tokens"], row["metrics"][name])
+                                                             for row in outcome.scores if name in row["metrics"]])
+    ctx.tracker.log_points(outcome.mlflow_run_id, "effective_tokens_accuracy",
+                           [(t, d) for t, d, _ in outcome.effective_accuracy if math.isfinite(d)])
+    summary = outcome.summary()
+    ctx.store.set_arm_accuracy(outcome.arm_id, final_accuracy=summary["final_accuracy"],
+                               effective_tokens_accuracy=summary["effective_tokens_accuracy"],
+                               effective_tokens_accuracy_extrapolated=summary["effective_tokens_accuracy_extrapolated"],
+                               multiplier_accuracy=summary["multiplier_accuracy"])
+
+
 def _multiplier_curve(outcome: ArmOutcome, repetition: ArmOutcome | None, k: int) -> list[tuple[int, float]]:
     """The multiplier along training, as at the end: at each checkpoint both arms reach, the
     tail-mean ratio over the k checkpoints up to it (`tail_multiplier`)."""
@@ -283,8 +394,22 @@ def _store_outcome(outcome: ArmOutcome, store: Store) -> None:
                          multiplier_vs_repetition=summary["multiplier_vs_repetition"], details=outcome.details())
 
 
+def _store_outcome(outcome: ArmOutcome, store: Store) -> None:
+    effective = {t: (d, x) for t, d, x in outcome.effective}
+    store.add_evaluations(outcome.arm_id, [
+        {**_point_row(p), "effective_tokens": effective.get(p.tokens, (None, None))[0],
+         "effective_tokens_extrapolated": effective.get(p.tokens, (None, None))[1]}
+        for p in outcome.result.curve])
+    summary = outcome.summary()
+    store.set_arm_result(outcome.arm_id, final_val_loss=summary["final_val_loss"],
+                         tokens_seen=summary["tokens_seen"], effective_tokens=summary["effective_tokens"],
+                         effective_tokens_extrapolated=summary["effective_tokens_extrapolated"],
+                         multiplier_vs_repetition=summary["multiplier_vs_repetition"], details=outcome.details())
+
+
 def _record(plan: TrialPlan, outcome: ArmOutcome, outcomes: Outcomes, ctx: TrialContext) -> None:
     _store_outcome(outcome, ctx.store)
+    _record_accuracy(outcome, ctx)
     run_id = outcome.mlflow_run_id
     ctx.tracker.log_points(run_id, "effective_tokens",
                            [(t, d) for t, d, _ in outcome.effective if math.isfinite(d)])
@@ -334,6 +459,7 @@ def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
     record_synthetic(plan, runner, ctx)
     outcomes = {(arm.name, arm.seed): run_arm(plan, arm, runner, ctx) for arm in plan.arms}
     analysis = analyze(plan, outcomes)
+    attach_accuracy(plan, runner, outcomes)
     for outcome in outcomes.values():
         _record(plan, outcome, outcomes, ctx)
     _record_analysis(analysis, ctx)
@@ -358,7 +484,7 @@ def _loaded_outcomes(plan: TrialPlan, trial_id: int, store: Store, runner: Runne
     """A finished trial's arms read back from their stage folders (nothing is trained again)."""
     outcomes = {}
     for arm in plan.arms:
-        result = runner.run(arm.stage)
+        result, _ = _rounds(arm, runner, [])
         unique = _unique_tokens(arm.stage, _shards(arm.stage, runner))
         arm_id = store.upsert_arm(trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens, seed=arm.seed)
         outcomes[(arm.name, arm.seed)] = ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, None)

@@ -25,7 +25,8 @@ def resolve(spec: Spec, *, machine: bool = True) -> None:
     for a spec meant for another one (a GPU cluster's corpus, hub models, database servers)."""
     problems: list[Problem] = []
     hints: list[str] = []
-    checks = (_plugins, _corpus_and_budget, _tokenizer, _generator, _urls) if machine else (_plugins,)
+    checks = ((_plugins, _rewards, _corpus_and_budget, _tokenizer, _generator, _urls, _eval_tasks) if machine
+              else (_plugins, _rewards))
     for check in checks:
         try:
             check(spec)
@@ -88,6 +89,12 @@ def _plugins(spec: Spec) -> None:
         raise InputError(problems, file=spec.source_file)
 
 
+def _rewards(spec: Spec) -> None:
+    from synpro.rewards.scoring import check_reward_spec
+
+    check_reward_spec(spec)
+
+
 def _corpus_and_budget(spec: Spec) -> None:
     """The corpus exists and holds text, and it can hold the pools: U + V (+ the oracle's T − U).
 
@@ -137,6 +144,12 @@ def _generator(spec: Spec) -> None:
 
     if any(operations(a) for a in spec.arms if a.kind in ARMS):
         model_identity(spec)  # InputError naming generation.generator.model when it cannot be found offline
+
+
+def _eval_tasks(spec: Spec) -> None:
+    from synpro.evaluation.tasks import check_tasks
+
+    check_tasks(spec)
 
 
 def _hub_or_folder(spec: Spec, name: str, key: str, what: str) -> None:

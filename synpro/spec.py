@@ -262,6 +262,141 @@ class EvalSpec(_Strict):
         return self
 
 
+# ---- scoring: rewards, the influence probe, influence scoring ------------------------------------
+
+# The paper's reward weights per operation kind (method.md §6); an operation of another kind gets none.
+PAPER_REWARD_WEIGHTS: dict[str, dict[str, float]] = {
+    "rephrase": {"influence": 3.0, "quality": 1.0, "similarity": 1.0, "structure": 1.0, "length": 1.0, "format": 1.0},
+    "reformat": {"influence": 3.0, "faithfulness": 1.0, "quality": 1.0, "format": 1.0},
+}
+
+
+class JudgeSpec(_Strict):
+    """An LLM judge: an HF model (id or local folder, run greedily with transformers) or a model behind an
+    OpenAI-compatible endpoint. The prompt's slots depend on the reward; the score is the regex's first group."""
+
+    model: str
+    endpoint: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    prompt: str
+    score_regex: str = r"(-?\d+(?:\.\d+)?)"
+    max_new_tokens: int = Field(default=64, gt=0)
+    timeout_seconds: float = Field(default=60, gt=0)
+
+    @model_validator(mode="after")
+    def _regex_compiles(self) -> "JudgeSpec":
+        try:
+            re.compile(self.score_regex)
+        except re.error as exc:
+            raise ValueError(f"[score_regex] not a regular expression: {exc}") from None
+        return self
+
+
+class _ScorerChoice(_Strict):
+    scorer: Literal["offline", "llm"] = "offline"
+    judge: JudgeSpec | None = None
+
+    @model_validator(mode="after")
+    def _judge_for_llm(self) -> "_ScorerChoice":
+        if self.scorer == "llm" and self.judge is None:
+            raise ValueError("[judge] scorer 'llm' needs a `judge` (model, prompt, score_regex)")
+        return self
+
+
+class QualitySpec(_ScorerChoice):
+    """offline: a fluency classifier trained on clean vs degraded paragraphs; llm: a 1-5 rater (DataMan-style)."""
+
+
+class StructureSpec(_ScorerChoice):
+    """offline: the source's layout (paragraphs, lists, code, headings) kept; llm: a 0/1 judge."""
+
+
+class SimilaritySpec(_Strict):
+    threshold: float = Field(default=0.65, ge=-1, le=1)  # paper: BERTScore-F1 > 0.65; ours: MiniLM cosine
+    continuous: bool = False  # the cosine itself instead of 1/0
+
+
+class LengthSpec(_Strict):
+    max_ratio: float = Field(default=1.25, gt=0)
+
+
+class FaithfulnessSpec(_ScorerChoice):
+    """offline: an entry is supported when its content is close to a passage of the source (MiniLM cosine)
+    and its numbers and most of its names occur in the source; llm: a 0/1 verifier per entry."""
+
+    min_similarity: float = Field(default=0.5, ge=-1, le=1)
+    min_name_overlap: float = Field(default=0.5, ge=0, le=1)
+    max_entries: int = Field(default=8, gt=0)
+
+
+class RewardsSpec(_Strict):
+    """Weights per operation name (an operation left out gets the paper's weights for its kind) and settings."""
+
+    weights: dict[str, dict[str, float]] = {}
+    influence_min_chars: int = Field(default=500, ge=0)  # a shorter extracted output scores 0
+    quality: QualitySpec = Field(default_factory=QualitySpec)
+    similarity: SimilaritySpec = Field(default_factory=SimilaritySpec)
+    structure: StructureSpec = Field(default_factory=StructureSpec)
+    length: LengthSpec = Field(default_factory=LengthSpec)
+    faithfulness: FaithfulnessSpec = Field(default_factory=FaithfulnessSpec)
+
+
+class ReferenceSpec(_Strict):
+    """The probe's reference task: prompt/response pairs, loss on response tokens only. The builtin set is
+    made from docstrings of C-implemented functions, which no builtin corpus contains."""
+
+    source: Literal["builtin", "jsonl", "hf"] = "builtin"
+    name: str | None = "python-c-docstrings"
+    path: str | None = None
+    dataset: str | None = None
+    split: str = "train"
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    max_examples: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "ReferenceSpec":
+        need = {"jsonl": "path", "hf": "dataset", "builtin": "name"}[self.source]
+        if getattr(self, need) in (None, ""):
+            raise ValueError(f"[{need}] reference source {self.source!r} needs `{need}`")
+        return self
+
+
+class ProbeSpec(_Strict):
+    """θ → θ′: K AdamW steps at a constant learning rate on the reference set (paper: 100, 1e-4, wd 0.1)."""
+
+    steps: int = Field(default=100, gt=0)
+    lr: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(default=1e-8, gt=0)
+    batch_size: int = Field(default=64, gt=0, description="examples per optimizer step")
+    micro_batch_size: int | None = Field(default=None, gt=0, description="examples per forward pass")
+    max_tokens: int = Field(default=2048, ge=8, description="longest example, prompt included")
+    eval_examples: int = Field(default=64, gt=0, description="held out of the steps; the loss before -> after")
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: str = "auto"
+    reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
+
+    @model_validator(mode="after")
+    def _micro_divides(self) -> "ProbeSpec":
+        if self.batch_size % (self.micro_batch_size or self.batch_size):
+            raise ValueError(f"[micro_batch_size] must divide batch_size ({self.batch_size})")
+        return self
+
+
+class InfluenceSpec(_Strict):
+    """I(y) = L(y; θ) − L(y; θ′), mean token loss with EOS appended, padding masked."""
+
+    max_tokens: int = Field(default=2048, ge=8)
+    batch_size: int = Field(default=16, gt=0)
+    url: str | None = None  # a running `synpro serve-influence`; None: score in this process
+    host: str = "127.0.0.1"
+    port: int = Field(default=8642, gt=0, lt=65536)
+    timeout_seconds: float = Field(default=300, gt=0)
+    device: str = "auto"
+
+
 class ArmSpec(BaseModel):
     """One arm; `kind` picks the registered arm, the remaining keys are that arm's options (checked
     against the arm's own Options model by `synpro.resolve`, which may import the arm registry)."""
@@ -368,6 +503,41 @@ class ReferenceSpec(_Strict):
 REFERENCE_ARM = "reference"  # the name a fixed reference oracle is recorded under in every trial
 
 
+class RefreshSpec(_Strict):
+    """When a SynPro arm's pretraining ends a round and its generators are retrained (method.md §2).
+
+    `plateau` (our choice): the validation loss improved by less than `min_improvement` (relative) over
+    the last `window` evaluations, after at least `min_tokens`; `tokens`: at the fixed counts `at_tokens`,
+    as the paper did by hand. At most `max_rounds` refreshes; the last round runs to the budget T.
+    Whether a refresh trains its generators from the base model or the last round's is `grpo.init`."""
+
+    schedule: Literal["plateau", "tokens"] = "plateau"
+    at_tokens: list[int] = []
+    window: int = Field(default=3, gt=0)
+    min_improvement: float = Field(default=0.01, ge=0)
+    min_tokens: int = Field(default=0, ge=0)
+    max_rounds: int = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "RefreshSpec":
+        if self.schedule == "tokens":
+            if len(self.at_tokens) < self.max_rounds:
+                raise ValueError(f"[at_tokens] {self.max_rounds} refresh round(s) need as many token counts, "
+                                 f"got {len(self.at_tokens)}")
+            if any(b <= a for a, b in zip(self.at_tokens, self.at_tokens[1:])) or any(t <= 0 for t in self.at_tokens):
+                raise ValueError("[at_tokens] refresh points must be positive and increasing")
+        return self
+
+    def stop(self, round_: int) -> dict | None:
+        """How pretraining round `round_` may end early; None for the last round (it runs to T)."""
+        if round_ >= self.max_rounds:
+            return None
+        if self.schedule == "tokens":
+            return {"at_tokens": self.at_tokens[round_]}
+        return {"plateau": {"window": self.window, "min_improvement": self.min_improvement,
+                            "min_tokens": self.min_tokens}}
+
+
 class Spec(_Strict):
     experiment: ExperimentSpec
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)
@@ -377,6 +547,10 @@ class Spec(_Strict):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    rewards: RewardsSpec = Field(default_factory=RewardsSpec)
+    probe: ProbeSpec = Field(default_factory=ProbeSpec)
+    influence: InfluenceSpec = Field(default_factory=InfluenceSpec)
+    refresh: RefreshSpec = Field(default_factory=RefreshSpec)
     arms: list[ArmSpec] = Field(default_factory=lambda: [ArmSpec(kind="repetition"), ArmSpec(kind="oracle")])
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     store: StoreSpec = Field(default_factory=StoreSpec)
@@ -395,6 +569,9 @@ class Spec(_Strict):
         unique, total = self.budget.resolve(self.model)
         if total < unique:
             raise ValueError(f"[budget.total_tokens] total tokens T={total:,} is below the unique budget U={unique:,}")
+        past = [t for t in self.refresh.at_tokens if t >= total] if self.refresh.schedule == "tokens" else []
+        if past:
+            raise ValueError(f"[refresh.at_tokens] refresh points {past} are at or past the budget T={total:,}")
         if unique < self.training.seq_len:
             key = "unique_tokens" if self.budget.unique_tokens is not None else "unique_fraction"
             raise ValueError(f"[budget.{key}] U={unique:,} unique tokens hold no whole training sequence "

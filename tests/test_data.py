@@ -19,9 +19,10 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from synpro.data.builtin import python_docs
-from synpro.data.corpus import MAX_DOC_CHARS, iter_documents, split_blocks
+from synpro.data.blocks import split_blocks
+from synpro.data.corpus import MAX_DOC_CHARS, iter_documents
 from synpro.data.prepare import PreparedData, load_pools
-from synpro.plan import GraphBuilder
+from synpro.stages.graph import GraphBuilder
 from synpro.stages import MANIFEST, Runner
 from synpro.errors import InputError
 from synpro.spec import Spec

@@ -186,7 +186,11 @@ def test_results_contract(store: Store) -> None:
     populate(store)
     results = store.results()
     assert [(r["study"], r["trial"]) for r in results] == [("alpha", 0), ("zeta", 0), ("zeta", 1)]
-    no_stats = {"multiplier_ci": None, "n_seeds": 1, "multiplier_method": None, "multiplier_extrapolated": None}
+    no_stats = {"multiplier_ci": None, "n_seeds": 1, "multiplier_method": None, "multiplier_extrapolated": None,
+                "final_accuracy": None, "effective_tokens_accuracy": None, "multiplier_accuracy": None,
+                "effective_tokens_accuracy_extrapolated": None}
+    no_accuracy = {"final_accuracy": None, "effective_tokens_accuracy": None,
+                   "effective_tokens_accuracy_extrapolated": None, "multiplier_accuracy": None}
     assert results[1] == {
         "study": "zeta", "trial": 0, "params_hash": "hash-a", "params": {"lr": 0.001}, "state": "finished",
         "objective_value": 3.5, "mlflow_run_id": "run-t0", "reference": None, "noise_floor": None,
@@ -197,13 +201,15 @@ def test_results_contract(store: Store) -> None:
                            "mlflow_run_id": "run-a0", **no_stats,
                            "per_seed": {"0": {"state": "finished", "final_val_loss": 3.5, "tokens_seen": 4 * BIG,
                                               "effective_tokens": float(BIG), "effective_tokens_extrapolated": False,
-                                              "multiplier_vs_repetition": 1.0, "mlflow_run_id": "run-a0"}}},
+                                              "multiplier_vs_repetition": 1.0, "mlflow_run_id": "run-a0",
+                                              **no_accuracy}}},
             "oracle": {"kind": "oracle", "state": "running", "final_val_loss": None, "tokens_seen": None,
                        "unique_tokens": 4 * BIG, "effective_tokens": None, "effective_tokens_extrapolated": None,
                        "multiplier_vs_repetition": None, "mlflow_run_id": None, **no_stats,
                        "per_seed": {"0": {"state": "running", "final_val_loss": None, "tokens_seen": None,
                                           "effective_tokens": None, "effective_tokens_extrapolated": None,
-                                          "multiplier_vs_repetition": None, "mlflow_run_id": None}}}}}
+                                          "multiplier_vs_repetition": None, "mlflow_run_id": None,
+                                          **no_accuracy}}}}}
     assert list(results[1]["arms"]) == ["repetition", "oracle"]  # registration order
     assert results[2]["arms"] == {} and results[2]["state"] == "running"
     assert store.results("zeta") == results[1:]
@@ -267,7 +273,8 @@ def test_curves_and_studies(store: Store) -> None:
                                                          ("oracle", BIG)]
     assert curves[0] == {"trial": 0, "params_hash": "hash-a", "arm": "repetition", "seed": 0, "kind": "repetition",
                          "tokens": BIG, "step": 10, "val_loss": 4.0, "train_loss": 4.1, "effective_tokens": None,
-                         "effective_tokens_extrapolated": None}
+                         "effective_tokens_extrapolated": None, "accuracy": None, "effective_tokens_accuracy": None,
+                         "task_scores": None}
     assert store.curves("zeta", "oracle")[0]["effective_tokens_extrapolated"] is True
     assert store.curves("alpha") == []  # a study with no curve yet is not an error
     with pytest.raises(InputError, match="no arm named 'orcale'"):

@@ -94,6 +94,10 @@ def test_sweep_end_to_end_and_rerun_does_nothing_new(tmp_path):
     assert oracle["effective_tokens"] == pytest.approx(oracle["tokens_seen"], rel=0.05)
     # Repeating 6k tokens four times is worth less than 24k unique ones.
     assert rep["effective_tokens"] < oracle["effective_tokens"]
+    # Downstream accuracy on the offline cloze task, and effective tokens by it (the oracle: its own tokens).
+    for arm in (rep, oracle):
+        assert 0 < arm["final_accuracy"] < 1 and arm["effective_tokens_accuracy"] > 0
+    assert oracle["effective_tokens_accuracy"] == pytest.approx(oracle["tokens_seen"], rel=0.05)
 
     client, runs = mlflow_runs(workdir)
     by_level = {}
@@ -108,6 +112,9 @@ def test_sweep_end_to_end_and_rerun_does_nothing_new(tmp_path):
     history = client.get_metric_history(arm_run.info.run_id, "effective_tokens")
     assert [m.step for m in history] == sorted(m.step for m in history) and history[-1].step >= 24000
     val_points = len(client.get_metric_history(arm_run.info.run_id, "val_loss"))
+    accuracy = client.get_metric_history(arm_run.info.run_id, "acc/avg")
+    assert accuracy and [m.step for m in accuracy] == sorted(m.step for m in accuracy)
+    assert {"acc/synpro_cloze", "effective_tokens_accuracy"} <= set(client.get_run(arm_run.info.run_id).data.metrics)
     artifacts = {a.path for a in client.list_artifacts(trial_run.info.run_id)}
     assert {"spec.yaml", "results.json", "loss_curves.png", "effective_tokens.png"} <= artifacts
 

@@ -61,6 +61,23 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
+def link_tree(src: str | Path, dst: str | Path) -> None:
+    """Copy a folder of finished files as hard links (a copy where links cannot be made), atomically:
+    a snapshot of a checkpoint's model costs no disk until the checkpoint itself is deleted."""
+    src = Path(src)
+    with atomic_dir(dst) as tmp:
+        for path in src.rglob("*"):
+            target = tmp / path.relative_to(src)
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+
+
 def clear_temp(folder: str | Path) -> int:
     """Remove temp debris a killed run left directly in `folder`; returns how many entries went."""
     folder = Path(folder)

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from synpro.data.corpus import split_blocks
+from synpro.data.blocks import split_blocks
 from synpro.registry import Registry
 
 BUILTIN_CORPORA: Registry[Callable[[], Sequence[str]]] = Registry("builtin corpus")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from synpro.data.blocks import split_blocks
 from synpro.errors import InputError
 from synpro.spec import Spec
 
@@ -39,27 +40,10 @@ def iter_documents(spec: Spec) -> Iterator[str]:
                            "characters", "corpus.min_chars", hint="lower corpus.min_chars")
 
 
-def split_blocks(text: str, max_chars: int) -> list[str]:
-    """Cut a long text into blocks of at most max_chars, at paragraph breaks where possible.
-
-    Cuts fall on the last blank line within the limit, else the last line break, else the last space,
-    so the text inside each block keeps its exact layout.
-    """
-    blocks = []
-    rest = text.strip()
-    while len(rest) > max_chars:
-        cut = next((i for sep in ("\n\n", "\n", " ") if (i := rest.rfind(sep, 1, max_chars)) > 0), max_chars)
-        blocks.append(rest[:cut].strip())
-        rest = rest[cut:].strip()
-    if rest:
-        blocks.append(rest)
-    return blocks
-
-
 # ---- readers -----------------------------------------------------------------------------------
 
 def _builtin(spec: Spec) -> Iterable[str]:
-    from synpro.data.builtin import BUILTIN_CORPORA  # builtin imports split_blocks from here
+    from synpro.data.builtin import BUILTIN_CORPORA  # registering the corpora parses the stdlib: on demand
 
     name = spec.corpus.name or ""
     if name not in BUILTIN_CORPORA:

@@ -51,7 +51,6 @@ def check_tasks(spec: "Spec") -> None:
     when the spec names other tasks.
     """
     tasks = spec.eval.tasks
-    lines = _spec_lines(spec)
     problems, unreachable = [], False
     for i, task in enumerate(tasks):
         if task.name in BUILTIN_TASKS:
@@ -59,8 +58,7 @@ def check_tasks(spec: "Spec") -> None:
         try:
             _check_reachable(task.name, _registered_config(_lm_eval_index(), task.name))
         except _Refused as refused:
-            key = ("eval", "tasks", i, "name")
-            problems.append(Problem(str(refused), ".".join(map(str, key)), lines.get(key)))
+            problems.append(Problem(str(refused), f"eval.tasks.{i}.name"))  # synpro.resolve adds the line
             unreachable |= isinstance(refused, _Unreachable)
     if problems:
         raise InputError(problems, file=spec.source_file, hint=OFFLINE_HINT if unreachable else None)
@@ -167,13 +165,3 @@ def _check_reachable(name: str, config: dict[str, Any]) -> None:
         raise _Unreachable(f"task {name!r}: its dataset {path}"
                            f"{'/' + config['dataset_name'] if config.get('dataset_name') else ''} cannot be "
                            f"reached ({reason})") from None
-
-
-def _spec_lines(spec: "Spec") -> dict[tuple, int]:
-    """Key path → line in the spec file, so a refused task points at its line."""
-    from synpro.spec import line_index
-
-    try:
-        return line_index(Path(spec.source_file).read_text()) if spec.source_file else {}
-    except OSError:
-        return {}

@@ -82,16 +82,17 @@ def operation_of(spec: Spec, op_name: str) -> Operation:
     return OPERATIONS.get(ops[op_name].kind).configured(ops[op_name])
 
 
-def set_config(spec: Spec, op_name: str) -> dict[str, Any]:
+def set_config(spec: Spec, op_name: str, generator: str | None = None) -> dict[str, Any]:
     """Everything but the source pool that changes a set's content; nothing that only changes where or how
-    fast it is made."""
+    fast it is made. `generator` names a generator made upstream (a GRPO stage's key) instead of the
+    spec's model, whose weights do not exist yet when the graph is built."""
     op = operation_of(spec, op_name)
     g = spec.generation
     return {
         "version": KEY_VERSION,
         "operation": {"kind": g.operations[op_name].kind, "system_prompt": op.system_prompt, "prompt": op.prompt,
                       "heading": op.heading, "prefix": op.prefix, "filters": vars(op.filters)},
-        "generator": model_identity(spec),
+        "generator": generator or model_identity(spec),
         "sampling": vars(sampling_of(spec)),
         "window_tokens": g.window_tokens, "chunk_chars": g.chunk_chars, "max_windows": g.max_windows,
     }

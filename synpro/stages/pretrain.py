@@ -28,7 +28,7 @@ class PretrainStage(Stage):
 
     def __init__(self, spec: "Spec", total_tokens: int, pools: Stage, sources: Mapping[str, Stage], *,
                  label: str = "", keep_tokens: tuple[int, ...] = (), parent: Stage | None = None,
-                 continue_at: int | None = None):
+                 continue_at: int | str | None = None, stop: Mapping | None = None):
         inputs: dict[str, Stage] = {"pools": pools, **sources}
         if parent is not None:
             inputs["parent"] = parent
@@ -37,6 +37,12 @@ class PretrainStage(Stage):
             "training": spec.training.model_dump(mode="json", exclude={"device", "compile"}),
             "total_tokens": total_tokens, "seed": spec.experiment.seed,
             "mixture": [ORGANIC, *sources], "keep_tokens": sorted(keep_tokens), "continue_at": continue_at,
+            # Where the run may end before total_tokens: {"plateau": {window, min_improvement, min_tokens}}
+            # or {"at_tokens": N}; a continued run resumes from the parent's end ("end") or a tagged count.
+            "stop": dict(stop) if stop else None,
+            # Model snapshots for downstream evaluation, at its (coarser) interval; none without tasks.
+            "snapshot_every": (spec.eval.interval_tokens or spec.training.eval_interval_tokens) if spec.eval.tasks
+            else None,
         }, inputs, label=label)
         self.spec = spec
 
@@ -66,9 +72,24 @@ class PretrainStage(Stage):
         parent = inputs.get("parent")
         continue_from = None
         if parent is not None:
-            continue_from = Path(parent.tagged[str(self.config["continue_at"])])  # type: ignore[attr-defined]
+            at = self.config["continue_at"]
+            continue_from = Path(parent.last_checkpoint if at == "end" else parent.tagged[str(at)])  # type: ignore[attr-defined]
+        stops, keep = _stops(self.config["stop"])
         return train(model=self.spec.model, training=self.spec.training, vocab=pools.vocab,
                      sources=self.shards(inputs), total_tokens=self.config["total_tokens"],
                      validation=pools.validation, out_dir=folder, seed=self.config["seed"],
-                     callbacks=callbacks, continue_from=continue_from,
-                     keep_tokens=self.config["keep_tokens"], progress=progress)
+                     callbacks=[*stops, *callbacks], continue_from=continue_from,
+                     keep_tokens=sorted({*self.config["keep_tokens"], *keep}),
+                     snapshot_every=self.config["snapshot_every"], progress=progress)
+
+
+def _stops(stop: Mapping | None) -> tuple[list, list[int]]:
+    """The stop callbacks a config asks for, and the token counts the trainer must evaluate at."""
+    from synpro.training.stopping import Plateau, StopAt
+
+    if not stop:
+        return [], []
+    if "at_tokens" in stop:
+        return [StopAt(stop["at_tokens"])], [stop["at_tokens"]]
+    p = stop["plateau"]
+    return [Plateau(p["window"], p["min_improvement"], p.get("min_tokens", 0))], []

@@ -20,17 +20,23 @@ class SynthesizeStage(Stage):
     kind = "synthesize"
     version = 1
 
-    def __init__(self, spec: "Spec", op_name: str, pools: Stage):
+    def __init__(self, spec: "Spec", op_name: str, pools: Stage, generator: Stage | None = None):
         from synpro.generation.synthetic import set_config
 
-        # The operation's name is a label: two names for one configuration share one set.
-        super().__init__(set_config(spec, op_name), {"pools": pools}, label=op_name)
+        # The operation's name is a label: two names for one configuration share one set. A trained
+        # generator (a `grpo` stage) is named by its key; its folder replaces the spec's model.
+        inputs = {"pools": pools, **({"generator": generator} if generator is not None else {})}
+        super().__init__(set_config(spec, op_name, generator.key if generator is not None else None), inputs,
+                         label=op_name)
         self.spec, self.op_name = spec, op_name
 
     def run(self, ctx: StageContext) -> dict:
         from synpro.generation.synthetic import make_set
 
-        made = make_set(self.spec, self.op_name, ctx.inputs["pools"], ctx.folder, self.config,
+        spec = self.spec
+        if "generator" in ctx.inputs:
+            spec = spec.with_params({"generation.generator.model": str(ctx.inputs["generator"])})
+        made = make_set(spec, self.op_name, ctx.inputs["pools"], ctx.folder, self.config,
                         progress=ctx.progress)
         return {**made.metrics, "passed": made.stats["passed"], "windows": made.stats["windows"]}
 

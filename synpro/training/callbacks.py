@@ -22,7 +22,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 if TYPE_CHECKING:
-    from synpro.training.trainer import EvalPoint, TrainResult
+    from synpro.training.result import EvalPoint, TrainResult
 
 
 class Callback:

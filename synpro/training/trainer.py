@@ -22,14 +22,17 @@ Choices worth knowing (see also the loader and schedule modules):
   new data mixture), and the curve starts with the parent's points: one token axis, one learning
   curve, one LR schedule over `total_tokens` counted from the original start. `init_from` (weights
   only, fresh optimizer and token count) stays for fine-tuning-like uses.
+- Snapshots (`snapshot_every`): the model of the first checkpoint at or after each multiple of that
+  many tokens, and the last one, kept as `snapshots/tokens-NNNNNNNNNNNN/` (hard links into the
+  checkpoint, so they cost nothing until it is deleted) for evaluation after training.
 - Callbacks may ask to stop (`on_eval` returning True): the run ends after that point's checkpoint,
   as a finished run with `stopped_early` set. Callbacks that have `state_dict`/`load_state_dict`
   are saved in every checkpoint, so a plateau detector survives a kill.
 - `out_dir/run.json` records what the run trains; reusing a folder for a different run is an error.
 
 Layout of `out_dir`: run.json, curve.jsonl, checkpoints/LATEST (names the committed checkpoint),
-checkpoints/TAGS, checkpoints/step-NNNNNNNNN/{model/, state.pt}, final/ (HF model folder),
-result.json (written last: the run's result; a folder with it is returned as is).
+checkpoints/TAGS, checkpoints/step-NNNNNNNNN/{model/, state.pt}, snapshots/tokens-N/ (HF model
+folders), final/ (HF model folder), result.json (written last: the run's result; a folder with it is returned as is).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -49,11 +52,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from synpro.core.fs import write_atomic
+from synpro.core.fs import link_tree, write_atomic
 from synpro.data.shards import TokenShard
 from synpro.models import ModelSpec, Vocab
 from synpro.spec import TrainingSpec
 from synpro.training.callbacks import Callback, RichProgress
+from synpro.training.result import EvalPoint, TrainResult
 from synpro.training.loader import TokenLoader, eval_batches
 from synpro.training.schedule import learning_rate
 from synpro.training.zloss import z_loss
@@ -62,6 +66,7 @@ log = logging.getLogger(__name__)
 
 RESULT = "result.json"
 TAGS = "TAGS"
+SNAPSHOTS = "snapshots"
 CURVE = "curve.jsonl"
 RUN_CONFIG = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -69,52 +74,11 @@ LATEST = "LATEST"
 FINAL = "final"
 
 
-@dataclass(frozen=True)
-class EvalPoint:
-    """One point of the learning curve; `train_loss` is None at tokens=0."""
-
-    tokens: int
-    step: int
-    val_loss: float
-    train_loss: float | None
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    curve: list[EvalPoint]
-    tokens_seen: int
-    steps: int
-    final_dir: Path
-    tokens_per_source: dict[str, int]
-    epochs_per_source: dict[str, float]
-    seconds: float  # wall-clock of training over all sessions of the run, evaluations included
-    tokens_per_second: float
-    start_tokens: int = 0  # where this run began on the token axis (a continued run: its parent's tokens)
-    stopped_early: bool = False  # a callback asked to stop before total_tokens
-    tagged: dict[str, str] = field(default_factory=dict)  # requested token count → kept checkpoint folder
-
-    @property
-    def final_val_loss(self) -> float:
-        return self.curve[-1].val_loss
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["final_dir"] = str(self.final_dir)
-        return json.dumps(data, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrainResult":
-        data = json.loads(text)
-        data["curve"] = [EvalPoint(**p) for p in data["curve"]]
-        data["final_dir"] = Path(data["final_dir"])
-        return cls(**data)
-
-
 def train(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: list[TokenShard],
           total_tokens: int, validation: TokenShard, out_dir: Path, seed: int,
           callbacks: Sequence[Callback] = (), init_from: Path | None = None,
           continue_from: Path | None = None, keep_tokens: Sequence[int] = (),
-          progress: bool = True) -> TrainResult:
+          snapshot_every: int | None = None, progress: bool = True) -> TrainResult:
     """Train (or resume, or return the finished result of) the run kept in `out_dir`.
 
     Under torchrun (WORLD_SIZE > 1) every rank calls this; the global batch is split across ranks
@@ -123,7 +87,7 @@ def train(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: li
     out_dir = Path(out_dir)
     config = _run_config(model=model, training=training, vocab=vocab, sources=sources,
                          total_tokens=total_tokens, validation=validation, seed=seed, init_from=init_from,
-                         continue_from=continue_from, keep_tokens=keep_tokens)
+                         continue_from=continue_from, keep_tokens=keep_tokens, snapshot_every=snapshot_every)
     _check_same_run(out_dir, config)
     if (out_dir / RESULT).exists():
         return TrainResult.from_json((out_dir / RESULT).read_text())
@@ -137,7 +101,7 @@ def train(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: li
         trainer = _Trainer(model=model, training=training, vocab=vocab, sources=sources,
                            total_tokens=total_tokens, validation=validation, out_dir=out_dir,
                            seed=seed, init_from=init_from, continue_from=continue_from,
-                           keep_tokens=keep_tokens, device=device, rank=rank,
+                           keep_tokens=keep_tokens, snapshot_every=snapshot_every, device=device, rank=rank,
                            world_size=world_size, callbacks=list(callbacks) if rank == 0 else [])
         if progress and rank == 0:
             with RichProgress(trainer.n_steps * training.tokens_per_step, trainer.tokens) as bar:
@@ -150,7 +114,7 @@ class _Trainer:
     def __init__(self, *, model: ModelSpec, training: TrainingSpec, vocab: Vocab,
                  sources: list[TokenShard], total_tokens: int, validation: TokenShard,
                  out_dir: Path, seed: int, init_from: Path | None, continue_from: Path | None,
-                 keep_tokens: Sequence[int], device: torch.device,
+                 keep_tokens: Sequence[int], snapshot_every: int | None, device: torch.device,
                  rank: int, world_size: int, callbacks: list[Callback]):
         self.training = training
         self.total_tokens = total_tokens
@@ -171,6 +135,7 @@ class _Trainer:
             raise ValueError(f"the validation shard holds fewer than seq_len={training.seq_len} tokens")
 
         self.keep_tokens = sorted(set(keep_tokens))
+        self.snapshot_every = snapshot_every
         checkpoint = _latest_checkpoint(out_dir)
         torch.manual_seed(seed)
         weights = (checkpoint or continue_from) / "model" if (checkpoint or continue_from) else init_from
@@ -331,6 +296,10 @@ class _Trainer:
             write_atomic(root / TAGS, json.dumps(tags))
             write_atomic(root / LATEST, name)  # the commit point
             self.tagged = tags
+            previous = self.curve[-2].tokens if len(self.curve) > 1 else 0
+            if self.snapshot_every and (self.tokens // self.snapshot_every > previous // self.snapshot_every
+                                        or self.step >= self.n_steps):
+                link_tree(root / name / "model", self.out_dir / SNAPSHOTS / f"tokens-{self.tokens:012d}")
             keep = {name, *tags.values()}
             for old in root.iterdir():
                 if old.is_file() and old.name not in (LATEST, TAGS):
@@ -379,6 +348,9 @@ class _Trainer:
             seconds=seconds, tokens_per_second=(self.tokens - self.start_tokens) / seconds,
             start_tokens=self.start_tokens, stopped_early=self.step < self.n_steps,
             tagged={t: str(self.out_dir / CHECKPOINTS / n) for t, n in self.tagged.items()},
+            snapshots={str(int(p.name.split("-")[1])): str(p)
+                       for p in sorted((self.out_dir / SNAPSHOTS).glob("tokens-*")) if p.is_dir()},
+            last_checkpoint=str(_latest_checkpoint(self.out_dir) or ""),
         ).to_json()
         for callback in self.callbacks:
             callback.on_end(TrainResult.from_json(text))
@@ -473,7 +445,8 @@ def _curve_line(point: EvalPoint) -> str:
 
 def _run_config(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: list[TokenShard],
                 total_tokens: int, validation: TokenShard, seed: int,
-                init_from: Path | None, continue_from: Path | None, keep_tokens: Sequence[int]) -> dict[str, Any]:
+                init_from: Path | None, continue_from: Path | None, keep_tokens: Sequence[int],
+                snapshot_every: int | None) -> dict[str, Any]:
     """What determines the run's result (device and compile do not)."""
     return {
         "model": model.model_dump(mode="json"),
@@ -486,6 +459,7 @@ def _run_config(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sourc
         "init_from": str(Path(init_from).resolve()) if init_from else None,
         "continue_from": str(Path(continue_from).resolve()) if continue_from else None,
         "keep_tokens": sorted(set(keep_tokens)),
+        "snapshot_every": snapshot_every,
     }
 
 

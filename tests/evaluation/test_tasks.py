@@ -10,6 +10,7 @@ import yaml
 from synpro.errors import InputError
 from synpro.evaluation.cloze import build_builtin_task
 from synpro.evaluation.tasks import check_tasks, task_configs
+from synpro.resolve import resolve
 from synpro.spec import EvalTaskSpec, load_spec, parse_spec
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
@@ -20,7 +21,7 @@ PAPER_TASKS = {"piqa": "acc_norm", "hellaswag": "acc_norm", "winogrande": "acc",
 
 def _spec(tmp_path, tasks: str):
     path = tmp_path / "spec.yaml"
-    path.write_text(f"experiment: {{name: t}}\nbudget: {{unique_tokens: 100, total_tokens: 400}}\n"
+    path.write_text(f"experiment: {{name: t}}\nbudget: {{unique_tokens: 1000, total_tokens: 4000}}\n"
                     f"eval:\n  tasks:\n{tasks}")
     return load_spec(path)
 
@@ -29,7 +30,7 @@ def test_unknown_group_and_generative_tasks_are_refused_naming_each_task_and_lin
     spec = _spec(tmp_path, "    - {name: synpro_cloze}\n    - {name: hellaswagg}\n    - {name: ai2_arc}\n"
                            "    - {name: gsm8k}\n")
     with pytest.raises(InputError) as caught:
-        check_tasks(spec)
+        resolve(spec)  # validation runs check_tasks and locates each problem in the file
     problems = {p.key: p for p in caught.value.problems}
     assert set(problems) == {"eval.tasks.1.name", "eval.tasks.2.name", "eval.tasks.3.name"}
     assert "unknown task 'hellaswagg'" in problems["eval.tasks.1.name"].message
@@ -71,7 +72,7 @@ def test_builtin_tasks_pass_before_their_data_exists_and_load_with_the_spec_metr
 
 
 def test_eval_spec_defaults_and_bad_values():
-    base = "experiment: {name: t}\nbudget: {unique_tokens: 100, total_tokens: 400}\n"
+    base = "experiment: {name: t}\nbudget: {unique_tokens: 1000, total_tokens: 4000}\n"
     spec = parse_spec(base)
     assert [(t.name, t.metric) for t in spec.eval.tasks] == [("synpro_cloze", "acc")]
     assert spec.eval.interval_tokens is None and spec.eval.limit is None

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Sequence
 
 from synpro.errors import InputError
-from synpro.generation.backends import Completion, Sampling, continuation
+from synpro.generation.backends.base import Completion, Sampling, continuation
 from synpro.generation.operations.base import Messages
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from synpro.errors import InputError
-from synpro.generation.backends import Completion, Sampling, continuation
+from synpro.generation.backends.base import Completion, Sampling, continuation
 from synpro.generation.operations.base import Messages
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from synpro.generation.backends import Completion, Sampling, continuation
+from synpro.generation.backends.base import Completion, Sampling, continuation
 from synpro.generation.operations.base import Messages
 
 

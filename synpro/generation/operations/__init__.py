@@ -1,8 +1,6 @@
 """Operation registry; importing this package registers every built-in operation."""
 
-from synpro.generation.operations.base import Operation
-from synpro.registry import Registry
+from synpro.generation.operations import reformat, rephrase  # noqa: F401  (registration)
+from synpro.generation.operations.base import OPERATIONS, Operation
 
-OPERATIONS: Registry[Operation] = Registry("operation")
-
-from synpro.generation.operations import reformat, rephrase  # noqa: E402,F401  (registration)
+__all__ = ["OPERATIONS", "Operation"]

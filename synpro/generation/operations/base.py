@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import TYPE_CHECKING
 
 from synpro.generation.text import length_ratio, repetition
+from synpro.registry import Registry
 
 if TYPE_CHECKING:
     from synpro.spec import OperationSpec
@@ -80,15 +82,25 @@ class Operation:
         """The text after the heading, in the operation's canonical form."""
         if not raw.strip():
             return Extraction("", (EMPTY,))
-        found = list(_heading_pattern(self.heading).finditer(raw))
-        if not found:
+        count = self.heading_count(raw)
+        if not count:
             return Extraction("", (MISSING_HEADING,))
-        failures = [REPEATED_HEADING] if len(found) > 1 else []
-        body, body_failures = self.render(raw[found[0].end():].strip(), finished)
+        failures = [REPEATED_HEADING] if count > 1 else []
+        body, body_failures = self.render(self.answer(raw), finished)
         failures += body_failures
         if not body and not failures:
             failures.append(EMPTY)
         return Extraction(body if not failures else "", tuple(failures))
+
+    def heading_count(self, raw: str) -> int:
+        """How often the heading occurs in an answer (the format check: exactly once)."""
+        return len(_heading_pattern(self.heading).findall(raw))
+
+    def answer(self, raw: str) -> str:
+        """The text after the heading's first occurrence, stripped; no heading gives "". The one extraction
+        rule of SynPro: the post-filters and every reward use it."""
+        found = _heading_pattern(self.heading).search(raw)
+        return raw[found.end():].strip() if found else ""
 
     def reasons(self) -> list[str]:
         """Every failure reason this operation can give, for complete per-reason counts."""
@@ -120,6 +132,7 @@ class Operation:
         return replace(self, **texts, filters=replace(self.filters, **limits))
 
 
+@cache
 def _heading_pattern(heading: str) -> re.Pattern[str]:
     """The heading in any case and spacing, optionally in markdown emphasis, with "X is" also as "X's",
     and up to 40 characters of qualifier before a final colon ("... version of the document:")."""
@@ -129,3 +142,6 @@ def _heading_pattern(heading: str) -> re.Pattern[str]:
         parts.append(r"(?:\s+is|['’]s)" if word.lower() == "is" else r"\s+" + re.escape(word))
     colon = r"[^\n:]{0,40}:" if heading.strip().endswith(":") else ""
     return re.compile(r"[*_#]*[ \t]*" + "".join(parts) + colon + r"[*_]*", re.IGNORECASE)
+
+
+OPERATIONS: Registry[Operation] = Registry("operation")

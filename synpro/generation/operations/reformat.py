@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from synpro.generation.operations import OPERATIONS
-from synpro.generation.operations.base import NO_ENTRIES, TRUNCATED, Filters, Operation
+from synpro.generation.operations.base import OPERATIONS, NO_ENTRIES, TRUNCATED, Filters, Operation
 
 HEADING = "Here are the entries:"
 MAX_ENTRIES = 8

@@ -1,7 +1,6 @@
 """Rephrase: a faithful, cleaner paraphrase that keeps the source's structure and adds nothing."""
 
-from synpro.generation.operations import OPERATIONS
-from synpro.generation.operations.base import Filters, Operation
+from synpro.generation.operations.base import OPERATIONS, Filters, Operation
 
 HEADING = "Here is a paraphrased version:"
 

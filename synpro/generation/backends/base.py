@@ -1,0 +1,45 @@
+"""The backend interface: chat prompts in, completions out, in order (every backend implements it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from synpro.generation.operations.base import Messages
+from synpro.spec import Spec
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0  # 0: greedy
+    top_p: float = 0.9
+    max_new_tokens: int = 512
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens: int  # generated tokens, in the generator's tokenizer
+    finished: bool  # ended on its own, not cut off by max_new_tokens
+
+
+class Backend(Protocol):
+    name: str
+    batch_size: int  # prompts worth handing over per call; a crash loses at most one call's work
+
+    def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[Completion]: ...
+
+    def close(self) -> None: ...
+
+
+def continuation(messages: Messages) -> dict[str, bool]:
+    """Chat-template flags: a final assistant message is a prefill the model continues, else a new turn starts."""
+    prefill = bool(messages) and messages[-1]["role"] == "assistant"
+    return {"add_generation_prompt": not prefill, "continue_final_message": prefill}
+
+
+def sampling_of(spec: Spec) -> Sampling:
+    g = spec.generation.generator
+    return Sampling(temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
+                    seed=spec.experiment.seed)
