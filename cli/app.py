@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -21,6 +22,7 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from synpro.core.fs import sqlite_url  # noqa: E402
+from synpro.core.secrets import mask  # noqa: E402
 from synpro.display import fmt, seed_estimate  # noqa: E402
 from synpro.errors import InputError  # noqa: E402
 
@@ -40,15 +42,48 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 ERROR_LOG = Path(os.environ.get("SYNPRO_ERROR_LOG", Path.home() / ".cache" / "synpro" / "last-error.log"))
 
 
+_RETRY = "then run the same command again: finished work is kept"
+# errno -> (what happened, what to do): faults of the machine, not of SynPro or of the spec.
+MACHINE_FAULTS = {
+    errno.ENOSPC: ("the disk is full", f"free space on that disk (or point --workdir at a larger one), {_RETRY}"),
+    errno.EDQUOT: ("the disk quota is exceeded", f"free space or raise the quota, {_RETRY}"),
+    errno.EROFS: ("the file system is read-only", f"point --workdir (experiment.workdir) at a writable folder, {_RETRY}"),
+    errno.EACCES: ("permission denied", f"make that path writable for this user or point --workdir elsewhere, {_RETRY}"),
+    errno.EPERM: ("operation not permitted", f"make that path writable for this user or point --workdir elsewhere, "
+                                             f"{_RETRY}"),
+}
+# The same faults as SQLite words them (it reports no errno and no file name).
+_SQLITE_FAULTS = {"database or disk is full": errno.ENOSPC, "readonly database": errno.EROFS,
+                  "unable to open database file": errno.EACCES}
+
+
+def machine_fault(exc: BaseException) -> str | None:
+    """The one-screen message for a full, read-only or forbidden disk anywhere in `exc`'s chain."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in MACHINE_FAULTS:
+            what, todo = MACHINE_FAULTS[exc.errno]
+            where = exc.filename if exc.filename is not None else "a file"
+            return f"{where}: {what} ({exc.strerror or os.strerror(exc.errno)})\nhint: {todo}"
+        for words, code in _SQLITE_FAULTS.items():
+            if words in str(exc):
+                what, todo = MACHINE_FAULTS[code]
+                return f"a SQLite database (results store, Optuna or MLflow): {what} ({words})\nhint: {todo}"
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
+    return None
+
+
 def guarded(command: Callable) -> Callable:
-    """Turn user errors into one screen and exit code 2; never show a traceback for them."""
+    """Turn user errors and machine faults into one screen and exit code 2, never a traceback; nothing
+    printed or logged carries a secret."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except InputError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(mask(str(exc)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: finished work is kept; run the same command again to resume.")
@@ -56,10 +91,19 @@ def guarded(command: Callable) -> Callable:
         except typer.Exit:
             raise
         except Exception as exc:  # noqa: BLE001 - last resort: short message, full trace in a file
-            ERROR_LOG.parent.mkdir(parents=True, exist_ok=True)
-            ERROR_LOG.write_text(traceback.format_exc())
-            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
-                      f"The full traceback is in {ERROR_LOG}; finished work is kept.", highlight=False)
+            fault = machine_fault(exc)
+            if fault is not None:
+                err.print(f"[bold red]error:[/] {escape(mask(fault))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            where = "not written (the error log's disk failed too)"
+            try:
+                ERROR_LOG.parent.mkdir(parents=True, exist_ok=True)
+                ERROR_LOG.write_text(mask(traceback.format_exc()))
+                where = f"in {ERROR_LOG}"
+            except OSError:
+                pass
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(mask(str(exc)))}\n"
+                      f"The full traceback is {where}; finished work is kept.", highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cli.app import Format, SpecArg, WorkdirOpt, app, guarded, load_spec_with, out, print_results
+from synpro.core.secrets import mask
 from synpro.errors import InputError
 
 
@@ -73,9 +76,9 @@ def validate(spec_path: Path = SpecArg,
         ("objective", f"{spec.search.objective.direction} {spec.search.objective.metric} of {spec.search.objective.arm}"),
         ("reference", spec.reference.kind + (f" oracle at {spec.reference.params}" if spec.reference.params else "")
          + f"; multiplier from the last {spec.analysis.tail_checkpoints} checkpoints"),
-        ("store", spec.store_url()),
-        ("optuna", spec.optuna_url()),
-        ("mlflow", spec.mlflow_uri() if spec.tracking.enabled else "disabled"),
+        ("store", mask(spec.store_url())),
+        ("optuna", mask(spec.optuna_url())),
+        ("mlflow", mask(spec.mlflow_uri()) if spec.tracking.enabled else "disabled"),
     ]
     for key, value in rows:
         table.add_row(key, value)
@@ -123,22 +126,49 @@ def sweep(
     optuna_storage: Optional[str] = typer.Option(None, "--optuna-storage", help="Optuna storage URL."),
     mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help="MLflow tracking URI."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes (more than one needs "
+                                "PostgreSQL for the store and Optuna; any number of sweeps may also share them)."),
 ) -> None:
     """Run every trial of a spec (resumable: run it again to continue or to do nothing new).
 
     Examples:
       synpro sweep experiments/quickstart.yaml
-      synpro sweep experiments/paper-400m.yaml --store postgresql+psycopg://user@host/synpro
+      synpro sweep experiments/paper-400m.yaml --workers 4 --store postgresql+psycopg://user@host/synpro \\
+        --optuna-storage postgresql+psycopg://user@host/synpro_optuna
     """
     spec = load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None, "store.url": store,
                              "store.optuna_url": optuna_storage, "tracking.mlflow_uri": mlflow_uri})
-    from synpro.sweep import run_sweep
-    summary = run_sweep(spec, n_trials=n_trials, progress=progress,
-                        announce=lambda line: out.rule(f"[bold]{line}", align="left"))
-    print_results(summary.results)
-    out.print(f"{summary.completed}/{summary.target_trials} trials complete ({summary.ran_now} run now). "
-              f"Results: synpro results --workdir {spec.workdir}   MLflow UI: synpro ui --workdir {spec.workdir}")
+    from synpro.sweep import MAX_RETRIES, run_sweep, run_workers
 
+    announce = lambda line: out.rule(f"[bold]{escape(mask(line))}", align="left")  # noqa: E731
+    if workers == 1:
+        summary, code = run_sweep(spec, n_trials=n_trials, progress=progress, announce=announce), 0
+    else:
+        summary, code = run_workers(spec, workers, n_trials=n_trials, progress=progress, announce=announce)
+    print_results(summary.results)
+    for point in summary.given_up:
+        out.print(f"[red]gave up on {escape(str(point))}[/]: it failed {MAX_RETRIES + 1} times (the reasons are on its Optuna "
+                  "trials and MLflow runs, tag synpro.fail_reason)")
+    ran = f"{summary.ran_now} run now" if workers == 1 else f"{workers} workers"
+    out.print(f"{summary.completed}/{summary.target_trials} trials complete ({ran}). "
+              f"Results: synpro results --workdir {spec.workdir}   MLflow UI: synpro ui --workdir {spec.workdir}")
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command(hidden=True)
+@guarded
+def worker(name: str = typer.Option("worker", "--name", help="How this worker labels its output.")) -> None:
+    """One of `sweep --workers N`'s processes: its spec comes on stdin (a pipe, so secrets stay off disk)."""
+    from synpro.spec import Spec
+    from synpro.sweep import run_sweep
+
+    job = json.loads(sys.stdin.read())
+    spec = Spec.model_validate({**job["spec"], "source_file": job["source_file"]})
+    summary = run_sweep(spec, n_trials=job["n_trials"], progress=False,
+                        announce=lambda line: out.print(f"[{name}] {mask(line)}", highlight=False, markup=False))
+    out.print(f"[{name}] done: ran {summary.ran_now} trial(s); {summary.completed}/{summary.target_trials} complete",
+              highlight=False, markup=False)
 
 
 

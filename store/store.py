@@ -9,7 +9,6 @@ at most the call in flight.
 from __future__ import annotations
 
 import math
-import re
 import sqlite3
 import threading
 import time
@@ -30,6 +29,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from store.schema import ARM_STATES, TRIAL_STATES, Arm, Evaluation, Fit, FitTrial, Study, Trial, utcnow
 from synpro.display import finite
+from synpro.core.faults import kill_point
+from synpro.core.secrets import hide, mask
 from synpro.errors import InputError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -42,11 +43,6 @@ _ALEMBIC_LOCK = threading.Lock()
 _WRITE_LOCK = "synpro_write_lock"
 _URL_HINT = "write sqlite:///path/to/results.db or postgresql+psycopg://user:password@host:5432/dbname"
 _POINT_KEYS = {"tokens", "step", "val_loss", "train_loss", "effective_tokens", "effective_tokens_extrapolated"}
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
 
 
 def alembic_config() -> Config:
@@ -80,7 +76,7 @@ def upgrade(engine: Engine) -> None:
 
 def _create_engine(url: str) -> Engine:
     """An engine for `url`, or an InputError saying what is wrong with the URL."""
-    shown = mask_url(url)
+    shown = mask(url)
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -222,11 +218,10 @@ class Store:
         except OperationalError as exc:
             self.engine.dispose()
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-            password = self.engine.url.password
-            if password:
-                reason = reason.replace(str(password), "***")
+            hide(self.engine.url.password)
+            reason = mask(reason)
             raise InputError.one(
-                f"cannot open the results store {mask_url(url)!r}: {reason}", key="store.url",
+                f"cannot open the results store {mask(url)!r}: {reason}", key="store.url",
                 hint="check that the server is running and reachable, the database exists (createdb NAME), "
                      "the user may connect, and for SQLite that the file's folder is writable") from None
 
@@ -292,6 +287,13 @@ class Store:
 
     def heartbeat(self, trial_id: int) -> None:
         self._update_one(update(Trial).where(Trial.id == trial_id).values(heartbeat_at=utcnow()), "trial", trial_id)
+
+    def abandon_trial(self, trial_id: int) -> bool:
+        """A trial whose worker died: running becomes failed; a row that finished stays as it is."""
+        stmt = update(Trial).where(Trial.id == trial_id, Trial.state == "running").values(
+            state="failed", finished_at=utcnow())
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
 
     def finish_trial(self, trial_id: int, state: str, objective_value: float | None = None) -> None:
         _check_state(state, TRIAL_STATES[1:], "a finished trial's")
@@ -362,6 +364,7 @@ class Store:
             multiplier_vs_repetition=_number(multiplier_vs_repetition), state=state,
             details=null() if details is None else finite(details))
         self._update_one(stmt, "arm", arm_id)
+        kill_point("store.arm_result")
 
     def set_trial_analysis(self, trial_id: int, analysis: dict[str, Any]) -> None:
         """The trial's analysis (reference, per-arm seed statistics, noise floor), replacing any earlier."""
@@ -440,6 +443,40 @@ class Store:
         if found is None:
             raise LookupError(f"study {study!r} has no trial {params_hash}")
         return found
+
+    def complete_trials(self, study: str, arms: list[str], seeds: list[int] | None = None) -> set[str]:
+        """The params hashes of the study's trials that are finished with every named arm finished
+        (at every one of `seeds`; default: one row per arm) and holding a result: what "N/N trials
+        complete" counts."""
+        rows = [Arm.trial_id == Trial.id, Arm.name.in_(arms), Arm.state == "finished", Arm.tokens_seen.is_not(None)]
+        if seeds is not None:
+            rows.append(Arm.seed.in_(seeds))
+        finished_arms = select(func.count(Arm.id)).where(*rows).scalar_subquery()
+        expected = len(set(arms)) * (len(set(seeds)) if seeds is not None else 1)
+        query = (select(Trial.params_hash).join(Study, Trial.study_id == Study.id)
+                 .where(Study.name == study, Trial.state == "finished", finished_arms == expected))
+        with self.engine.begin() as conn:
+            return set(conn.execute(query).scalars())
+
+    def stored_result(self, trial_id: int, arms: list[str], seeds: list[int] | None = None) -> tuple[bool, float | None]:
+        """(whether the trial is finished with every named arm stored with a result, its objective value)."""
+        query = select(Trial.state, Trial.objective_value).where(Trial.id == trial_id)
+        with self.engine.begin() as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None or row.state != "finished":
+            return False, None
+        return not self.unfinished_arms(trial_id, arms, seeds), row.objective_value
+
+    def unfinished_arms(self, trial_id: int, arms: list[str], seeds: list[int] | None = None) -> list[str]:
+        """Which of these arms the trial has not stored as finished with a result (at every one of
+        `seeds`; default: at any seed)."""
+        query = select(Arm.name, Arm.seed).where(Arm.trial_id == trial_id, Arm.state == "finished",
+                                                 Arm.tokens_seen.is_not(None))
+        with self.engine.begin() as conn:
+            stored = {tuple(row) for row in conn.execute(query)}
+        if seeds is None:
+            return [a for a in dict.fromkeys(arms) if a not in {name for name, _ in stored}]
+        return [a for a in dict.fromkeys(arms) if any((a, s) not in stored for s in seeds)]
 
     def results(self, study: str | None = None) -> list[dict]:
         """Trials with their arms' outcomes: the JSON contract of `synpro results --format json`.

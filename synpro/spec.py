@@ -247,7 +247,7 @@ class BuiltinTaskSpec(_Strict):
 class EvalSpec(_Strict):
     """Zero-shot multiple-choice evaluation of checkpoints with EleutherAI's lm-eval."""
 
-    tasks: list[EvalTaskSpec] = Field(default_factory=lambda: [EvalTaskSpec(name="synpro_cloze")])
+    tasks: list[EvalTaskSpec] = []  # none: loss only; e.g. [{name: synpro_cloze}] offline, or lm-eval task names
     interval_tokens: int | None = Field(default=None, gt=0,
                                         description="default: training.eval_interval_tokens; a multiple of it")
     batch_size: int = Field(default=32, gt=0, description="sequences per likelihood forward pass")
@@ -421,6 +421,13 @@ class TrackingSpec(_Strict):
 class StoreSpec(_Strict):
     url: str | None = None  # default: sqlite inside the workdir
     optuna_url: str | None = None  # default: a second sqlite file (sharing one breaks Optuna)
+
+    @model_validator(mode="after")
+    def _two_databases(self) -> "StoreSpec":
+        if self.url is not None and self.url == self.optuna_url:
+            raise ValueError("[optuna_url] the results store and Optuna need two databases (both keep an "
+                             "alembic_version table); give store.optuna_url its own database")
+        return self
 
 
 class ParamSpec(_Strict):
@@ -659,6 +666,22 @@ class Spec(_Strict):
         data = copy.deepcopy(self.to_dict())
         for path, value in params.items():
             _set_path(data, path, value)
+        data["source_file"] = self.source_file
+        return Spec.model_validate(data)
+
+    def masked(self) -> "Spec":
+        """A copy safe to write or show: passwords and tokens in its strings (store, Optuna and MLflow
+        URLs, a generator endpoint) replaced by ***. The real spec stays in memory to connect with."""
+        from synpro.core.secrets import mask
+
+        def walk(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: walk(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [walk(v) for v in value]
+            return mask(value) if isinstance(value, str) else value
+
+        data = walk(self.to_dict())
         data["source_file"] = self.source_file
         return Spec.model_validate(data)
 

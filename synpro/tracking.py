@@ -1,7 +1,11 @@
 """MLflow tracking: one run per study → trial → arm, found again by tags so a resume never forks runs.
 
 Uses `MlflowClient` (explicit run ids) rather than the fluent API, because runs are created and
-resumed across processes and nested three deep.
+resumed across processes and nested three deep. Workers share the tracking store: opening it
+(which creates or migrates its schema) and find-or-create of a run hold the store's lock, and each
+run is tagged with the process that holds it (`synpro.owner`) so a later sweep can end the runs of
+a killed process as KILLED instead of leaving them RUNNING. Everything logged passes through the
+one masking function: no password or token reaches MLflow.
 """
 
 from __future__ import annotations
@@ -10,67 +14,89 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from store.locks import db_lock
+from synpro.core.secrets import mask
 from synpro.errors import InputError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 LEVEL_TAG = "synpro.level"
+OWNER_TAG = "synpro.owner"
 PARAM_VALUE_LIMIT = 6000
 
 
 class Tracker:
     """Find-or-create runs and log to them idempotently (metric steps already logged are skipped)."""
 
-    def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None):
+    def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None, owner: str | None = None):
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # table-creation chatter on every new store
         self.uri = uri
+        self.owner = owner
         try:
-            self.client = MlflowClient(tracking_uri=uri)
-            found = self.client.get_experiment_by_name(experiment)
-            if found is not None:
-                self.experiment_id = found.experiment_id
-            else:
-                location = artifact_dir.resolve().as_uri() if artifact_dir else None
-                # Without this kind MLflow 3 opens the experiment in its GenAI view, hiding training runs.
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=location,
-                    tags={"mlflow.experimentKind": "custom_model_development"})
+            with db_lock(uri, "mlflow"):
+                self.client = MlflowClient(tracking_uri=uri)
+                found = self.client.get_experiment_by_name(experiment)
+                if found is not None:
+                    self.experiment_id = found.experiment_id
+                else:
+                    location = artifact_dir.resolve().as_uri() if artifact_dir else None
+                    # Without this kind MLflow 3 opens the experiment in its GenAI view, hiding training runs.
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=location,
+                        tags={"mlflow.experimentKind": "custom_model_development"})
+        except OSError:
+            raise  # the machine's fault (a read-only or full disk), reported as such by the CLI
         except Exception as exc:  # noqa: BLE001 - any failure to reach the tracker is a config problem
-            raise InputError.one(f"cannot open the MLflow tracking store {uri!r}: {exc}",
+            raise InputError.one(mask(f"cannot open the MLflow tracking store {uri!r}: {exc}"),
                                  key="tracking.mlflow_uri",
                                  hint="check the URI, or set tracking.enabled: false") from None
 
     def run(self, level: str, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
-        """The run at `level` carrying `tags`, created on first use."""
+        """The run at `level` carrying `tags`, created on first use; this process becomes its owner."""
         tags = {LEVEL_TAG: level, **tags}
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        existing = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
-        if existing:
-            run_id = existing[0].info.run_id
-            if existing[0].info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        if parent_id:
-            tags["mlflow.parentRunId"] = parent_id
-        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        owner = {OWNER_TAG: self.owner} if self.owner else {}
+        with db_lock(self.uri, "mlflow"):
+            existing = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
+            if existing:
+                run_id = existing[0].info.run_id
+                if existing[0].info.status != "RUNNING":
+                    self.client.update_run(run_id, status="RUNNING")
+                if owner:
+                    self.set_tags(run_id, owner)
+                return run_id
+            if parent_id:
+                tags["mlflow.parentRunId"] = parent_id
+            return self.client.create_run(self.experiment_id, run_name=name, tags={**tags, **owner}).info.run_id
+
+    def end_orphans(self, alive: Callable[[str], bool]) -> int:
+        """End as KILLED every RUNNING trial or arm run whose owner is not `alive` (a killed process);
+        returns how many. A study run is shared by all of a study's workers and left alone."""
+        orphans = [run for run in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
+                                                          max_results=10_000)
+                   if run.data.tags.get(LEVEL_TAG) != "study" and not alive(run.data.tags.get(OWNER_TAG, ""))]
+        for run in orphans:
+            self.set_tags(run.info.run_id, {"synpro.end_reason": f"owner {run.data.tags.get(OWNER_TAG)} is gone"})
+            self.finish(run.info.run_id, "KILLED")
+        return len(orphans)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         logged = self.client.get_run(run_id).data.params
-        new = [Param(k, _param_value(v)) for k, v in params.items() if k not in logged]
+        new = [Param(k, mask(_param_value(v))) for k, v in params.items() if k not in logged]
         for i in range(0, len(new), 100):
             self.client.log_batch(run_id, params=new[i:i + 100])
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
 
     def log_points(self, run_id: str, key: str, points: Iterable[tuple[int, float]]) -> None:
         """Log (step, value) points whose step this run does not have yet for `key`."""
@@ -93,10 +119,10 @@ class Tracker:
             self.client.log_table(run_id, data={k: [r[k] for r in rows] for k in rows[0]}, artifact_file=path)
 
     def log_dict(self, run_id: str, obj: Any, path: str) -> None:
-        self.client.log_text(run_id, json.dumps(obj, indent=2, default=str), path)
+        self.log_text(run_id, json.dumps(obj, indent=2, default=str), path)
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
-        self.client.log_text(run_id, text, path)
+        self.client.log_text(run_id, mask(text), path)
 
     def log_figure(self, run_id: str, figure: "Figure", path: str) -> None:
         self.client.log_figure(run_id, figure, path)
@@ -110,9 +136,13 @@ class NullTracker(Tracker):
 
     def __init__(self) -> None:
         self.uri = None
+        self.owner = None
 
     def run(self, level: str, name: str, tags: dict[str, str], parent_id: str | None = None) -> str | None:
         return None
+
+    def end_orphans(self, *args: Any, **kwargs: Any) -> int:
+        return 0
 
     def log_params(self, *args: Any, **kwargs: Any) -> None: ...
     def set_tags(self, *args: Any, **kwargs: Any) -> None: ...

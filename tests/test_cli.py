@@ -1,5 +1,7 @@
 """The CLI contract: exit codes, located one-screen errors, no tracebacks, nothing written on bad input."""
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +88,130 @@ def test_missing_spec_file_is_exit_2(tmp_path):
 def test_results_without_a_store_is_exit_2(tmp_path):
     result = synpro("results", "--workdir", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2 and "no results store" in result.stderr
+
+
+# ---- the guard: machine faults and secrets ------------------------------------------------------
+
+
+def _guard_exit(fn) -> int:
+    import typer
+
+    from cli.app import guarded
+
+    with pytest.raises(typer.Exit) as stopped:
+        guarded(fn)()
+    return stopped.value.exit_code
+
+
+def test_a_read_only_sqlite_database_is_a_machine_fault_exit_2(tmp_path, capsys):
+    import sqlalchemy as sa
+
+    db = tmp_path / "ro.db"
+    sa.create_engine(f"sqlite:///{db}").connect().exec_driver_sql("create table t (x int)").close()
+    engine = sa.create_engine(f"sqlite:///file:{db}?mode=ro&uri=true")
+
+    def write() -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("insert into t values (1)")
+
+    assert _guard_exit(write) == 2
+    err = capsys.readouterr().err
+    assert "read-only" in err and "writable folder" in err and "Traceback" not in err
+
+
+def test_a_full_device_is_exit_2_naming_the_file(capsys):
+    def write() -> None:
+        fd = os.open("/dev/full", os.O_WRONLY)
+        try:
+            try:
+                os.write(fd, b"x")
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, "/dev/full") from None
+        finally:
+            os.close(fd)
+
+    assert _guard_exit(write) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "/dev/full: the disk is full" in err and "free space" in err
+
+
+def test_errors_and_the_error_log_never_show_a_password(tmp_path, capsys, monkeypatch):
+    from cli import app as cli_app
+    from synpro.errors import InputError
+
+    monkeypatch.setattr(cli_app, "ERROR_LOG", tmp_path / "last-error.log")
+    url = "postgresql+psycopg://root:hunter2-pw@db:5432/x"
+
+    def bad_input() -> None:
+        raise InputError.one(f"cannot reach {url}", key="store.url")
+
+    def crash() -> None:
+        raise RuntimeError(f"driver said: connection to {url} refused")
+
+    assert _guard_exit(bad_input) == 2
+    assert _guard_exit(crash) == 1
+    shown = capsys.readouterr().err + (tmp_path / "last-error.log").read_text()
+    assert "hunter2-pw" not in shown and "root:***@db" in shown
+
+
+def test_validate_masks_the_store_password(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("experiment: {name: s}\nbudget: {unique_tokens: 1000, total_tokens: 4000}\n"
+                    "store: {url: 'postgresql+psycopg://root:hunter2-pw@db:5432/x'}\n")
+    result = runner.invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert "hunter2-pw" not in result.output and "root:***@db" in result.output
+
+
+# ---- synpro ui ----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_ui_stops_its_server_and_every_worker_of_it(tmp_path, sig):
+    import time
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "ui", "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not _listening(port):
+            assert proc.poll() is None and time.monotonic() < deadline, "the MLflow server did not come up"
+            time.sleep(0.5)
+        [server] = _children(proc.pid)
+        assert os.getpgid(server) == server  # a process group of its own, so the whole group can be stopped
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 128 + sig
+        with pytest.raises(ProcessLookupError):
+            os.killpg(server, 0)
+        assert not _listening(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

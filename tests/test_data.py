@@ -21,9 +21,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from synpro.data.builtin import python_docs
 from synpro.data.blocks import split_blocks
 from synpro.data.corpus import MAX_DOC_CHARS, iter_documents
+from pools import prepare_data
 from synpro.data.prepare import PreparedData, load_pools
-from synpro.stages.graph import GraphBuilder
-from synpro.stages import MANIFEST, Runner
+from synpro.stages import MANIFEST
 from synpro.errors import InputError
 from synpro.spec import Spec
 
@@ -49,16 +49,6 @@ def input_error(spec: Spec, call=lambda s: list(iter_documents(s))) -> InputErro
         call(spec)
     assert caught.value.file == spec.source_file
     return caught.value
-
-
-def prepare_data(spec: Spec, root: Path, progress: bool = False, oracle: bool = True) -> PreparedData:
-    """The pools stage, and the extra stage when the spec has an oracle, as a trial runs them."""
-    graph = GraphBuilder(spec, spec.budget.resolve(spec.model)[1])
-    runner = Runner(root, progress=progress)
-    data = runner.run(graph.pools)
-    if oracle and any(a.kind == "oracle" for a in spec.arms):
-        data = replace(data, extra=runner.run(graph.extra()))
-    return data
 
 
 @pytest.fixture(scope="module")

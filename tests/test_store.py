@@ -157,6 +157,28 @@ def test_trial_lifecycle(store: Store) -> None:
         store.add_evaluations(1, [{"tokens": 1, "step": 1}])
 
 
+def test_a_trial_is_complete_only_with_every_arm_stored(store: Store) -> None:
+    """What "N/N trials complete" counts: a finished trial row is not enough, its arms must hold results."""
+    sid = store.upsert_study("s", "", {})
+    trial = store.upsert_trial(sid, "h", {}, optuna_number=0)
+    arms = {name: store.upsert_arm(trial, name, name, "cfg", 10, 40) for name in ("repetition", "oracle")}
+    store.set_arm_result(arms["repetition"], final_val_loss=3.0, tokens_seen=40, effective_tokens=None,
+                         effective_tokens_extrapolated=None, multiplier_vs_repetition=None)
+    assert store.unfinished_arms(trial, ["repetition", "oracle"]) == ["oracle"]
+    store.finish_trial(trial, "finished", objective_value=1.5)
+    assert store.complete_trials("s", ["repetition", "oracle"]) == set()
+    assert store.stored_result(trial, ["repetition", "oracle"]) == (False, 1.5)
+    store.set_arm_result(arms["oracle"], final_val_loss=float("nan"), tokens_seen=40, effective_tokens=None,
+                         effective_tokens_extrapolated=None, multiplier_vs_repetition=None)  # diverged, still a result
+    assert store.complete_trials("s", ["repetition", "oracle"]) == {"h"}
+    assert store.stored_result(trial, ["repetition", "oracle"]) == (True, 1.5)
+    assert store.abandon_trial(trial) is False  # a finished row stays finished when its worker is found dead
+    store.upsert_trial(sid, "h", {}, optuna_number=1)  # a retry is running again
+    assert store.complete_trials("s", ["repetition", "oracle"]) == set()
+    assert store.abandon_trial(trial) is True
+    assert store.results("s")[0]["state"] == "failed"
+
+
 def test_finished_arm_and_config_changes(store: Store) -> None:
     ids = populate(store)
     early, rep, oracle = ids["early"], ids["rep"], ids["oracle"]

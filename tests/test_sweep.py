@@ -13,24 +13,33 @@ import sqlalchemy as sa
 
 TINY = """
 experiment: {{name: tiny, seed: 1}}
-tokenizer: {{vocab_size: 512}}
+tokenizer: {{vocab_size: {vocab}}}
 model: {{preset: tiny}}
-budget: {{unique_tokens: 6000, total_tokens: 24000, validation_tokens: 4000}}
-training: {{lr: 1.0e-2, warmup_tokens: 2000, batch_size: 8, seq_len: 64, eval_interval_tokens: 4096}}
+budget: {{unique_tokens: {unique}, total_tokens: {total}, validation_tokens: {validation}}}
+training: {{lr: 1.0e-2, warmup_tokens: {warmup}, batch_size: 8, seq_len: {seq_len}, eval_interval_tokens: {every}}}
 arms: [{{kind: repetition}}, {{kind: oracle}}]
-search:
+{eval}search:
   sampler: grid
   objective: {{arm: repetition, metric: multiplier_vs_repetition, direction: maximize}}
   heartbeat_seconds: 1
-  stale_after_seconds: 2
+  stale_after_seconds: {stale}
   params:
     training.lr: {{type: categorical, choices: {lrs}}}
 """
+SIZES = {"vocab": 512, "unique": 6000, "total": 24000, "validation": 4000, "warmup": 2000, "seq_len": 64,
+         "every": 4096, "stale": 2}
+# A quarter of the tokens, for tests that run a sweep many times (tests/test_faults.py).
+SMALLER = {"vocab": 300, "unique": 2000, "total": 6000, "validation": 1000, "warmup": 1000, "seq_len": 32,
+           "every": 2048, "stale": 10}
 
 
-def write_spec(tmp_path: Path, lrs=(1.0e-2,)) -> Path:
+EVAL = "eval: {tasks: [{name: synpro_cloze}], builtin: {items: 60}}\n"
+
+
+def write_spec(tmp_path: Path, lrs=(1.0e-2,), sizes=SIZES, evaluate: bool = False) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.format(lrs=list(lrs)))
+    path.write_text(TINY.format(lrs=list(lrs), eval=EVAL if evaluate else "", **sizes))
     return path
 
 
@@ -77,7 +86,7 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
 
 
 def test_sweep_end_to_end_and_rerun_does_nothing_new(tmp_path):
-    spec, workdir = write_spec(tmp_path), tmp_path / "wd"
+    spec, workdir = write_spec(tmp_path, evaluate=True), tmp_path / "wd"
     first = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "1/1 trials complete" in first.stdout
@@ -253,3 +262,32 @@ def test_a_generator_that_emits_garbage_is_exit_2_naming_the_operation(tmp_path,
         assert "0 of 6 windows passed" in message and "training.seq_len = 64" in message
     [rephrase_set] = synthetic_sets(workdir, "rephrase")
     assert len((rephrase_set / "records.jsonl").read_text().splitlines()) == 6  # generated once, kept for audit
+
+
+def test_the_queue_holds_each_point_once_and_retries_a_failed_point_a_bounded_number_of_times(tmp_path):
+    """Waiting trials have no params yet: the queue must recognise them by their enqueued point."""
+    from optuna.trial import TrialState
+
+    from store import Store
+    from synpro.spec import load_spec
+    from synpro.sweep import MAX_RETRIES, _open_study, _Sweep
+    from synpro.tracking import NullTracker
+
+    spec = load_spec(write_spec(tmp_path, lrs=(1.0e-2, 3.0e-3, 1.0e-3, 3.0e-4))).with_params(
+        {"experiment.workdir": str(tmp_path / "wd")})
+    with Store(spec.store_url()) as store:
+        study = _open_study(spec)
+        sweep = _Sweep(spec, store, NullTracker(), study, 4, lambda _: None)
+        for _ in range(3):  # every later run of the sweep queues again
+            sweep.queue(study.get_trials(deepcopy=False), sweep.done(study.get_trials(deepcopy=False)))
+        assert [t.state for t in study.get_trials()] == [TrialState.WAITING] * 4
+        storage, first = study._storage, {"training.lr": 1.0e-2}
+        for attempt in range(MAX_RETRIES + 1):
+            [queued] = [t for t in study.get_trials() if t.state == TrialState.WAITING
+                        and t.system_attrs["fixed_params"] == first]  # queued again after each failure, once
+            storage.set_trial_state_values(queued._trial_id, TrialState.RUNNING)
+            storage.set_trial_state_values(queued._trial_id, TrialState.FAIL)
+            sweep.queue(study.get_trials(deepcopy=False), set())
+        waiting = [t.system_attrs["fixed_params"] for t in study.get_trials() if t.state == TrialState.WAITING]
+        assert sorted(p["training.lr"] for p in waiting) == [3.0e-4, 1.0e-3, 3.0e-3]
+        assert sweep.given_up == [{"training.lr": 1.0e-2}]

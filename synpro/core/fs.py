@@ -29,20 +29,30 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
 
 
 @contextmanager
-def dir_lock(path: str | Path) -> Iterator[None]:
-    """An exclusive advisory lock on `<parent>/.<name>.lock`: one process works on `path` at a time.
-
-    The lock lives beside the folder, not in it, so deleting and rebuilding the folder is safe while
-    holding it; the kernel drops it when the holder dies, so a killed worker never blocks the rest.
-    """
+def file_lock(path: str | Path, wait: bool = True) -> Iterator[bool]:
+    """An exclusive flock on `path` (created if needed); yields whether it is held (False only with
+    wait=False). The kernel drops it when the holder dies, so a killed worker never blocks the rest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with open(path, "a") as handle:
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def dir_lock(path: str | Path) -> Iterator[None]:
+    """One process works on the folder `path` at a time: the lock is `<parent>/.<name>.lock`, beside
+    the folder, not in it, so deleting and rebuilding the folder is safe while holding it."""
+    path = Path(path)
+    with file_lock(path.parent / f".{path.name}.lock"):
+        yield
 
 
 @contextmanager

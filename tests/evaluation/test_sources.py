@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from synpro.data.prepare import prepare_data
+from pools import prepare_data
 from synpro.evaluation.cloze import NGRAM, build_builtin_task
 from synpro.evaluation.sources import builtin_task_texts
 from synpro.spec import Spec

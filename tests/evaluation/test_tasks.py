@@ -74,7 +74,7 @@ def test_builtin_tasks_pass_before_their_data_exists_and_load_with_the_spec_metr
 def test_eval_spec_defaults_and_bad_values():
     base = "experiment: {name: t}\nbudget: {unique_tokens: 1000, total_tokens: 4000}\n"
     spec = parse_spec(base)
-    assert [(t.name, t.metric) for t in spec.eval.tasks] == [("synpro_cloze", "acc")]
+    assert spec.eval.tasks == []  # loss only unless a spec asks for tasks
     assert spec.eval.interval_tokens is None and spec.eval.limit is None
     for bad, key in [("eval: {tasks: [{name: piqa, metric: f1}]}", "eval.tasks.0.metric"),
                      ("eval: {tasks: [{name: piqa}, {name: piqa}]}", "eval.tasks"),
@@ -84,4 +84,5 @@ def test_eval_spec_defaults_and_bad_values():
             parse_spec(base + bad)
         assert caught.value.problems[0].key == key, bad
     assert parse_spec(base + "eval: {interval_tokens: 100000}").eval.interval_tokens == 100_000
-    assert yaml.safe_load(parse_spec(base).to_yaml())["eval"]["tasks"] == [{"name": "synpro_cloze", "metric": "acc"}]
+    with_task = parse_spec(base + "eval: {tasks: [{name: synpro_cloze}]}")
+    assert yaml.safe_load(with_task.to_yaml())["eval"]["tasks"] == [{"name": "synpro_cloze", "metric": "acc"}]

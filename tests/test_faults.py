@@ -1,0 +1,302 @@
+"""Fault injection through the real CLI: real processes killed with SIGKILL at named moments, real
+SQLite and PostgreSQL, real MLflow. After any kill and one re-run the study must equal an
+uninterrupted run: every point once, every arm finished, the same values, nothing left RUNNING."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from test_sweep import SMALLER, results_json, synpro, wait_for
+from test_sweep import write_spec as sweep_spec
+
+TWO, FOUR = (1.0e-2, 3.0e-3), (1.0e-2, 3.0e-3, 1.0e-3, 3.0e-4)
+PASSWORD = "pw-Zq81x"  # trust auth ignores it; it must still appear nowhere
+
+
+def write_spec(folder: Path, lrs) -> Path:
+    return sweep_spec(folder, lrs, SMALLER)
+
+
+def sweep_cmd(spec: Path, workdir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cli", "sweep", str(spec), "--workdir", str(workdir), "--no-progress", *extra]
+
+
+def run_killed(spec: Path, workdir: Path, kill_at: str) -> None:
+    """Run a sweep that SIGKILLs itself at the named kill point (synpro.core.faults)."""
+    proc = subprocess.run(sweep_cmd(spec, workdir), cwd=spec.parent, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "SYNPRO_KILL_AT": kill_at})
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-3000:])
+
+
+def kill_when(spec: Path, workdir: Path, moment) -> None:
+    """Start a sweep and SIGKILL it once `moment(workdir)` holds (polled on its folders)."""
+    proc = subprocess.Popen(sweep_cmd(spec, workdir), cwd=spec.parent, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: moment(workdir), 300, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def outcome(results: list[dict]) -> dict[str, dict]:
+    """What must equal an uninterrupted run: per point, each arm's state and values (not ids or numbers)."""
+    keyed = {}
+    for trial in results:
+        key = json.dumps(trial["params"], sort_keys=True)
+        assert key not in keyed, f"point {key} stored twice"
+        keyed[key] = {"state": trial["state"], "objective_value": trial["objective_value"],
+                      "arms": {name: {k: v for k, v in arm.items() if k != "mlflow_run_id"}
+                               for name, arm in trial["arms"].items()}}
+    return keyed
+
+
+def optuna_trials(url: str) -> list:
+    import optuna
+
+    [name] = optuna.get_all_study_names(url)
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def assert_settled(store_url: str, optuna_url: str, mlflow_url: str, points) -> None:
+    """Nothing RUNNING anywhere; each point COMPLETE in Optuna exactly once."""
+    from optuna.trial import TrialState
+
+    engine = sa.create_engine(store_url.replace("postgresql+psycopg:", "postgresql+psycopg:"))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from trials where state <> 'finished'")).scalar() == 0
+        assert conn.execute(sa.text("select count(*) from arms where state <> 'finished'")).scalar() == 0
+    engine.dispose()
+    trials = optuna_trials(optuna_url)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    complete = sorted(t.params["training.lr"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == sorted(points)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_url)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=1000)
+    assert {r.info.status for r in runs} == {"FINISHED"}, [(r.data.tags, r.info.status) for r in runs]
+    arm_runs = [r for r in runs if r.data.tags["synpro.level"] == "arm"]
+    assert len(arm_runs) == 2 * len(points)  # reused by the re-run, never forked
+
+
+def sqlite_urls(workdir: Path) -> tuple[str, str, str]:
+    return tuple(f"sqlite:///{workdir / name}" for name in ("synpro.db", "optuna.db", "mlflow.db"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("reference")
+    spec = write_spec(folder, TWO)
+    result = subprocess.run(sweep_cmd(spec, folder / "wd"), cwd=folder, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return outcome(results_json(folder / "wd"))
+
+
+def _data_started(workdir: Path) -> bool:
+    """Tokenizing under the pools stage's lock (its manifest appears only once the work is done)."""
+    return any(workdir.glob("stages/.pools-*.lock")) and not any(workdir.glob("stages/pools-*/_stage.json"))
+
+
+def _training(workdir: Path) -> bool:
+    return any(workdir.glob("stages/pretrain-*/checkpoints/LATEST"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", [
+    pytest.param(("poll", _data_started), id="data-prep"),
+    pytest.param(("poll", _training), id="training"),
+    pytest.param(("point", "store.arm_result:1"), id="between-the-arm-result-writes"),
+    pytest.param(("point", "trial.stored:1"), id="store-finished-optuna-not-told"),
+    pytest.param(("point", "trial.told:1"), id="between-trials"),
+])
+def test_a_kill_and_one_rerun_equal_an_uninterrupted_run(tmp_path, uninterrupted, moment):
+    spec, workdir = write_spec(tmp_path, TWO), tmp_path / "wd"
+    how, what = moment
+    if how == "poll":
+        kill_when(spec, workdir, what)
+    else:
+        run_killed(spec, workdir, what)
+    rerun = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "2/2 trials complete" in rerun.stdout
+    assert outcome(results_json(workdir)) == uninterrupted
+    assert_settled(*sqlite_urls(workdir), TWO)
+
+
+@pytest.mark.slow
+def test_a_dead_workers_trial_is_failed_with_its_reason_and_run_again(tmp_path):
+    spec, workdir = write_spec(tmp_path, TWO), tmp_path / "wd"
+    run_killed(spec, workdir, "store.arm_result:1")
+    rerun = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "failed: its worker" in rerun.stdout
+    from optuna.trial import TrialState
+
+    [failed] = [t for t in optuna_trials(sqlite_urls(workdir)[1]) if t.state == TrialState.FAIL]
+    assert failed.params == {"training.lr": 0.01} and "is gone" in failed.user_attrs["synpro.fail_reason"]
+
+
+@pytest.mark.slow
+def test_a_second_sweep_on_sqlite_is_refused_at_start(tmp_path):
+    spec, workdir = write_spec(tmp_path, TWO), tmp_path / "wd"
+    refused = synpro("sweep", str(spec), "--workdir", str(workdir), "--workers", "2", cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "server database" in refused.stderr and "optuna.db" in refused.stderr
+    first = subprocess.Popen(sweep_cmd(spec, workdir), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any(workdir.glob("stages/pretrain-*")), 300, first)
+        second = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert "another synpro sweep is running" in second.stderr and "PostgreSQL" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
+# ---- PostgreSQL: workers on brand-new databases -------------------------------------------------
+
+
+@pytest.fixture
+def postgres_pair(postgres_url):
+    """Two fresh databases (results store, Optuna) whose URLs carry a password."""
+    admin = sa.create_engine(postgres_url)
+    optuna_db = make_url(postgres_url).database + "_optuna"
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{optuna_db}"')
+    admin.dispose()
+    with_password = make_url(postgres_url).set(password=PASSWORD)
+    yield (with_password.render_as_string(hide_password=False),
+           with_password.set(database=optuna_db).render_as_string(hide_password=False))
+    admin = sa.create_engine(postgres_url)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{optuna_db}" WITH (FORCE)')
+    admin.dispose()
+
+
+def assert_no_password(*folders: Path, texts=()) -> None:
+    for text in texts:
+        assert PASSWORD not in text
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert PASSWORD.encode() not in path.read_bytes(), f"password written to {path}"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_three_workers_on_fresh_postgres_finish_a_grid_once_and_write_no_password(tmp_path, postgres_pair):
+    store, optuna_url = postgres_pair
+    spec, workdir = write_spec(tmp_path, FOUR), tmp_path / "wd"
+    result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", "--workers", "3",
+                    "--store", store, "--optuna-storage", optuna_url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert "4/4 trials complete" in result.stdout
+    assert_settled(store, optuna_url, sqlite_urls(workdir)[2], FOUR)
+    workers = {t.user_attrs["synpro.owner"] for t in optuna_trials(optuna_url)}
+    assert len(workers) >= 2  # the grid was shared out
+    assert_no_password(workdir, texts=(result.stdout, result.stderr))
+    engine = sa.create_engine(store)
+    with engine.connect() as conn:
+        assert PASSWORD not in conn.execute(sa.text("select spec_yaml from studies")).scalar_one()
+        assert "***" in conn.execute(sa.text("select spec_yaml from studies")).scalar_one()
+    engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_killed_workers_trial_is_taken_over_by_another_worker(tmp_path, postgres_pair):
+    """Three separate `synpro sweep` processes with workdirs of their own; one dies mid-trial."""
+    store, optuna_url = postgres_pair
+    spec = write_spec(tmp_path, FOUR)
+    db = ["--store", store, "--optuna-storage", optuna_url]
+    procs = [subprocess.Popen(sweep_cmd(spec, tmp_path / f"wd{i}", *db), cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **({"SYNPRO_KILL_AT": "store.arm_result:1"} if i == 0 else {})})
+             for i in range(3)]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    assert procs[0].returncode == -signal.SIGKILL, outputs[0][1][-3000:]
+    for proc, (stdout, stderr) in zip(procs[1:], outputs[1:]):
+        assert proc.returncode == 0, stderr[-5000:]
+    assert any("failed: its worker" in stdout for stdout, _ in outputs[1:])
+    from optuna.trial import TrialState
+
+    trials = optuna_trials(optuna_url)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sorted(t.params["training.lr"] for t in trials if t.state == TrialState.COMPLETE) == sorted(FOUR)
+    engine = sa.create_engine(store)
+    with engine.connect() as conn:
+        states = conn.execute(sa.text("select state, count(*) from trials group by state")).all()
+        assert dict(states) == {"finished": 4}
+        assert conn.execute(sa.text("select count(*) from arms where state = 'finished'")).scalar() == 8
+    engine.dispose()
+    for i in range(3):
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(sqlite_urls(tmp_path / f"wd{i}")[2])
+        runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=1000)
+        # The dead worker's own MLflow store is only ended by a sweep on that workdir; the others are clean.
+        if i:
+            assert {r.info.status for r in runs} == {"FINISHED"}
+    assert_no_password(*(tmp_path / f"wd{i}" for i in range(3)), texts=[o for pair in outputs for o in pair])
+
+
+# ---- machine faults --------------------------------------------------------------------------------
+
+
+def _mount_tmpfs(path: Path, options: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here to make a real read-only or full disk: {done.stderr.strip()}")
+
+
+@pytest.fixture
+def mounts():
+    mounted: list[Path] = []
+    yield mounted
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_a_read_only_workdir_is_exit_2_naming_the_file(tmp_path, mounts):
+    spec, workdir = write_spec(tmp_path, TWO), tmp_path / "ro"
+    _mount_tmpfs(workdir, "size=1m,ro")
+    mounts.append(workdir)
+    result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr and "read-only" in message and str(workdir) in message
+    assert "writable" in message
+
+
+def test_a_full_disk_is_exit_2_and_ends_the_study_run_failed(tmp_path, mounts):
+    """MLflow's artifacts live on a disk that is full: the study's run ends FAILED, not RUNNING."""
+    spec, workdir = write_spec(tmp_path, TWO), tmp_path / "wd"
+    full = tmp_path / "full"
+    _mount_tmpfs(full, "size=16k")
+    mounts.append(full)
+    with pytest.raises(OSError):  # fill it
+        with open(full / "filler", "wb") as handle:
+            while True:
+                handle.write(b"x" * 4096)
+                handle.flush()
+    workdir.mkdir()
+    (workdir / "mlartifacts").symlink_to(full)
+    result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr and "disk is full" in message and "free space" in message
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(sqlite_urls(workdir)[2])
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert runs and "RUNNING" not in {r.info.status for r in runs}
+    assert {r.info.status for r in runs if r.data.tags["synpro.level"] == "study"} == {"FAILED"}
