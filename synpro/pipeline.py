@@ -394,19 +394,6 @@ def _store_outcome(outcome: ArmOutcome, store: Store) -> None:
                          multiplier_vs_repetition=summary["multiplier_vs_repetition"], details=outcome.details())
 
 
-def _store_outcome(outcome: ArmOutcome, store: Store) -> None:
-    effective = {t: (d, x) for t, d, x in outcome.effective}
-    store.add_evaluations(outcome.arm_id, [
-        {**_point_row(p), "effective_tokens": effective.get(p.tokens, (None, None))[0],
-         "effective_tokens_extrapolated": effective.get(p.tokens, (None, None))[1]}
-        for p in outcome.result.curve])
-    summary = outcome.summary()
-    store.set_arm_result(outcome.arm_id, final_val_loss=summary["final_val_loss"],
-                         tokens_seen=summary["tokens_seen"], effective_tokens=summary["effective_tokens"],
-                         effective_tokens_extrapolated=summary["effective_tokens_extrapolated"],
-                         multiplier_vs_repetition=summary["multiplier_vs_repetition"], details=outcome.details())
-
-
 def _record(plan: TrialPlan, outcome: ArmOutcome, outcomes: Outcomes, ctx: TrialContext) -> None:
     _store_outcome(outcome, ctx.store)
     _record_accuracy(outcome, ctx)
