@@ -7,6 +7,7 @@ to train on it (bad input), and a re-run reuses the set instead of generating it
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from synpro.stages.base import STAGES, Stage, StageContext
@@ -35,7 +36,7 @@ class SynthesizeStage(Stage):
 
         spec = self.spec
         if "generator" in ctx.inputs:
-            spec = spec.with_params({"generation.generator.model": str(ctx.inputs["generator"])})
+            spec = spec.with_params({"generation.generator.model": str(Path(ctx.inputs["generator"]).resolve())})
         made = make_set(spec, self.op_name, ctx.inputs["pools"], ctx.folder, self.config,
                         progress=ctx.progress)
         return {**made.metrics, "passed": made.stats["passed"], "windows": made.stats["windows"]}
