@@ -571,7 +571,7 @@ class AnalysisSpec(_Strict):
         "the multiplier compares the mean D_eff over each curve's last k checkpoints (one point jitters)"))
 
 
-class ReferenceSpec(_Strict):
+class OracleReferenceSpec(_Strict):
     """What effective tokens invert: `trial` (each trial's own oracle, per seed), `fixed` (the oracle
     trained at `params` overrides, one for the whole study) or `best` (the study's oracle with the
     lowest final val loss, applied when the sweep ends). A bare string names the kind."""
@@ -585,7 +585,7 @@ class ReferenceSpec(_Strict):
         return {"kind": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
-    def _params_for_fixed(self) -> "ReferenceSpec":
+    def _params_for_fixed(self) -> "OracleReferenceSpec":
         if (self.kind == "fixed") != bool(self.params):
             raise ValueError("a fixed reference needs `params` (e.g. {training.lr: 3.0e-3}); trial and best take none")
         return self
@@ -650,7 +650,7 @@ class Spec(_Strict):
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     # What D_eff inverts: each trial's own oracle (per seed), a fixed oracle shared by the study, or
     # the study's best oracle (lowest final val loss; results are recomputed at the end of a sweep).
-    reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
+    reference: OracleReferenceSpec = Field(default_factory=OracleReferenceSpec)
     source_file: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
