@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cli.app import WorkdirOpt, app, guarded, out, store_url
 from synpro.core.fs import sqlite_url
-from synpro.display import constant_interval, estimate, finite, fmt, identification
+from synpro.display import constant_interval, estimate, finite, fmt, identification, seed_estimate
 from synpro.errors import InputError
 
 StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL of the results store.")
@@ -265,6 +265,14 @@ def _write_figures(db: Any, study: str, folder: Path) -> list[Path]:
     return written
 
 
+def _best_multiplier(row: dict[str, Any]) -> str:
+    """The best trial's mean multiplier over seeds with its interval (`--format json`: each seed's)."""
+    if row["multiplier_trial"] is None:
+        return "-"
+    return f"#{row['multiplier_trial']}: " + seed_estimate(row["multiplier_vs_repetition"], row["multiplier_ci"],
+                                                             row["n_seeds"])
+
+
 @app.command()
 @guarded
 def compare(
@@ -298,14 +306,14 @@ def compare(
     table = Table(title="Arms side by side (means over trials; D_eff inverts the oracle's loss curve)",
                   title_justify="left")
     columns = ["study", "arm", "trials", "mean final loss", "best final loss", "mean D_eff", "× repetition",
-               "epochs", "R_D* [95% interval]", "R_D* identified", "D'/U [95%]"]
+               "best trial × repetition [95%]", "epochs", "R_D* [95% interval]", "R_D* identified", "D'/U [95%]"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("study", "arm", "R_D* identified") else "right")
     for r in rows:
         fitted = r["r_d_star"] is not None
         table.add_row(r["study"], r["arm"], f"{r['n_finished']}/{r['n_trials']}", *(fmt(r[key]) for key in (
-            "mean_final_loss", "best_final_loss", "mean_effective_tokens", "mean_multiplier", "mean_epochs")),
-            estimate(r["r_d_star"], r["r_d_star_ci"]), identification(r["r_d_star_identified"]) if fitted else "-",
+            "mean_final_loss", "best_final_loss", "mean_effective_tokens", "mean_multiplier")),
+            _best_multiplier(r), fmt(r["mean_epochs"]), estimate(r["r_d_star"], r["r_d_star_ci"]), identification(r["r_d_star_identified"]) if fitted else "-",
             estimate(r["unique_value"], r["unique_value_ci"]))
     out.print(table)
     if any(r["mean_final_accuracy"] is not None for r in rows):

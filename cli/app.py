@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
 import sys
 import traceback
@@ -22,7 +23,7 @@ from rich.table import Table  # noqa: E402
 
 from synpro.core.fs import sqlite_url  # noqa: E402
 from synpro.core.secrets import mask  # noqa: E402
-from synpro.display import fmt  # noqa: E402
+from synpro.display import fmt, seed_estimate  # noqa: E402
 from synpro.errors import InputError  # noqa: E402
 
 app = typer.Typer(
@@ -151,21 +152,35 @@ class Format(str, Enum):
 
 
 ARM_FIELDS = ["final_val_loss", "tokens_seen", "unique_tokens", "effective_tokens",
-              "effective_tokens_extrapolated", "multiplier_vs_repetition", "final_accuracy",
-              "effective_tokens_accuracy", "multiplier_accuracy", "mlflow_run_id"]
+              "effective_tokens_extrapolated", "multiplier_vs_repetition", "multiplier_ci", "n_seeds",
+              "multiplier_method", "final_accuracy", "effective_tokens_accuracy", "multiplier_accuracy",
+              "mlflow_run_id"]
+
+
+def per_seed_multipliers(arm: dict[str, Any]) -> dict[str, Any]:
+    """{seed: multiplier} of one arm of the results."""
+    return {seed: values["multiplier_vs_repetition"] for seed, values in arm.get("per_seed", {}).items()}
 
 
 def print_results(results: list[dict[str, Any]]) -> None:
-    table = Table(title="SynPro results (effective tokens invert the oracle's curve: by loss, and by accuracy)",
+    table = Table(title="SynPro results (means over seeds; effective tokens invert the reference oracle's curve, by "
+                        "loss and by accuracy; × repetition: tail-mean ratio, 95% interval paired by seed)",
                   title_justify="left")
-    for col in ["trial", "params", "arm", "val loss", "tokens seen", "unique", "D_eff", "extrap.", "× repetition",
-                "accuracy", "D_eff (acc)", "× rep. (acc)"]:
-        table.add_column(col, justify="left" if col in ("params", "arm") else "right")
+    for col in ["trial", "params", "arm", "val loss", "tokens seen", "unique", "D_eff", "extrap.",
+                "× repetition [95%]", "per seed", "accuracy", "D_eff (acc)", "× rep. (acc)"]:
+        table.add_column(col, justify="left" if col in ("params", "arm", "per seed") else "right")
     for trial in results:
         params = ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
         for arm, r in trial["arms"].items():
-            table.add_row(str(trial["trial"]), params, arm, *(fmt(r.get(f)) for f in ARM_FIELDS[:-1]))
+            seeds = ", ".join(f"{s}: {fmt(v)}" for s, v in per_seed_multipliers(r).items())
+            table.add_row(str(trial["trial"]), params, arm, *(fmt(r.get(f)) for f in ARM_FIELDS[:5]),
+                          seed_estimate(r["multiplier_vs_repetition"], r["multiplier_ci"], r["n_seeds"]), seeds,
+                          *(fmt(r.get(f)) for f in ("final_accuracy", "effective_tokens_accuracy",
+                                                    "multiplier_accuracy")))
             params = ""
     out.print(table)
+    references = {json.dumps(t.get("reference"), sort_keys=True) for t in results if t.get("reference")}
+    for reference in references:
+        out.print(f"reference: {reference}", highlight=False)
 
 

@@ -14,11 +14,16 @@ from typing import Optional
 
 import typer
 
-from cli.app import ARM_FIELDS, Format, WorkdirOpt, app, guarded, out, print_results, store_url
+from cli.app import ARM_FIELDS, Format, WorkdirOpt, app, guarded, out, per_seed_multipliers, print_results, store_url
 from synpro.core.fs import sqlite_url
 from synpro.core.secrets import mask
 from synpro.display import finite
 from synpro.errors import InputError
+
+
+def _cell(value: object) -> object:
+    """A CSV cell: lists and maps as strict JSON (an interval reads [low, high])."""
+    return json.dumps(finite(value)) if isinstance(value, (list, dict)) else value
 
 
 @app.command()
@@ -29,7 +34,9 @@ def results(
     study: Optional[str] = typer.Option(None, "--study", help="Only this study."),
     format: Format = typer.Option(Format.table, "--format", "-f", help="table, json or csv."),
 ) -> None:
-    """Print stored results: per trial, each arm's loss, effective tokens and multiplier vs repetition.
+    """Print stored results: per trial, each arm's loss, effective tokens and multiplier vs repetition
+    (mean over seeds with a 95% interval paired by seed, and each seed's value), the reference used
+    and the noise floor (JSON).
 
     Example:  synpro results --workdir runs/quickstart --format json
     """
@@ -43,11 +50,12 @@ def results(
         import csv
 
         writer = csv.writer(sys.stdout)
-        writer.writerow(["study", "trial", "params", "arm", *ARM_FIELDS])
+        writer.writerow(["study", "trial", "params", "arm", *ARM_FIELDS, "per_seed_multiplier", "reference"])
         for trial in rows:
             for arm, r in trial["arms"].items():
                 writer.writerow([trial["study"], trial["trial"], json.dumps(trial["params"]), arm,
-                                 *(r[f] for f in ARM_FIELDS)])
+                                 *(_cell(r[f]) for f in ARM_FIELDS), _cell(per_seed_multipliers(r)),
+                                 _cell(trial.get("reference"))])
     else:
         print_results(rows)
 

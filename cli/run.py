@@ -55,7 +55,8 @@ def validate(spec_path: Path = SpecArg,
         return
     table = Table(title=f"{spec_path}: valid", show_header=False, title_justify="left")
     rows = [
-        ("experiment", f"{spec.experiment.name} (seed {spec.experiment.seed})"),
+        ("experiment", f"{spec.experiment.name} (training seeds {spec.experiment.training_seeds()}, "
+                       f"data seed {spec.experiment.resolved_data_seed()})"),
         ("workdir", str(spec.workdir)),
         ("corpus", f"{spec.corpus.source}: {spec.corpus.name if spec.corpus.source == 'builtin' else spec.corpus_path()}"),
         ("tokenizer", f"pretrained {spec.tokenizer.name}" if spec.tokenizer.kind == "pretrained"
@@ -73,6 +74,8 @@ def validate(spec_path: Path = SpecArg,
         ("search", f"{spec.search.sampler} over {list(spec.search.params) or 'nothing'}"),
         ("trials", f"{search.n_trials(spec)}" + (f" ({stages} stages in the first)" if stages else "")),
         ("objective", f"{spec.search.objective.direction} {spec.search.objective.metric} of {spec.search.objective.arm}"),
+        ("reference", spec.reference.kind + (f" oracle at {spec.reference.params}" if spec.reference.params else "")
+         + f"; multiplier from the last {spec.analysis.tail_checkpoints} checkpoints"),
         ("store", mask(spec.store_url())),
         ("optuna", mask(spec.optuna_url())),
         ("mlflow", mask(spec.mlflow_uri()) if spec.tracking.enabled else "disabled"),

@@ -82,17 +82,20 @@ class Trial(Base):
     state: Mapped[str] = mapped_column(String(16))
     objective_value: Mapped[float | None]
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    # The trial's analysis: reference used, per-arm multiplier over seeds, noise floor (synpro.pipeline).
+    analysis: Mapped[dict[str, Any] | None]
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
 
 class Arm(Base):
-    """One pretraining run inside a trial (repetition, oracle, ...); results land here when it ends."""
+    """One pretraining run inside a trial (repetition, oracle, ...) at one training seed; results
+    land here when it ends."""
 
     __tablename__ = "arms"
     __table_args__ = (
-        UniqueConstraint("trial_id", "name"),
+        UniqueConstraint("trial_id", "name", "seed"),
         Index(None, "name"),
         _state_check(ARM_STATES),
     )
@@ -100,6 +103,7 @@ class Arm(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(255))
+    seed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     kind: Mapped[str] = mapped_column(String(64))
     config_hash: Mapped[str] = mapped_column(String(64))
     unique_tokens: Mapped[int] = mapped_column(BigInteger)
@@ -116,6 +120,8 @@ class Arm(Base):
     effective_tokens_accuracy: Mapped[float | None]
     effective_tokens_accuracy_extrapolated: Mapped[bool | None]
     multiplier_accuracy: Mapped[float | None]
+    # This seed's analysis: multiplier method and extrapolation, epochs per source (synpro.pipeline).
+    details: Mapped[dict[str, Any] | None]
 
 
 class Evaluation(Base):

@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from store.schema import ARM_STATES, TRIAL_STATES, Arm, Evaluation, Fit, FitTrial, Study, Trial, utcnow
+from synpro.display import finite
 from synpro.core.faults import kill_point
 from synpro.core.secrets import hide, mask
 from synpro.errors import InputError
@@ -155,6 +156,52 @@ def _number(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
+def _mean(values: list[Any]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _any(flags: list[bool | None]) -> bool | None:
+    known = [f for f in flags if f is not None]
+    return any(known) if known else None
+
+
+def _arm_over_seeds(per_seed: dict[int, dict], summary: dict | None) -> dict[str, Any]:
+    """One arm of one trial in the results: means over its seeds, the trial analysis's multiplier
+    statistics (mean, interval paired by seed, method), and every seed's own values under `per_seed`.
+
+    Rows written before replicates (no analysis) keep their one stored multiplier, without interval."""
+    rows = [per_seed[s] for s in sorted(per_seed)]
+    states = {r["state"] for r in rows}
+    state = "finished" if states == {"finished"} else "failed" if "failed" in states else "running"
+    arm = {"kind": rows[0]["kind"], "state": state, "final_val_loss": _mean([r["final_val_loss"] for r in rows]),
+           "tokens_seen": rows[0]["tokens_seen"], "unique_tokens": rows[0]["unique_tokens"],
+           "effective_tokens": _mean([r["effective_tokens"] for r in rows]),
+           "effective_tokens_extrapolated": _any([r["effective_tokens_extrapolated"] for r in rows]),
+           "multiplier_vs_repetition": _mean([r["multiplier_vs_repetition"] for r in rows]),
+           **{key: _mean([r[key] for r in rows])
+              for key in ("final_accuracy", "effective_tokens_accuracy", "multiplier_accuracy")},
+           "effective_tokens_accuracy_extrapolated": _any([r["effective_tokens_accuracy_extrapolated"] for r in rows]),
+           "multiplier_ci": None, "n_seeds": len(rows), "multiplier_method": None, "multiplier_extrapolated": None,
+           "mlflow_run_id": rows[0]["mlflow_run_id"]}
+    if summary is not None:
+        arm.update({key: summary.get(key) for key in ("multiplier_vs_repetition", "multiplier_ci",
+                                                       "multiplier_method", "multiplier_extrapolated", "n_seeds")})
+    arm["per_seed"] = {str(s): {k: v for k, v in per_seed[s].items() if k not in ("kind", "unique_tokens")}
+                       for s in sorted(per_seed)}
+    return arm
+
+
+def best_trial(results: list[dict], objective: dict[str, Any]) -> dict | None:
+    """The trial with the best finite objective value, else the last trial that has arms."""
+    scored = [t for t in results if t["objective_value"] is not None and math.isfinite(t["objective_value"])]
+    if scored:
+        pick = max if objective.get("direction") == "maximize" else min
+        return pick(scored, key=lambda t: t["objective_value"])
+    with_arms = [t for t in results if t["arms"]]
+    return with_arms[-1] if with_arms else None
+
+
 def _check_state(state: str, allowed: tuple[str, ...], what: str) -> None:
     if state not in allowed:
         raise ValueError(f"{what} state must be one of {', '.join(allowed)}; got {state!r}")
@@ -256,14 +303,15 @@ class Store:
         self._update_one(stmt, "trial", trial_id)
 
     def upsert_arm(self, trial_id: int, name: str, kind: str, config_hash: str, unique_tokens: int,
-                   total_tokens: int, mlflow_run_id: str | None = None) -> int:
-        """Register an arm about to run.
+                   total_tokens: int, mlflow_run_id: str | None = None, *, seed: int = 0) -> int:
+        """Register an arm about to run at one training seed ((trial, name, seed) is its row).
 
         An arm that already finished with this config keeps its results; with a changed config it
         starts over as running and its old curve is dropped, so curves never mix two configs.
         """
-        stale = select(Arm.id).where(Arm.trial_id == trial_id, Arm.name == name, Arm.config_hash != config_hash)
-        stmt = self._insert(Arm).values(trial_id=trial_id, name=name, kind=kind, config_hash=config_hash,
+        stale = select(Arm.id).where(Arm.trial_id == trial_id, Arm.name == name, Arm.seed == seed,
+                                     Arm.config_hash != config_hash)
+        stmt = self._insert(Arm).values(trial_id=trial_id, name=name, seed=seed, kind=kind, config_hash=config_hash,
                                         unique_tokens=unique_tokens, total_tokens=total_tokens, state="running",
                                         mlflow_run_id=mlflow_run_id)
         keep = and_(Arm.config_hash == stmt.excluded.config_hash, Arm.state == "finished")
@@ -273,9 +321,9 @@ class Store:
         changes["state"] = case((keep, Arm.state), else_=stmt.excluded.state)
         for result in ("final_val_loss", "tokens_seen", "effective_tokens", "effective_tokens_extrapolated",
                        "multiplier_vs_repetition", "final_accuracy", "effective_tokens_accuracy",
-                       "effective_tokens_accuracy_extrapolated", "multiplier_accuracy"):
-            changes[result] = case((keep, getattr(Arm, result)), else_=None)
-        stmt = stmt.on_conflict_do_update(index_elements=[Arm.trial_id, Arm.name], set_=changes)
+                       "effective_tokens_accuracy_extrapolated", "multiplier_accuracy", "details"):
+            changes[result] = case((keep, getattr(Arm, result)), else_=null())
+        stmt = stmt.on_conflict_do_update(index_elements=[Arm.trial_id, Arm.name, Arm.seed], set_=changes)
         with self.engine.begin() as conn:
             conn.execute(Evaluation.__table__.delete().where(Evaluation.arm_id.in_(stale)))
             return conn.execute(stmt.returning(Arm.id)).scalar_one()
@@ -306,14 +354,22 @@ class Store:
 
     def set_arm_result(self, arm_id: int, *, final_val_loss: float, tokens_seen: int,
                        effective_tokens: float | None, effective_tokens_extrapolated: bool | None,
-                       multiplier_vs_repetition: float | None, state: str = "finished") -> None:
+                       multiplier_vs_repetition: float | None, state: str = "finished",
+                       details: dict[str, Any] | None = None) -> None:
+        """An arm's outcome; `details` (JSON, non-finite numbers stored as null) is this seed's analysis."""
         _check_state(state, ARM_STATES, "arm")
         stmt = update(Arm).where(Arm.id == arm_id).values(
             final_val_loss=_number(final_val_loss), tokens_seen=tokens_seen, effective_tokens=_number(effective_tokens),
             effective_tokens_extrapolated=effective_tokens_extrapolated,
-            multiplier_vs_repetition=_number(multiplier_vs_repetition), state=state)
+            multiplier_vs_repetition=_number(multiplier_vs_repetition), state=state,
+            details=null() if details is None else finite(details))
         self._update_one(stmt, "arm", arm_id)
         kill_point("store.arm_result")
+
+    def set_trial_analysis(self, trial_id: int, analysis: dict[str, Any]) -> None:
+        """The trial's analysis (reference, per-arm seed statistics, noise floor), replacing any earlier."""
+        stmt = update(Trial).where(Trial.id == trial_id).values(analysis=finite(analysis))
+        self._update_one(stmt, "trial", trial_id)
 
     def add_accuracy(self, arm_id: int, points: list[dict]) -> None:
         """Downstream scores of evaluated checkpoints, onto their curve points (keyed by tokens seen):
@@ -378,32 +434,49 @@ class Store:
         with self.engine.begin() as conn:
             return bool(conn.execute(query).scalar_one())
 
-    def complete_trials(self, study: str, arms: list[str]) -> set[str]:
+    def trial_id(self, study: str, params_hash: str) -> int:
+        """The id of a study's trial by its params hash (LookupError if there is none)."""
+        query = select(Trial.id).join(Study, Trial.study_id == Study.id).where(
+            Study.name == study, Trial.params_hash == params_hash)
+        with self.engine.begin() as conn:
+            found = conn.execute(query).scalar_one_or_none()
+        if found is None:
+            raise LookupError(f"study {study!r} has no trial {params_hash}")
+        return found
+
+    def complete_trials(self, study: str, arms: list[str], seeds: list[int] | None = None) -> set[str]:
         """The params hashes of the study's trials that are finished with every named arm finished
-        and holding a result: what "N/N trials complete" counts."""
-        finished_arms = (select(func.count(Arm.id)).where(Arm.trial_id == Trial.id, Arm.name.in_(arms),
-                                                          Arm.state == "finished", Arm.tokens_seen.is_not(None))
-                         .scalar_subquery())
+        (at every one of `seeds`; default: one row per arm) and holding a result: what "N/N trials
+        complete" counts."""
+        rows = [Arm.trial_id == Trial.id, Arm.name.in_(arms), Arm.state == "finished", Arm.tokens_seen.is_not(None)]
+        if seeds is not None:
+            rows.append(Arm.seed.in_(seeds))
+        finished_arms = select(func.count(Arm.id)).where(*rows).scalar_subquery()
+        expected = len(set(arms)) * (len(set(seeds)) if seeds is not None else 1)
         query = (select(Trial.params_hash).join(Study, Trial.study_id == Study.id)
-                 .where(Study.name == study, Trial.state == "finished", finished_arms == len(set(arms))))
+                 .where(Study.name == study, Trial.state == "finished", finished_arms == expected))
         with self.engine.begin() as conn:
             return set(conn.execute(query).scalars())
 
-    def stored_result(self, trial_id: int, arms: list[str]) -> tuple[bool, float | None]:
+    def stored_result(self, trial_id: int, arms: list[str], seeds: list[int] | None = None) -> tuple[bool, float | None]:
         """(whether the trial is finished with every named arm stored with a result, its objective value)."""
         query = select(Trial.state, Trial.objective_value).where(Trial.id == trial_id)
         with self.engine.begin() as conn:
             row = conn.execute(query).one_or_none()
         if row is None or row.state != "finished":
             return False, None
-        return not self.unfinished_arms(trial_id, arms), row.objective_value
+        return not self.unfinished_arms(trial_id, arms, seeds), row.objective_value
 
-    def unfinished_arms(self, trial_id: int, arms: list[str]) -> list[str]:
-        """Which of these arms the trial has not stored as finished with a result."""
-        query = select(Arm.name).where(Arm.trial_id == trial_id, Arm.state == "finished", Arm.tokens_seen.is_not(None))
+    def unfinished_arms(self, trial_id: int, arms: list[str], seeds: list[int] | None = None) -> list[str]:
+        """Which of these arms the trial has not stored as finished with a result (at every one of
+        `seeds`; default: at any seed)."""
+        query = select(Arm.name, Arm.seed).where(Arm.trial_id == trial_id, Arm.state == "finished",
+                                                 Arm.tokens_seen.is_not(None))
         with self.engine.begin() as conn:
-            stored = set(conn.execute(query).scalars())
-        return [a for a in arms if a not in stored]
+            stored = {tuple(row) for row in conn.execute(query)}
+        if seeds is None:
+            return [a for a in dict.fromkeys(arms) if a not in {name for name, _ in stored}]
+        return [a for a in dict.fromkeys(arms) if any((a, s) not in stored for s in seeds)]
 
     def results(self, study: str | None = None) -> list[dict]:
         """Trials with their arms' outcomes: the JSON contract of `synpro results --format json`.
@@ -412,12 +485,12 @@ class Store:
         """
         query = (
             select(Study.name.label("study"), Trial.id.label("trial_id"), Trial.optuna_number, Trial.params_hash,
-                   Trial.params, Trial.state, Trial.objective_value, Trial.mlflow_run_id,
-                   Arm.name.label("arm"), Arm.kind, Arm.state.label("arm_state"), Arm.final_val_loss,
+                   Trial.params, Trial.state, Trial.objective_value, Trial.mlflow_run_id, Trial.analysis,
+                   Arm.name.label("arm"), Arm.seed, Arm.kind, Arm.state.label("arm_state"), Arm.final_val_loss,
                    Arm.tokens_seen, Arm.unique_tokens, Arm.effective_tokens, Arm.effective_tokens_extrapolated,
                    Arm.multiplier_vs_repetition, Arm.final_accuracy, Arm.effective_tokens_accuracy,
                    Arm.effective_tokens_accuracy_extrapolated, Arm.multiplier_accuracy,
-                   Arm.mlflow_run_id.label("arm_mlflow_run_id"))
+                   Arm.mlflow_run_id.label("arm_mlflow_run_id"), Arm.details)
             .join(Trial, Trial.study_id == Study.id)
             .outerjoin(Arm, Arm.trial_id == Trial.id)
             .order_by(Study.name, Trial.optuna_number.nulls_last(), Trial.id, Arm.id))
@@ -428,15 +501,19 @@ class Store:
             if not rows and study is not None:
                 self._require(conn, study)
         trials: dict[int, dict] = {}
+        analyses: dict[int, dict] = {}
+        seeds: dict[tuple[int, str], dict[int, dict]] = {}
         for row in rows:
             trial = trials.get(row.trial_id)
             if trial is None:
+                analysis = analyses[row.trial_id] = row.analysis or {}
                 trial = trials[row.trial_id] = {
                     "study": row.study, "trial": row.optuna_number, "params_hash": row.params_hash,
                     "params": row.params, "state": row.state, "objective_value": row.objective_value,
-                    "mlflow_run_id": row.mlflow_run_id, "arms": {}}
+                    "mlflow_run_id": row.mlflow_run_id, "reference": analysis.get("reference"),
+                    "noise_floor": analysis.get("noise_floor"), "arms": {}}
             if row.arm is not None:
-                trial["arms"][row.arm] = {
+                seeds.setdefault((row.trial_id, row.arm), {})[row.seed] = {
                     "kind": row.kind, "state": row.arm_state, "final_val_loss": row.final_val_loss,
                     "tokens_seen": row.tokens_seen, "unique_tokens": row.unique_tokens,
                     "effective_tokens": row.effective_tokens,
@@ -446,13 +523,16 @@ class Store:
                     "effective_tokens_accuracy": row.effective_tokens_accuracy,
                     "effective_tokens_accuracy_extrapolated": row.effective_tokens_accuracy_extrapolated,
                     "multiplier_accuracy": row.multiplier_accuracy,
-                    "mlflow_run_id": row.arm_mlflow_run_id}
+                    "mlflow_run_id": row.arm_mlflow_run_id, **(row.details or {})}
+        for (trial_id, arm), per_seed in seeds.items():
+            trials[trial_id]["arms"][arm] = _arm_over_seeds(per_seed, analyses[trial_id].get("arms", {}).get(arm))
         return list(trials.values())
 
     def curves(self, study: str, arm: str | None = None) -> list[dict]:
-        """Learning-curve points of a study (optionally one arm), ordered by trial, arm, then tokens."""
+        """Learning-curve points of a study (optionally one arm), ordered by trial, arm (a row per
+        seed), then tokens."""
         query = (
-            select(Trial.optuna_number.label("trial"), Trial.params_hash, Arm.name.label("arm"), Arm.kind,
+            select(Trial.optuna_number.label("trial"), Trial.params_hash, Arm.name.label("arm"), Arm.seed, Arm.kind,
                    Evaluation.tokens, Evaluation.step, Evaluation.val_loss, Evaluation.train_loss,
                    Evaluation.effective_tokens, Evaluation.effective_tokens_extrapolated, Evaluation.accuracy,
                    Evaluation.effective_tokens_accuracy, Evaluation.task_scores)
@@ -535,9 +615,11 @@ class Store:
                  "created_at": _iso(f.created_at), "trials": trials.get(f.id, [])} for f in fits]
 
     def compare(self, study: str | None = None) -> list[dict]:
-        """Arms side by side: per (study, arm), aggregates over its trials and the latest fitted R_D*
-        with its interval (`r_d_star_ci`: [low, high] or None) and identification
-        (`r_d_star_identified`: {identified, reason}, None on fits that predate it).
+        """Arms side by side: per (study, arm), aggregates over its trials (means over every seed's
+        row), the latest fitted R_D* with its interval (`r_d_star_ci`: [low, high] or None) and
+        identification (`r_d_star_identified`: {identified, reason}, None on fits that predate it),
+        and the multiplier of the study's best trial by its objective (`multiplier_trial`): its mean
+        over seeds `multiplier_vs_repetition`, `multiplier_ci`, `n_seeds`, `multiplier_method`, `per_seed`.
 
         Two grouped queries joined in SQL (arms aggregated; the newest fit per arm that has an
         R_D_star picked with a window function), so the answer stays one round trip at any size.
@@ -545,8 +627,9 @@ class Store:
         finished = Arm.state == "finished"
         per_arm = (
             select(Study.id.label("study_id"), Study.name.label("study"), Arm.name.label("arm"),
-                   func.min(Arm.kind).label("kind"), func.count(Arm.id).label("n_trials"),
-                   func.count(Arm.id).filter(finished).label("n_finished"),
+                   func.min(Arm.kind).label("kind"), func.count(func.distinct(Arm.trial_id)).label("n_trials"),
+                   func.count(func.distinct(Arm.trial_id)).filter(finished).label("n_finished"),
+                   func.count(func.distinct(Arm.seed)).label("n_seeds"),
                    func.avg(Arm.final_val_loss).label("mean_final_loss"),
                    func.min(Arm.final_val_loss).label("best_final_loss"),
                    func.avg(Arm.effective_tokens).label("mean_effective_tokens"),
@@ -591,6 +674,16 @@ class Store:
             flag, reason = found.pop("r_d_star_identified"), found.pop("r_d_star_reason")
             found["r_d_star_identified"] = None if flag is None else {"identified": flag, "reason": reason}
             compared.append(found)
+        best = {name: best_trial(self.results(name), self.study(name)["objective"] or {})
+                for name in {c["study"] for c in compared}}
+        for found in compared:
+            trial = best[found["study"]]
+            arm = (trial or {}).get("arms", {}).get(found["arm"])
+            found["multiplier_trial"] = trial["trial"] if arm else None
+            for key in ("multiplier_vs_repetition", "multiplier_ci", "n_seeds", "multiplier_method"):
+                found[key] = arm[key] if arm else (found["n_seeds"] if key == "n_seeds" else None)
+            found["per_seed_multiplier"] = (
+                {s: v["multiplier_vs_repetition"] for s, v in arm["per_seed"].items()} if arm else {})
         return compared
 
     def _require(self, conn: Connection, study: str, arm: str | None = None) -> None:

@@ -63,6 +63,14 @@ def estimate(value: Any, ci: Any) -> str:
     return f"{fmt(value)} {interval(ci)}" if ci is not None else f"{fmt(value)}, {NO_INTERVAL}"
 
 
+def seed_estimate(value: Any, ci: Any, n_seeds: Any) -> str:
+    """A mean over seeds with its interval, e.g. '2.61 [1.9, 3.4] (3 seeds)'; one seed has none."""
+    if value is None:
+        return "-"
+    seeds = f"({n_seeds} seed{'s' if n_seeds != 1 else ''})" if n_seeds else ""
+    return " ".join(part for part in (fmt(value), interval(ci) if ci is not None else "", seeds) if part)
+
+
 def identification(entry: Any) -> str:
     """'yes', 'no: <reason>', or 'not assessed' for a fit stored before identification existed."""
     if entry is None:

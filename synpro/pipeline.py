@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synpro import plots
-from synpro.effective import ACCURACY, effective_curve, tail_multiplier
+from synpro.display import finite
+from synpro.effective import (ACCURACY, Curve, Multiplier, OracleInverse, TailDEff, effective_curve,
+                              first_pass_calibration, seed_multiplier, tail_d_eff, tail_multiplier)
 from synpro.errors import InputError
 from synpro.generation import SyntheticSet
-from synpro.plan import ArmPlan, TrialPlan
-from synpro.stages import Runner, read_manifest
+from synpro.plan import ArmPlan, TrialPlan, plan_trial
+from synpro.spec import Spec
+from synpro.stages import Runner, Stage, read_manifest
 from synpro.stages.extra import ExtraStage
 from synpro.stages.pretrain import ORGANIC
 from synpro.stages.synthesize import SynthesizeStage
@@ -28,14 +31,18 @@ from store import Store
 
 @dataclass
 class ArmOutcome:
+    """One arm at one training seed."""
+
     name: str
     kind: str
+    seed: int
     arm_id: int
     result: TrainResult
     unique_tokens: int
     mlflow_run_id: str | None
     effective: list[tuple[int, float, bool]] = field(default_factory=list)  # (tokens, D_eff, extrapolated)
-    multiplier: float | None = None
+    tail: TailDEff | None = None  # D_eff at the end: the mean over the last k checkpoints
+    multiplier: Multiplier | None = None
     # Downstream evaluation: one row per evaluated snapshot ({tokens, metrics: {"acc/<task>", "acc/avg"}}),
     # D_eff by average accuracy at those points, and the multiplier by accuracy.
     scores: list[dict[str, Any]] = field(default_factory=list)
@@ -43,30 +50,55 @@ class ArmOutcome:
     multiplier_accuracy: float | None = None
     evaluation: Any = None  # the evaluate stage over every round's snapshots (None without eval tasks)
 
-    @property
-    def final_effective(self) -> tuple[float | None, bool | None]:
-        if not self.effective:
-            return None, None
-        _, d_eff, extrapolated = self.effective[-1]
-        return d_eff, extrapolated
+    def details(self) -> dict[str, Any]:
+        """What the store keeps beside the numbers (arms.details): the tail D_eff the multiplier
+        divides, how both were computed, and the epochs each source was read."""
+        return {"tail_effective_tokens": self.tail.d_eff if self.tail else None,
+                "tail_checkpoints": self.tail.n_points if self.tail else None,
+                "multiplier_method": self.multiplier.method if self.multiplier else None,
+                "multiplier_extrapolated": self.multiplier.extrapolated if self.multiplier else None,
+                "epochs_per_source": self.result.epochs_per_source}
 
     def summary(self) -> dict[str, Any]:
-        d_eff, extrapolated = self.final_effective
+        """This seed's results; `effective_tokens` is D_eff at the last checkpoint (comparable with
+        `tokens_seen`), the multiplier divides tail means (`details`)."""
+        _, d_eff, extrapolated = self.effective[-1] if self.effective else (None, None, None)
         return {
             "kind": self.kind,
+            "seed": self.seed,
             "final_val_loss": self.result.curve[-1].val_loss,
             "tokens_seen": self.result.tokens_seen,
             "unique_tokens": self.unique_tokens,
             "effective_tokens": d_eff,
             "effective_tokens_extrapolated": extrapolated,
-            "multiplier_vs_repetition": self.multiplier,
+            "multiplier_vs_repetition": self.multiplier.multiplier if self.multiplier else None,
             "final_accuracy": self.scores[-1]["metrics"]["acc/avg"] if self.scores else None,
             "effective_tokens_accuracy": self.effective_accuracy[-1][1] if self.effective_accuracy else None,
             "effective_tokens_accuracy_extrapolated": (self.effective_accuracy[-1][2] if self.effective_accuracy
                                                        else None),
             "multiplier_accuracy": self.multiplier_accuracy,
+            **self.details(),
             "mlflow_run_id": self.mlflow_run_id,
         }
+
+
+Outcomes = dict[tuple[str, int], ArmOutcome]  # by (arm name, training seed)
+
+
+@dataclass
+class TrialOutcome:
+    """Every arm at every seed, and the trial's analysis (see `analyze`)."""
+
+    arms: Outcomes
+    analysis: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        """The trial's results as JSON: per arm its seed statistics and each seed's own values."""
+        arms: dict[str, Any] = {}
+        for (name, seed), outcome in self.arms.items():
+            arm = arms.setdefault(name, {**self.analysis["arms"].get(name, {}), "per_seed": {}})
+            arm["per_seed"][str(seed)] = outcome.summary()
+        return {"reference": self.analysis["reference"], "noise_floor": self.analysis["noise_floor"], "arms": arms}
 
 
 @dataclass
@@ -130,40 +162,58 @@ def _require_output(plan: TrialPlan, op: str, synthetic: SyntheticSet) -> None:
              "otherwise check the model and the prompt")
 
 
+def _shards(stage: Stage, runner: Runner) -> dict[str, Any]:
+    inputs = {name: runner.run(upstream) for name, upstream in stage.inputs.items()}
+    return dict(zip(stage.config["mixture"], stage.shards(inputs)))
+
+
+def _unique_tokens(stage: Stage, shards: dict[str, Any]) -> int:
+    """The organic pool, plus the oracle's extra pool (every other source rewrites organic)."""
+    return sum(shard.n_tokens for name, shard in shards.items()
+               if name == ORGANIC or isinstance(stage.inputs.get(name), ExtraStage))
+
+
+def _rounds(arm: ArmPlan, runner: Runner, callbacks: list, on_round: Any = None) -> tuple[TrainResult, list[Stage]]:
+    """Train the arm round by round (one round unless its recipe refreshes); finished rounds load."""
+    builder = arm.builder
+    rounds = arm.arm.rounds(builder)
+    stages = [next(rounds)]
+    while True:
+        result = runner.run(stages[-1], callbacks=callbacks)
+        try:
+            stages.append(rounds.send(result))
+        except StopIteration:
+            return result, stages
+        if on_round is not None:
+            on_round(stages[-1], result, len(stages) - 1)
+
+
 def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) -> ArmOutcome:
     """Train the arm round by round (one round unless its recipe refreshes), streaming its curve."""
     stage = arm.stage
-    inputs = {name: runner.run(upstream) for name, upstream in stage.inputs.items()}
-    shards = dict(zip(stage.config["mixture"], stage.shards(inputs)))
-    # Unique tokens: the organic pool, plus the oracle's extra pool (every other source rewrites organic).
-    unique = sum(shard.n_tokens for name, shard in shards.items()
-                 if name == ORGANIC or isinstance(stage.inputs.get(name), ExtraStage))
-    run_id = ctx.tracker.run("arm", arm.name, {"synpro.trial": plan.params_hash, "synpro.arm": arm.name},
+    shards = _shards(stage, runner)
+    unique = _unique_tokens(stage, shards)
+    several = len(plan.seeds) > 1
+    run_id = ctx.tracker.run("arm", f"{arm.name}-seed{arm.seed}" if several else arm.name,
+                             {"synpro.trial": plan.params_hash, "synpro.arm": arm.name, "synpro.seed": str(arm.seed)},
                              parent_id=ctx.trial_run_id)
     arm_id = ctx.store.upsert_arm(ctx.trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens,
-                                  mlflow_run_id=run_id)
-    ctx.tracker.log_params(run_id, {"arm": arm.name, "kind": arm.spec.kind, "unique_tokens": unique,
+                                  mlflow_run_id=run_id, seed=arm.seed)
+    ctx.tracker.log_params(run_id, {"arm": arm.name, "kind": arm.spec.kind, "seed": arm.seed, "unique_tokens": unique,
                                     "total_tokens": plan.total_tokens, "stage_key": arm.key,
                                     "sources": {name: s.n_tokens for name, s in shards.items()},
                                     **{f"arm.{k}": v for k, v in (arm.spec.model_extra or {}).items()}})
     sink = _CurveSink(ctx, arm_id, run_id)
-    rounds = arm.arm.rounds(plan.builder)
-    stages = [next(rounds)]
     try:
-        while True:
-            result = runner.run(stages[-1], callbacks=[sink])
-            try:
-                stages.append(rounds.send(result))
-            except StopIteration:
-                break
-            _log_round(plan, stages[-1], runner, result, len(stages) - 1, run_id, ctx)
+        result, stages = _rounds(arm, runner, [sink], lambda stage, ended, round_: _log_round(
+            plan, stage, runner, ended, round_, run_id, ctx))
     except BaseException:
         ctx.tracker.finish(run_id, "KILLED")
         raise
     # A resumed or cached arm may have points the sink never saw; the store gets them all in _record.
     _log_curve(ctx.tracker, run_id, result.curve)
-    evaluation = plan.builder.evaluate(stages, label=arm.name)
-    return ArmOutcome(arm.name, arm.spec.kind, arm_id, result, unique, run_id, evaluation=evaluation)
+    evaluation = arm.builder.evaluate(stages, label=arm.name)
+    return ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, run_id, evaluation=evaluation)
 
 
 def _log_round(plan: TrialPlan, stage, runner: Runner, ended: TrainResult, round_: int, run_id: str | None,
@@ -204,41 +254,91 @@ def _seen(result: TrainResult) -> list[tuple[int, float]]:
     return [(p.tokens, p.val_loss) for p in result.curve if p.tokens > 0]
 
 
-def attach_effective_tokens(plan: TrialPlan, outcomes: dict[str, ArmOutcome]) -> None:
-    """D_eff at every checkpoint by inverting the reference (oracle) curve; multipliers vs repetition."""
-    if plan.reference is None:
-        return
-    oracle = _seen(outcomes[plan.reference.name].result)
+def _reference_info(plan: TrialPlan) -> dict[str, Any]:
+    """Which curve effective tokens invert, as the results say it."""
+    kind = plan.spec.reference.kind
+    if kind == "fixed":
+        return {"kind": kind, "arm": plan.reference_name, "params": plan.spec.reference.params}
+    # `best`: the trial's own oracle until the sweep ends and `apply_best_reference` recomputes.
+    return {"kind": kind, "arm": plan.reference_name, **({"provisional": True} if kind == "best" else {})}
+
+
+def _repetition(plan: TrialPlan) -> str | None:
+    return next((a.name for a in plan.arms if a.spec.kind == "repetition"), None)
+
+
+def analyze(plan: TrialPlan, outcomes: Outcomes, references: dict[int, TrainResult] | None = None,
+            reference_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Effective tokens of every arm against the reference of its seed, and the trial's analysis.
+
+    D_eff inverts the reference curve, its power-law tail fitted past the warmup; each arm's D_eff
+    at the end is the mean over its last `analysis.tail_checkpoints` checkpoints and its multiplier
+    the ratio of that to repetition's at the same seed (`synpro.effective.tail_multiplier`); per
+    arm, the mean over seeds with a 95% interval paired by seed (`seed_multiplier`). The noise
+    floor: repetition's first-pass calibration and the reference's tail fit, per seed.
+    `references` (seed -> the reference arm's result) defaults to the trial's own reference arms.
+    """
+    if references is None:
+        references = {seed: outcomes[(a.name, seed)].result for seed, a in plan.references.items()}
+    info = reference_info or _reference_info(plan)
+    analysis: dict[str, Any] = {"reference": info, "tail_checkpoints": plan.spec.analysis.tail_checkpoints,
+                                "arms": {}, "noise_floor": None}
+    if not references:
+        return analysis
+    k, warmup = plan.spec.analysis.tail_checkpoints, plan.spec.training.warmup_tokens
+    inverses = {seed: OracleInverse(Curve.from_points(_seen(result)), tail_from_tokens=warmup)
+                for seed, result in references.items()}
     for outcome in outcomes.values():
-        outcome.effective = [tuple(p) for p in effective_curve(oracle, _seen(outcome.result))]
-    repetition = next((o for o in outcomes.values() if o.kind == "repetition"), None)
+        inverse = inverses.get(outcome.seed)
+        if inverse is None:
+            continue
+        arm = Curve.from_points(_seen(outcome.result))
+        d_eff, extrapolated = inverse(arm.values)
+        outcome.effective = [(int(t), float(d), bool(x)) for t, d, x in zip(arm.tokens, d_eff, extrapolated)]
+        outcome.tail = tail_d_eff(outcome.effective, k) if outcome.effective else None
+    floor: dict[str, Any] = {"oracle_tail": {str(s): inv.tail_fit.to_dict() for s, inv in inverses.items()}}
+    analysis["noise_floor"] = floor
+    repetition = _repetition(plan)
     if repetition is None:
-        return
-    base, _ = repetition.final_effective
-    for outcome in outcomes.values():
-        d_eff, _ = outcome.final_effective
-        if base and d_eff is not None and math.isfinite(base) and base > 0:
-            outcome.multiplier = d_eff / base
+        return analysis
+    base = {seed: o for (name, seed), o in outcomes.items() if name == repetition and o.tail is not None}
+    first_pass = plan.spec.resolved_budget().trained_unique
+    floor["first_pass_calibration"] = {str(s): first_pass_calibration(o.effective, first_pass).to_dict()
+                                       for s, o in sorted(base.items())}
+    names = dict.fromkeys(name for name, _ in outcomes)
+    for name in names:
+        arm_seeds = {seed: o for (n, seed), o in outcomes.items() if n == name and o.tail is not None}
+        for seed, outcome in arm_seeds.items():
+            if seed in base:
+                outcome.multiplier = tail_multiplier(outcome.effective, base[seed].effective, k)
+        stats = seed_multiplier({s: o.tail for s, o in arm_seeds.items()}, {s: o.tail for s, o in base.items()})
+        per_seed = sorted({o.multiplier.method for o in arm_seeds.values() if o.multiplier})
+        analysis["arms"][name] = {**stats.to_dict(), "multiplier_extrapolated": stats.extrapolated,
+                                  "multiplier_method": f"{'/'.join(per_seed) or '-'} per seed, {stats.method} over seeds"}
+    return analysis
 
 
-def attach_accuracy(plan: TrialPlan, runner: Runner, outcomes: dict[str, ArmOutcome]) -> None:
+def attach_accuracy(plan: TrialPlan, runner: Runner, outcomes: Outcomes) -> None:
     """Evaluate every arm's snapshots on the downstream tasks; D_eff and the multiplier by average
-    accuracy, inverting the reference arm's accuracy curve the same way as its loss curve."""
+    accuracy, inverting the reference arm's accuracy curve of the same seed like its loss curve."""
     for outcome in outcomes.values():
         if outcome.evaluation is not None:
             outcome.scores = runner.run(outcome.evaluation)
-    if plan.reference is None or not outcomes[plan.reference.name].scores:
-        return
-    oracle = _accuracy_points(outcomes[plan.reference.name])
-    for outcome in outcomes.values():
-        if outcome.scores:
-            outcome.effective_accuracy = [tuple(p) for p in effective_curve(oracle, _accuracy_points(outcome),
-                                                                             metric=ACCURACY)]
-    repetition = next((o for o in outcomes.values() if o.kind == "repetition" and o.effective_accuracy), None)
-    for outcome in outcomes.values():
-        if repetition is not None and outcome.effective_accuracy:
-            value = tail_multiplier(outcome.effective_accuracy, repetition.effective_accuracy).multiplier
-            outcome.multiplier_accuracy = value if math.isfinite(value) else None
+    k, repetition = plan.spec.analysis.tail_checkpoints, _repetition(plan)
+    for seed, reference in plan.references.items():
+        scored = outcomes[(reference.name, seed)]
+        if not scored.scores:
+            continue
+        oracle = _accuracy_points(scored)
+        for (_, s), outcome in outcomes.items():
+            if s == seed and outcome.scores:
+                outcome.effective_accuracy = [tuple(p) for p in effective_curve(
+                    oracle, _accuracy_points(outcome), metric=ACCURACY)]
+        base = outcomes.get((repetition, seed)) if repetition else None
+        for (_, s), outcome in outcomes.items():
+            if s == seed and base is not None and base.effective_accuracy and outcome.effective_accuracy:
+                value = tail_multiplier(outcome.effective_accuracy, base.effective_accuracy, k).multiplier
+                outcome.multiplier_accuracy = value if math.isfinite(value) else None
 
 
 def _accuracy_points(outcome: ArmOutcome) -> list[tuple[int, float]]:
@@ -266,59 +366,141 @@ def _record_accuracy(outcome: ArmOutcome, ctx: TrialContext) -> None:
                                multiplier_accuracy=summary["multiplier_accuracy"])
 
 
-def _multiplier_curve(outcome: ArmOutcome, repetition: ArmOutcome | None) -> list[tuple[int, float]]:
+def _multiplier_curve(outcome: ArmOutcome, repetition: ArmOutcome | None, k: int) -> list[tuple[int, float]]:
+    """The multiplier along training, as at the end: at each checkpoint both arms reach, the
+    tail-mean ratio over the k checkpoints up to it (`tail_multiplier`)."""
     if repetition is None:
         return []
-    base = {t: d for t, d, _ in repetition.effective if math.isfinite(d) and d > 0}
-    return [(t, d / base[t]) for t, d, _ in outcome.effective if t in base and math.isfinite(d)]
+    shared = sorted({t for t, _, _ in outcome.effective} & {t for t, _, _ in repetition.effective})
+    points = []
+    for t in shared:
+        ratio = tail_multiplier([p for p in outcome.effective if p[0] <= t],
+                                [p for p in repetition.effective if p[0] <= t], k).multiplier
+        if math.isfinite(ratio):
+            points.append((t, ratio))
+    return points
 
 
-def _record(outcome: ArmOutcome, outcomes: dict[str, ArmOutcome], ctx: TrialContext) -> None:
+def _store_outcome(outcome: ArmOutcome, store: Store) -> None:
     effective = {t: (d, x) for t, d, x in outcome.effective}
-    ctx.store.add_evaluations(outcome.arm_id, [
+    store.add_evaluations(outcome.arm_id, [
         {**_point_row(p), "effective_tokens": effective.get(p.tokens, (None, None))[0],
          "effective_tokens_extrapolated": effective.get(p.tokens, (None, None))[1]}
         for p in outcome.result.curve])
+    summary = outcome.summary()
+    store.set_arm_result(outcome.arm_id, final_val_loss=summary["final_val_loss"],
+                         tokens_seen=summary["tokens_seen"], effective_tokens=summary["effective_tokens"],
+                         effective_tokens_extrapolated=summary["effective_tokens_extrapolated"],
+                         multiplier_vs_repetition=summary["multiplier_vs_repetition"], details=outcome.details())
+
+
+def _record(plan: TrialPlan, outcome: ArmOutcome, outcomes: Outcomes, ctx: TrialContext) -> None:
+    _store_outcome(outcome, ctx.store)
+    _record_accuracy(outcome, ctx)
     run_id = outcome.mlflow_run_id
     ctx.tracker.log_points(run_id, "effective_tokens",
                            [(t, d) for t, d, _ in outcome.effective if math.isfinite(d)])
-    repetition = next((o for o in outcomes.values() if o.kind == "repetition"), None)
-    ctx.tracker.log_points(run_id, "multiplier_vs_repetition", _multiplier_curve(outcome, repetition))
-    summary = outcome.summary()
-    _record_accuracy(outcome, ctx)
-    ctx.store.set_arm_result(outcome.arm_id, final_val_loss=summary["final_val_loss"],
-                             tokens_seen=summary["tokens_seen"], effective_tokens=summary["effective_tokens"],
-                             effective_tokens_extrapolated=summary["effective_tokens_extrapolated"],
-                             multiplier_vs_repetition=summary["multiplier_vs_repetition"])
-    ctx.tracker.log_dict(run_id, summary, "result.json")
+    repetition = outcomes.get((_repetition(plan), outcome.seed)) if _repetition(plan) else None
+    ctx.tracker.log_points(run_id, "multiplier_vs_repetition",
+                           _multiplier_curve(outcome, repetition, plan.spec.analysis.tail_checkpoints))
+    ctx.tracker.log_dict(run_id, finite(outcome.summary()), "result.json")
     ctx.tracker.finish(run_id)
 
 
-def _log_figures(plan: TrialPlan, outcomes: dict[str, ArmOutcome], ctx: TrialContext) -> None:
-    reference = plan.reference.name if plan.reference else None
+def _floor_values(analysis: dict[str, Any]) -> dict[str, float]:
+    """The noise floor as scalars for the trial's MLflow run (per seed)."""
+    floor = analysis["noise_floor"] or {}
+    values = {f"noise_floor/first_pass_calibration/seed{s}": c["ratio"]
+              for s, c in floor.get("first_pass_calibration", {}).items()}
+    for seed, tail in floor.get("oracle_tail", {}).items():
+        values |= {f"noise_floor/oracle_tail/seed{seed}/{k}": tail[k] for k in ("E", "B", "beta", "r2")}
+    return {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
+
+
+def _record_analysis(analysis: dict[str, Any], ctx: TrialContext) -> None:
+    ctx.store.set_trial_analysis(ctx.trial_id, analysis)
+    ctx.tracker.log_dict(ctx.trial_run_id, finite(analysis), "analysis.json")
+    ctx.tracker.log_values(ctx.trial_run_id, _floor_values(analysis))
+
+
+def _label(plan: TrialPlan, name: str, seed: int) -> str:
+    return f"{name} (seed {seed})" if len(plan.seeds) > 1 else name
+
+
+def _log_figures(plan: TrialPlan, outcomes: Outcomes, ctx: TrialContext) -> None:
+    first = plan.seeds[0]
+    reference = _label(plan, plan.reference_name, first) if plan.reference_name else None
     figures = {"loss_curves.png": plots.loss_figure(
-        {n: [(p.tokens, p.val_loss) for p in o.result.curve] for n, o in outcomes.items()}, reference)}
+        {_label(plan, n, s): [(p.tokens, p.val_loss) for p in o.result.curve] for (n, s), o in outcomes.items()},
+        reference)}
     if reference:
-        figures["effective_tokens.png"] = plots.effective_figure({n: o.effective for n, o in outcomes.items()},
-                                                                 reference)
+        figures["effective_tokens.png"] = plots.effective_figure(
+            {_label(plan, n, s): o.effective for (n, s), o in outcomes.items()}, reference)
     for path, fig in figures.items():
         ctx.tracker.log_figure(ctx.trial_run_id, fig, path)
         plots.close(fig)
 
 
-def run_trial(plan: TrialPlan, ctx: TrialContext) -> dict[str, ArmOutcome]:
+def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
     runner = Runner(plan.stages_dir, progress=ctx.progress)
     record_synthetic(plan, runner, ctx)
-    outcomes = {arm.name: run_arm(plan, arm, runner, ctx) for arm in plan.arms}
-    attach_effective_tokens(plan, outcomes)
+    outcomes = {(arm.name, arm.seed): run_arm(plan, arm, runner, ctx) for arm in plan.arms}
+    analysis = analyze(plan, outcomes)
     attach_accuracy(plan, runner, outcomes)
     for outcome in outcomes.values():
-        _record(outcome, outcomes, ctx)
+        _record(plan, outcome, outcomes, ctx)
+    _record_analysis(analysis, ctx)
     _log_figures(plan, outcomes, ctx)
+    return TrialOutcome(outcomes, analysis)
+
+
+def objective_value(plan: TrialPlan, trial: TrialOutcome) -> float:
+    """The objective over seeds: the mean multiplier (geometric, `seed_multiplier`), else the mean."""
+    objective = plan.spec.search.objective
+    if objective.metric == "multiplier_vs_repetition":
+        value = trial.analysis["arms"].get(objective.arm, {}).get("multiplier_vs_repetition")
+    else:
+        values = [o.summary()[objective.metric] for (n, _), o in trial.arms.items() if n == objective.arm]
+        value = None if None in values or not values else sum(values) / len(values)
+    return float("nan") if value is None else float(value)
+
+
+# ---- the study's best oracle as the reference ------------------------------------------------------
+
+def _loaded_outcomes(plan: TrialPlan, trial_id: int, store: Store, runner: Runner) -> Outcomes:
+    """A finished trial's arms read back from their stage folders (nothing is trained again)."""
+    outcomes = {}
+    for arm in plan.arms:
+        result, _ = _rounds(arm, runner, [])
+        unique = _unique_tokens(arm.stage, _shards(arm.stage, runner))
+        arm_id = store.upsert_arm(trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens, seed=arm.seed)
+        outcomes[(arm.name, arm.seed)] = ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, None)
     return outcomes
 
 
-def objective_value(plan: TrialPlan, outcomes: dict[str, ArmOutcome]) -> float:
-    objective = plan.spec.search.objective
-    value = outcomes[objective.arm].summary()[objective.metric]
-    return float("nan") if value is None else float(value)
+def apply_best_reference(spec: Spec, store: Store, *, progress: bool = False) -> dict[str, Any] | None:
+    """`reference: best`: pick the finished trial whose oracle reached the lowest final val loss
+    (mean over seeds), then recompute every finished trial's effective tokens, multipliers and
+    objective against that oracle (per seed) in the store. Returns the reference used, or None."""
+    study = spec.experiment.name
+    finished = [t for t in store.results(study) if t["state"] == "finished"]
+    oracle = next(a.name for a in spec.arms if a.kind == "oracle")
+    scored = [t for t in finished if (t["arms"].get(oracle) or {}).get("final_val_loss") is not None]
+    if not scored:
+        return None
+    best = min(scored, key=lambda t: t["arms"][oracle]["final_val_loss"])
+    best_plan = plan_trial(spec.with_params(best["params"]))
+    runner = Runner(best_plan.stages_dir, progress=progress)
+    references = {a.seed: runner.run(a.stage) for a in best_plan.arms if a.name == oracle}
+    info = {"kind": "best", "arm": oracle, "trial": best["trial"], "params": best["params"],
+            "final_val_loss": best["arms"][oracle]["final_val_loss"]}
+    for trial in finished:
+        plan = plan_trial(spec.with_params(trial["params"]))
+        trial_id = store.trial_id(study, plan.params_hash)
+        outcomes = _loaded_outcomes(plan, trial_id, store, runner)
+        analysis = analyze(plan, outcomes, references, info)
+        for outcome in outcomes.values():
+            _store_outcome(outcome, store)
+        store.set_trial_analysis(trial_id, analysis)
+        store.finish_trial(trial_id, "finished", objective_value(plan, TrialOutcome(outcomes, analysis)))
+    return info

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from synpro.arms import ARMS, Arm
-from synpro.spec import ArmSpec, Spec
+from synpro.spec import REFERENCE_ARM, ArmSpec, Spec
 from synpro.stages import Stage
 from synpro.stages.graph import GraphBuilder
 
@@ -25,6 +25,8 @@ class ArmPlan:
     arm: Arm
     stage: Stage  # the arm's (first round of) pretraining
     evaluation: Stage | None = None  # downstream accuracy of its snapshots (of the first round, for `synpro plan`)
+    seed: int = 0
+    builder: GraphBuilder | None = None  # the graph seeded for this arm (later rounds come from it)
 
     @property
     def name(self) -> str:
@@ -43,15 +45,21 @@ class TrialPlan:
     params_hash: str
     stages_dir: Path
     graph: list[Stage]  # every stage known before running (later refresh rounds depend on earlier ones)
-    arms: list[ArmPlan]  # reference arm first: later arms' effective tokens invert its curve
+    arms: list[ArmPlan]  # one per (arm, seed), reference arms first: the others invert their curves
     builder: GraphBuilder  # adds the stages of later rounds as the orchestrator runs them
+    reference_name: str | None = None  # the arm whose curve (per seed) defines effective tokens
 
     @property
-    def reference(self) -> ArmPlan | None:
-        return next((a for a in self.arms if a.arm.is_reference), None)
+    def seeds(self) -> list[int]:
+        return self.spec.experiment.training_seeds()
 
-    def arm(self, name: str) -> ArmPlan:
-        return next(a for a in self.arms if a.name == name)
+    @property
+    def references(self) -> dict[int, ArmPlan]:
+        """The reference arm per training seed (none without an oracle)."""
+        return {a.seed: a for a in self.arms if a.name == self.reference_name}
+
+    def arm(self, name: str, seed: int | None = None) -> ArmPlan:
+        return next(a for a in self.arms if a.name == name and seed in (None, a.seed))
 
     def folder(self, stage: Stage) -> Path:
         return self.stages_dir / stage.dirname
@@ -60,7 +68,9 @@ class TrialPlan:
         """The graph as rows for `synpro plan` (done is read from the stage folders)."""
         from synpro.stages import is_done
 
-        by_stage = {s.key: a.name for a in self.arms for s in (a.stage, a.evaluation) if s is not None}
+        several = len(self.seeds) > 1
+        by_stage = {s.key: f"{a.name} (seed {a.seed})" if several else a.name
+                    for a in self.arms for s in (a.stage, a.evaluation) if s is not None}
         return [{**stage.describe(), "arm": by_stage.get(stage.key), "path": str(self.folder(stage)),
                  "done": is_done(stage, self.stages_dir)} for stage in self.graph]
 
@@ -70,14 +80,24 @@ def make_arm(arm_spec: ArmSpec) -> Arm:
     return cls(arm_spec.name, cls.Options.model_validate(arm_spec.model_extra or {}))
 
 
+def _arm_plan(arm_spec: ArmSpec, builder: GraphBuilder) -> ArmPlan:
+    arm = make_arm(arm_spec)
+    stage = next(arm.rounds(builder))
+    return ArmPlan(arm_spec, arm, stage, builder.evaluate(stage, label=arm.name), builder.seed, builder)
+
+
 def plan_trial(spec: Spec) -> TrialPlan:
+    """Every arm once per training seed; a fixed reference adds its oracle (per seed) to the graph,
+    where it dedupes with every other trial's, so a study trains it once."""
     unique, total = spec.budget.resolve(spec.model)
     builder = GraphBuilder(spec, total)
-    arms = []
-    for arm_spec in spec.arms:
-        arm = make_arm(arm_spec)
-        stage = next(arm.rounds(builder))
-        arms.append(ArmPlan(arm_spec, arm, stage, builder.evaluate(stage, label=arm.name)))
-    arms.sort(key=lambda a: not a.arm.is_reference)
+    seeds = spec.experiment.training_seeds()
+    arms = [_arm_plan(arm_spec, builder.seeded(seed)) for seed in seeds for arm_spec in spec.arms]
+    reference = next((a.name for a in arms if a.arm.is_reference), None)
+    if spec.reference.kind == "fixed":
+        fixed = builder.for_spec(spec.with_params(spec.reference.params))
+        arms += [_arm_plan(ArmSpec(kind="oracle", name=REFERENCE_ARM), fixed.seeded(seed)) for seed in seeds]
+        reference = REFERENCE_ARM
+    arms.sort(key=lambda a: a.name != reference)
     return TrialPlan(spec, unique, total, spec.content_hash(), spec.workdir / "stages", builder.stages(), arms,
-                     builder)
+                     builder, reference)

@@ -114,6 +114,30 @@ def worth_figure(series: dict[str, tuple[Curve, Band | None]], title: str = "") 
     return fig
 
 
+def multiplier_figure(arms: dict[str, tuple[float | None, Sequence[float] | None, Sequence[float]]],
+                      title: str = "") -> Figure:
+    """Each arm's multiplier vs repetition: a dot per seed, the mean over seeds as a bar with its
+    95% interval, so the spread between seeds is seen beside the number reported."""
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.4 * len(arms) + 2), 4.2), dpi=110)
+    for i, (name, (mean, ci, per_seed)) in enumerate(arms.items()):
+        seeds = [v for v in per_seed if v is not None and math.isfinite(v) and v > 0]
+        ax.scatter([i] * len(seeds), seeds, s=22, color="grey", zorder=3, label="a seed" if i == 0 else None)
+        if mean is not None and math.isfinite(mean) and mean > 0:
+            low, high = ci if ci is not None else (mean, mean)
+            ax.errorbar([i + 0.15], [mean], yerr=[[mean - low], [high - mean]], fmt="o", color="C0", capsize=5,
+                        label="mean [95% interval]" if i == 0 else None)
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle=":")
+    ax.set_xticks(range(len(arms)), list(arms), rotation=20, ha="right")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.set_ylabel("× repetition (effective tokens)")
+    ax.set_title(title or "Multiplier vs repetition per arm (dots: seeds)")
+    ax.grid(alpha=0.3, which="both", axis="y")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def _numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 

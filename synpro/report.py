@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from synpro.display import constant_interval, estimate, fmt, identification, interval
+from synpro.display import constant_interval, estimate, fmt, identification, interval, seed_estimate
 from store import Store
+from store.store import best_trial
 from synpro import plots
 from synpro.fits import is_reference, predict, study_points, token_worth, worth_interval
 
@@ -40,16 +41,6 @@ _READING = (
     "seen. R_D* is Muennighoff et al.'s decay constant fitted per arm with the base law frozen: D' = U + U R_D* "
     "(1 - exp(-R/R_D*)), R = epochs - 1; D'/U is what the arm's tokens are worth in unique tokens at its "
     "epochs, D'/D what one seen token is worth, and 1 + R_D* the ceiling of D'/U under endless repetition.")
-
-
-def best_trial(results: list[dict], objective: dict[str, Any]) -> dict | None:
-    """The trial with the best finite objective value, else the last trial that has arms."""
-    scored = [t for t in results if t["objective_value"] is not None and math.isfinite(t["objective_value"])]
-    if scored:
-        pick = max if objective.get("direction") == "maximize" else min
-        return pick(scored, key=lambda t: t["objective_value"])
-    with_arms = [t for t in results if t["arms"]]
-    return with_arms[-1] if with_arms else None
 
 
 def latest_fits(store: Store, study: str) -> dict[str | None, dict]:
@@ -117,17 +108,27 @@ def study_figures(store: Store, study: str) -> dict[str, Figure]:
         title = f"trial #{best['trial']}" + (" (best objective)" if best["objective_value"] is not None else "")
         curves: dict[str, list] = {}
         effective: dict[str, list] = {}
+        several = len({p["seed"] for p in points}) > 1
         for p in points:
+            name = f"{p['arm']} (seed {p['seed']})" if several else p["arm"]
             if p["val_loss"] is not None:
-                curves.setdefault(p["arm"], []).append((p["tokens"], p["val_loss"]))
+                curves.setdefault(name, []).append((p["tokens"], p["val_loss"]))
             if p["effective_tokens"] is not None:
-                effective.setdefault(p["arm"], []).append(
+                effective.setdefault(name, []).append(
                     (p["tokens"], p["effective_tokens"], bool(p["effective_tokens_extrapolated"])))
+        if several and reference:
+            reference = f"{reference} (seed {min(p['seed'] for p in points)})"
         if curves:
             figures["loss_curves.png"] = plots.loss_figure(curves, reference, f"Learning curves, {title}")
         if effective:
             figures["effective_tokens.png"] = plots.effective_figure(
                 effective, reference, f"Effective tokens, {title} (hollow = extrapolated)")
+        spread = {arm: (r["multiplier_vs_repetition"], r.get("multiplier_ci"),
+                        [v["multiplier_vs_repetition"] for v in r.get("per_seed", {}).values()])
+                  for arm, r in best["arms"].items() if r["multiplier_vs_repetition"] is not None}
+        if spread:
+            figures["multiplier.png"] = plots.multiplier_figure(
+                spread, f"× repetition, {title} (dots: seeds; bars: 95% interval paired by seed)")
     searched = [(t["params"], t["objective_value"]) for t in results
                 if t["params"] and t["objective_value"] is not None]
     if searched:
@@ -162,9 +163,44 @@ def _results_rows(results: list[dict]) -> list[list[Any]]:
     for trial in results:
         params = ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
         for arm, r in trial["arms"].items():
+            seeds = ", ".join(f"{s}: {fmt(v['multiplier_vs_repetition'])}" for s, v in r.get("per_seed", {}).items())
             rows.append([str(trial["trial"]), params, arm, r["state"], r["final_val_loss"], r["tokens_seen"],
                          r["unique_tokens"], r["effective_tokens"], r["effective_tokens_extrapolated"],
-                         r["multiplier_vs_repetition"]])
+                         seed_estimate(r["multiplier_vs_repetition"], r.get("multiplier_ci"), r.get("n_seeds")),
+                         seeds or "-", r.get("multiplier_method") or "-"])
+    return rows
+
+
+def _reference_text(reference: dict | None) -> str:
+    if not reference:
+        return "not recorded"
+    if reference["kind"] == "fixed":
+        return f"a fixed oracle ({reference['arm']}) trained at {reference['params']}"
+    if reference["kind"] == "best":
+        if reference.get("provisional"):
+            return "the trial's own oracle (the study's best oracle is picked when the sweep ends)"
+        return f"the study's best oracle: trial #{reference['trial']} ({reference['params']})"
+    return "the trial's own oracle, per seed"
+
+
+def _references(results: list[dict]) -> str:
+    """Which reference each trial used, trials that share one named together."""
+    trials: dict[str, list[str]] = {}
+    for trial in results:
+        trials.setdefault(_reference_text(trial.get("reference")), []).append(f"#{trial['trial']}")
+    return "; ".join(f"{text} (trials {', '.join(numbers)})" for text, numbers in trials.items()) or "-"
+
+
+def _noise_floor_rows(results: list[dict]) -> list[list[Any]]:
+    """Per trial and seed: repetition's first-pass D_eff / tokens, and the reference's tail fit."""
+    rows = []
+    for trial in results:
+        floor = trial.get("noise_floor") or {}
+        calibration, tails = floor.get("first_pass_calibration", {}), floor.get("oracle_tail", {})
+        for seed in sorted(set(calibration) | set(tails), key=int):
+            c, t = calibration.get(seed, {}), tails.get(seed, {})
+            rows.append([str(trial["trial"]), seed, c.get("ratio"), c.get("n_points"), t.get("E"), t.get("B"),
+                         t.get("beta"), t.get("from_tokens"), t.get("n_points"), t.get("r2"), t.get("rmse_log_loss")])
     return rows
 
 
@@ -263,7 +299,17 @@ def render_report(store: Store, study: str) -> str:
         "<h2>Fits</h2>", _fit_sections(store, study, fits),
         "<h2>Figures</h2>", "\n".join(images) or '<p class="note">Nothing to plot yet.</p>',
         "<h2>Results per trial</h2>",
+        '<p class="note">Means over seeds; D_eff at the last checkpoint. × repetition divides the mean D_eff '
+        "over the last checkpoints by repetition's at the same seed (the method column), averaged over seeds "
+        "(geometric mean) with a 95% interval paired by seed (t on log ratios; none with one seed).</p>",
+        '<p class="note">Reference: ' + html.escape(_references(results)) + "</p>",
         _table(["trial", "params", "arm", "state", "val loss", "tokens seen", "unique", "D_eff", "extrap.",
-                "× repetition"], _results_rows(results), 4),
+                "× repetition [95%]", "per seed", "method"], _results_rows(results), 4),
+        "<h2>Noise floor</h2>",
+        '<p class="note">Calibration: repetition\'s D_eff / tokens seen during its first pass, when its data is '
+        "as unique as the oracle's (ideally 1). Tail: the reference oracle's power law E + B/D^beta fitted past "
+        "the warmup, with its fit quality.</p>",
+        _table(["trial", "seed", "first-pass D_eff/D", "points", "tail E", "tail B", "tail beta", "fitted past",
+                "tail points", "tail R²", "tail RMS log"], _noise_floor_rows(results), 2),
         "<h2>Spec</h2>", f"<pre>{html.escape(info['spec_yaml'])}</pre>",
         "</body></html>"])

@@ -30,8 +30,31 @@ class _Strict(BaseModel):
 class ExperimentSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
+    seeds: list[int] | None = Field(default=None, min_length=1, description=(
+        "training seeds (init and data order): every arm trains once per seed; default [seed]"))
+    replicates: int | None = Field(default=None, ge=1, description="shorthand for seeds: seed .. seed+N-1")
+    data_seed: int | None = Field(default=None, description=(
+        "seeds the pools, the oracle's extra pool and generation, shared by every training seed; "
+        "default: the first training seed"))
     workdir: str = "runs/{name}"
     description: str = ""
+
+    @model_validator(mode="after")
+    def _one_way_to_seed(self) -> "ExperimentSpec":
+        if self.seeds is not None and self.replicates is not None:
+            raise ValueError("give experiment.seeds or experiment.replicates, not both")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"experiment.seeds repeats a seed: {self.seeds}")
+        return self
+
+    def training_seeds(self) -> list[int]:
+        """The seeds every arm trains with, in order."""
+        if self.seeds is not None:
+            return list(self.seeds)
+        return [self.seed + i for i in range(self.replicates or 1)]
+
+    def resolved_data_seed(self) -> int:
+        return self.training_seeds()[0] if self.data_seed is None else self.data_seed
 
     def resolved_workdir(self) -> Path:
         return Path(self.workdir.format(name=self.name))
@@ -540,10 +563,35 @@ class SearchSpec(_Strict):
 
 
 class AnalysisSpec(_Strict):
-    """How `synpro fit --study` fits the stored runs (not part of what a trial computes)."""
+    """How stored runs are summarised: no stage reads it, so it is not part of a trial's identity."""
 
     bootstrap: int = Field(default=200, ge=0, description=(
         "bootstrap refits behind each fitted constant's interval (0: no intervals); --bootstrap overrides"))
+    tail_checkpoints: int = Field(default=3, ge=1, description=(
+        "the multiplier compares the mean D_eff over each curve's last k checkpoints (one point jitters)"))
+
+
+class OracleReferenceSpec(_Strict):
+    """What effective tokens invert: `trial` (each trial's own oracle, per seed), `fixed` (the oracle
+    trained at `params` overrides, one for the whole study) or `best` (the study's oracle with the
+    lowest final val loss, applied when the sweep ends). A bare string names the kind."""
+
+    kind: Literal["trial", "fixed", "best"] = "trial"
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_kind(cls, data: Any) -> Any:
+        return {"kind": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _params_for_fixed(self) -> "OracleReferenceSpec":
+        if (self.kind == "fixed") != bool(self.params):
+            raise ValueError("a fixed reference needs `params` (e.g. {training.lr: 3.0e-3}); trial and best take none")
+        return self
+
+
+REFERENCE_ARM = "reference"  # the name a fixed reference oracle is recorded under in every trial
 
 
 class RefreshSpec(_Strict):
@@ -600,6 +648,9 @@ class Spec(_Strict):
     store: StoreSpec = Field(default_factory=StoreSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    # What D_eff inverts: each trial's own oracle (per seed), a fixed oracle shared by the study, or
+    # the study's best oracle (lowest final val loss; results are recomputed at the end of a sweep).
+    reference: OracleReferenceSpec = Field(default_factory=OracleReferenceSpec)
     source_file: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -629,6 +680,13 @@ class Spec(_Strict):
                              "checkpoints exist only at training evaluations")
         for path in self.search.params:
             _check_path(self.model_dump(mode="python"), path)
+        if self.reference.kind != "trial" and "oracle" not in {a.kind for a in self.arms}:
+            raise ValueError("[reference] a fixed or best reference is an oracle arm's curve: add an oracle arm")
+        if self.reference.kind == "fixed":
+            if REFERENCE_ARM in names:
+                raise ValueError(f"[arms] {REFERENCE_ARM!r} names the fixed reference oracle: rename that arm")
+            for path in self.reference.params:
+                _check_path(self.model_dump(mode="python"), path, key="reference.params")
         return self
 
     # ---- views -------------------------------------------------------------------------------
@@ -660,6 +718,11 @@ class Spec(_Strict):
         for volatile in ("tracking", "store", "search", "analysis"):
             data.pop(volatile)
         data["experiment"] = {"seed": self.experiment.seed}
+        seeds, data_seed = self.experiment.training_seeds(), self.experiment.resolved_data_seed()
+        if seeds != [self.experiment.seed] or data_seed != self.experiment.seed:  # one seed: hash as before
+            data["experiment"] |= {"seeds": seeds, "data_seed": data_seed}
+        if data["reference"] == {"kind": "trial", "params": {}}:
+            data.pop("reference")
         return stable_hash(data, length=12)
 
     def corpus_path(self) -> Path | None:
@@ -731,7 +794,7 @@ def _split(path: str) -> list[str | int]:
     return [int(p) if p.isdigit() else p for p in path.split(".")]
 
 
-def _check_path(data: Any, path: str) -> None:
+def _check_path(data: Any, path: str, key: str = "search.params") -> None:
     node = data
     for part in _split(path):
         if isinstance(node, list) and isinstance(part, int) and part < len(node):
@@ -739,14 +802,14 @@ def _check_path(data: Any, path: str) -> None:
         elif isinstance(node, list) and isinstance(part, str):
             named = [a for a in node if isinstance(a, dict) and a.get("name") == part]
             if not named:
-                raise ValueError(f"[search.params] {path!r} names no arm {part!r}")
+                raise ValueError(f"[{key}] {path!r} names no arm {part!r}")
             node = named[0]
         elif isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, dict) and "kind" in node:  # an arm option: the arm's Options model checks it
             return
         else:
-            raise ValueError(f"[search.params] {path!r} is not a spec field")
+            raise ValueError(f"[{key}] {path!r} is not a spec field")
 
 
 def _set_path(data: dict, path: str, value: Any) -> None:

@@ -45,7 +45,8 @@ from synpro.core.faults import kill_point
 from synpro.core.fs import file_lock
 from synpro.core.secrets import hide, mask
 from synpro.errors import InputError
-from synpro.pipeline import TrialContext, objective_value, run_trial
+from synpro.display import finite
+from synpro.pipeline import TrialContext, apply_best_reference, objective_value, run_trial
 from synpro.core.hashing import stable_hash
 from synpro.plan import plan_trial
 from synpro.spec import Spec
@@ -214,6 +215,7 @@ class _Sweep:
         self.spec, self.store, self.tracker, self.study = spec, store, tracker, study
         self.target, self.announce = target, announce
         self.arms = [a.name for a in spec.arms]
+        self.seeds = spec.experiment.training_seeds()
         self.grid = spec.search.sampler == "grid"
         # The grid's wanted points and their store identities, computed once.
         self.points = search.grid_points(spec)[:target] if self.grid else []
@@ -222,7 +224,7 @@ class _Sweep:
 
     def done(self, trials: list[optuna.trial.FrozenTrial]) -> set[str]:
         """Keys of the points whose store trial is complete (every arm stored with a result)."""
-        complete = self.store.complete_trials(self.spec.experiment.name, self.arms)
+        complete = self.store.complete_trials(self.spec.experiment.name, self.arms, self.seeds)
         if self.grid:
             return {key for key, h in self.hashes.items() if h in complete}
         return {_key(_point(t)) for t in trials
@@ -242,7 +244,7 @@ class _Sweep:
             else:
                 continue
             row = trial.user_attrs.get(STORE_ID_ATTR)
-            stored, value = self.store.stored_result(row, self.arms) if row is not None else (False, None)
+            stored, value = self.store.stored_result(row, self.arms, self.seeds) if row is not None else (False, None)
             try:
                 storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, reason)
                 if stored and value is not None:  # it died after storing everything: tell Optuna, don't redo it
@@ -354,8 +356,11 @@ def _run(spec: Spec, n_trials: int | None, progress: bool, announce: Callable[[s
                 announce(f"trial #{trial.number}: {_shown(params)} ({completed}/{target} complete so far)")
                 _run_one(spec, public, trial, params, study_id, study_run, store, tracker, progress, heartbeat)
             kill_point("trial.told")
+        if spec.reference.kind == "best":  # the yardstick is known only now: recompute every trial against it
+            reference = apply_best_reference(spec, store, progress=progress)
+            tracker.log_dict(study_run, finite(reference), "reference.json")
         results = store.results(name)
-        tracker.log_dict(study_run, results, "results.json")
+        tracker.log_dict(study_run, finite(results), "results.json")
     except BaseException as exc:
         with suppress(Exception):  # a full disk may refuse this too; the original error matters more
             tracker.finish(study_run, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -389,11 +394,11 @@ def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, An
         kill_point("trial.start")
         outcomes = run_trial(plan, ctx)
         value = objective_value(plan, outcomes)
-        missing = store.unfinished_arms(trial_id, [a.name for a in plan.arms])
+        missing = store.unfinished_arms(trial_id, [a.name for a in plan.arms], plan.seeds)
         if missing:
             raise RuntimeError(f"trial #{trial.number}: arms {missing} were not stored with a result")
         store.finish_trial(trial_id, "finished", value)
-        tracker.log_dict(trial_run, {n: o.summary() for n, o in outcomes.items()}, "results.json")
+        tracker.log_dict(trial_run, finite(outcomes.summary()), "results.json")
         tracker.log_points(trial_run, "objective", [(0, value)])
         tracker.finish(trial_run)
         kill_point("trial.stored")

@@ -195,7 +195,7 @@ def test_study_fit_then_compare_and_report(tmp_path: Path) -> None:
     assert rows["repetition"]["mean_epochs"] == 40.0 and rows["repetition"]["n_trials"] == 3
     assert 1 < rows["repetition"]["unique_value"] < rows["repetition"]["ceiling"]
     assert rows["oracle"]["r_d_star"] is None
-    for name in ("loss_curves.png", "effective_tokens.png", "search.png", "fits.png", "token_worth.png"):
+    for name in ("loss_curves.png", "effective_tokens.png", "search.png", "fits.png", "token_worth.png", "multiplier.png"):
         assert (out / STUDY / name).read_bytes().startswith(PNG_MAGIC), name
     shown = runner.invoke(app, ["compare", "--store", url, "--study", STUDY])
     assert shown.exit_code == 0 and "repetition" in shown.output and "R_D*" in shown.output
@@ -206,7 +206,7 @@ def test_study_fit_then_compare_and_report(tmp_path: Path) -> None:
     reported = runner.invoke(app, ["report", "--store", url, "--study", STUDY])
     assert reported.exit_code == 0, reported.output
     page = (tmp_path / "wd" / "reports" / f"{STUDY}.html").read_text()  # default: the workdir's reports/
-    assert page.count("data:image/png;base64,") == 5 and 'alt="token_worth.png"' in page
+    assert page.count("data:image/png;base64,") == 6 and 'alt="token_worth.png"' in page
     assert not SAME_ENDS.search(page)
     assert f"{rows['repetition']['r_d_star']:.4g} [{lo:.4g}, {hi:.4g}]" in page
     assert "R_D* identified" in page and f"percentile bootstrap of {BOOTSTRAP} refits" in page

@@ -124,3 +124,46 @@ def test_flat_view_names_arms_by_name():
     flat = parse_spec(MINIMAL).flat()
     assert flat["training.lr"] == 3e-3
     assert flat["arms.oracle.kind"] == "oracle"
+
+
+def test_seeds_replicates_and_data_seed_resolve():
+    one = parse_spec(MINIMAL.replace("{name: t}", "{name: t, seed: 4}"))
+    assert one.experiment.training_seeds() == [4] and one.experiment.resolved_data_seed() == 4
+    three = parse_spec(MINIMAL.replace("{name: t}", "{name: t, seed: 4, replicates: 3}"))
+    assert three.experiment.training_seeds() == [4, 5, 6] and three.experiment.resolved_data_seed() == 4
+    listed = parse_spec(MINIMAL.replace("{name: t}", "{name: t, seeds: [7, 2], data_seed: 9}"))
+    assert listed.experiment.training_seeds() == [7, 2] and listed.experiment.resolved_data_seed() == 9
+    # One seed written out is the same trial as the seed alone; more seeds are another trial.
+    assert parse_spec(MINIMAL.replace("{name: t}", "{name: t, seed: 4, seeds: [4]}")).content_hash() \
+        == one.content_hash()
+    assert three.content_hash() != one.content_hash()
+
+
+@pytest.mark.parametrize("text, key", [
+    (MINIMAL.replace("{name: t}", "{name: t, seeds: [0], replicates: 2}"), "experiment"),
+    (MINIMAL.replace("{name: t}", "{name: t, seeds: [0, 0]}"), "experiment"),
+    (MINIMAL.replace("{name: t}", "{name: t, seeds: []}"), "experiment.seeds"),
+    (MINIMAL.replace("{name: t}", "{name: t, replicates: 0}"), "experiment.replicates"),
+    (MINIMAL + "reference: own\n", "reference"),
+    (MINIMAL + "reference: {kind: fixed, params: {training.nope: 1}}\n", "reference.params"),
+    (MINIMAL + "reference: {kind: fixed, params: {}}\n", "reference"),
+    (MINIMAL + "reference: {kind: best, params: {training.lr: 0.1}}\n", "reference"),
+    (MINIMAL + "arms: [{kind: repetition}]\nreference: best\n", "reference"),
+    (MINIMAL + "arms: [{kind: oracle}, {kind: repetition}, {kind: repetition, name: reference}]\n"
+               "reference: {kind: fixed, params: {training.lr: 0.001}}\n", "arms"),
+    (MINIMAL + "analysis: {tail_checkpoints: 0}\n", "analysis.tail_checkpoints"),
+])
+def test_bad_seeds_and_references_name_the_key(text, key):
+    keys = {p.key for p in _problems(text)}
+    assert any(k == key or k.startswith(key) for k in keys), keys
+
+
+def test_reference_kinds_and_tail_checkpoints():
+    spec = parse_spec(MINIMAL)
+    assert spec.reference.kind == "trial"
+    assert spec.analysis.tail_checkpoints == 3
+    fixed = parse_spec(MINIMAL + "reference: {kind: fixed, params: {training.lr: 0.001}}\n")
+    assert fixed.reference.kind == "fixed" and fixed.reference.params == {"training.lr": 0.001}
+    assert fixed.content_hash() != spec.content_hash()  # another yardstick is another result
+    assert parse_spec(MINIMAL + "reference: trial\n").content_hash() == spec.content_hash()
+    assert parse_spec(MINIMAL + "reference: best\n").reference.kind == "best"

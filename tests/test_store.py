@@ -208,23 +208,69 @@ def test_results_contract(store: Store) -> None:
     populate(store)
     results = store.results()
     assert [(r["study"], r["trial"]) for r in results] == [("alpha", 0), ("zeta", 0), ("zeta", 1)]
+    no_stats = {"multiplier_ci": None, "n_seeds": 1, "multiplier_method": None, "multiplier_extrapolated": None,
+                "final_accuracy": None, "effective_tokens_accuracy": None, "multiplier_accuracy": None,
+                "effective_tokens_accuracy_extrapolated": None}
+    no_accuracy = {"final_accuracy": None, "effective_tokens_accuracy": None,
+                   "effective_tokens_accuracy_extrapolated": None, "multiplier_accuracy": None}
     assert results[1] == {
         "study": "zeta", "trial": 0, "params_hash": "hash-a", "params": {"lr": 0.001}, "state": "finished",
-        "objective_value": 3.5, "mlflow_run_id": "run-t0",
+        "objective_value": 3.5, "mlflow_run_id": "run-t0", "reference": None, "noise_floor": None,
         "arms": {
             "repetition": {"kind": "repetition", "state": "finished", "final_val_loss": 3.5,
                            "tokens_seen": 4 * BIG, "unique_tokens": BIG, "effective_tokens": float(BIG),
                            "effective_tokens_extrapolated": False, "multiplier_vs_repetition": 1.0,
-                           "mlflow_run_id": "run-a0"},
+                           "mlflow_run_id": "run-a0", **no_stats,
+                           "per_seed": {"0": {"state": "finished", "final_val_loss": 3.5, "tokens_seen": 4 * BIG,
+                                              "effective_tokens": float(BIG), "effective_tokens_extrapolated": False,
+                                              "multiplier_vs_repetition": 1.0, "mlflow_run_id": "run-a0",
+                                              **no_accuracy}}},
             "oracle": {"kind": "oracle", "state": "running", "final_val_loss": None, "tokens_seen": None,
                        "unique_tokens": 4 * BIG, "effective_tokens": None, "effective_tokens_extrapolated": None,
-                       "multiplier_vs_repetition": None, "mlflow_run_id": None}}}
+                       "multiplier_vs_repetition": None, "mlflow_run_id": None, **no_stats,
+                       "per_seed": {"0": {"state": "running", "final_val_loss": None, "tokens_seen": None,
+                                          "effective_tokens": None, "effective_tokens_extrapolated": None,
+                                          "multiplier_vs_repetition": None, "mlflow_run_id": None,
+                                          **no_accuracy}}}}}
     assert list(results[1]["arms"]) == ["repetition", "oracle"]  # registration order
     assert results[2]["arms"] == {} and results[2]["state"] == "running"
     assert store.results("zeta") == results[1:]
     with pytest.raises(InputError, match="no study named 'zet'") as info:
         store.results("zet")
     assert "alpha, zeta" in str(info.value)
+
+
+def test_an_arm_has_a_row_per_seed_and_results_gather_them(store: Store) -> None:
+    """Seeds are separate rows (trial, name, seed); results show their means, the trial analysis's
+    interval and method, each seed's values with its details, and the reference and noise floor."""
+    ids = populate(store)
+    trial = ids["late"]
+    arms = {seed: store.upsert_arm(trial, "synpro", "synpro", "cfg", BIG, 4 * BIG, seed=seed) for seed in (0, 1, 2)}
+    assert len(set(arms.values())) == 3
+    assert store.upsert_arm(trial, "synpro", "synpro", "cfg", BIG, 4 * BIG, seed=1) == arms[1]  # idempotent
+    for seed, arm in arms.items():
+        store.set_arm_result(arm, final_val_loss=3.0 + seed, tokens_seen=4 * BIG, effective_tokens=2.0 * BIG,
+                             effective_tokens_extrapolated=seed == 2, multiplier_vs_repetition=1.5 + seed,
+                             details={"multiplier_method": "tail-mean-k3", "epochs_per_source": {"organic": 4.0},
+                                      "ratio": float("nan")})
+    analysis = {"reference": {"kind": "trial", "arm": "oracle"}, "noise_floor": {"first_pass_calibration": {}},
+                "arms": {"synpro": {"multiplier_vs_repetition": 2.4, "multiplier_ci": [1.2, 4.8], "n_seeds": 3,
+                                    "multiplier_method": "tail-mean-k3 per seed, paired-t-log-ratio-95 over seeds",
+                                    "multiplier_extrapolated": True, "per_seed": {"0": 1.5}}}}
+    store.set_trial_analysis(trial, analysis)
+    [result] = [t for t in store.results("zeta") if t["trial"] == 1]
+    assert result["reference"] == {"kind": "trial", "arm": "oracle"}
+    assert result["noise_floor"] == {"first_pass_calibration": {}}
+    arm = result["arms"]["synpro"]
+    assert arm["final_val_loss"] == pytest.approx(4.0) and arm["effective_tokens_extrapolated"] is True
+    assert (arm["multiplier_vs_repetition"], arm["multiplier_ci"], arm["n_seeds"]) == (2.4, [1.2, 4.8], 3)
+    assert arm["multiplier_method"].startswith("tail-mean-k3")
+    assert list(arm["per_seed"]) == ["0", "1", "2"]
+    assert arm["per_seed"]["2"]["multiplier_vs_repetition"] == 3.5
+    assert arm["per_seed"]["0"]["epochs_per_source"] == {"organic": 4.0}
+    assert arm["per_seed"]["0"]["ratio"] is None  # NaN in JSON details is stored as null
+    [compared] = [c for c in store.compare("zeta") if c["arm"] == "synpro"]
+    assert compared["n_trials"] == 1 and compared["n_seeds"] == 3
 
 
 def test_results_is_a_single_query_at_any_size(store: Store) -> None:
@@ -247,9 +293,10 @@ def test_curves_and_studies(store: Store) -> None:
     curves = store.curves("zeta")
     assert [(p["arm"], p["tokens"]) for p in curves] == [("repetition", BIG), ("repetition", 2 * BIG),
                                                          ("oracle", BIG)]
-    assert curves[0] == {"trial": 0, "params_hash": "hash-a", "arm": "repetition", "kind": "repetition",
+    assert curves[0] == {"trial": 0, "params_hash": "hash-a", "arm": "repetition", "seed": 0, "kind": "repetition",
                          "tokens": BIG, "step": 10, "val_loss": 4.0, "train_loss": 4.1, "effective_tokens": None,
-                         "effective_tokens_extrapolated": None}
+                         "effective_tokens_extrapolated": None, "accuracy": None, "effective_tokens_accuracy": None,
+                         "task_scores": None}
     assert store.curves("zeta", "oracle")[0]["effective_tokens_extrapolated"] is True
     assert store.curves("alpha") == []  # a study with no curve yet is not an error
     with pytest.raises(InputError, match="no arm named 'orcale'"):

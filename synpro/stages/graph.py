@@ -19,14 +19,35 @@ if TYPE_CHECKING:
     from synpro.spec import Spec
 
 
-class GraphBuilder:
-    """Hands arms the trial's shared stages, each built once."""
+def _seeded(spec: "Spec", seed: int) -> "Spec":
+    """The spec as a stage reads it: `experiment.seed` is the one seed that stage uses."""
+    return spec.model_copy(update={"experiment": spec.experiment.model_copy(update={"seed": seed})})
 
-    def __init__(self, spec: Spec, total_tokens: int):
-        self.spec = spec
+
+class GraphBuilder:
+    """Hands arms the trial's shared stages, each built once.
+
+    Data stages (pools, extra, synthetic sets, task data) take the data seed, training stages the
+    training seed, so replicates share every data stage and differ only in what they train.
+    """
+
+    def __init__(self, spec: "Spec", total_tokens: int, *, seed: int | None = None,
+                 stages: dict[str, Stage] | None = None):
         self.total_tokens = total_tokens
-        self._stages: dict[str, Stage] = {}
-        self.pools = self._add(PoolsStage(spec))
+        self.seed = spec.experiment.training_seeds()[0] if seed is None else seed
+        self.base_spec = spec  # as written: its seeds and data seed
+        self.spec = _seeded(spec, self.seed)
+        self.data_spec = _seeded(spec, spec.experiment.resolved_data_seed())
+        self._stages: dict[str, Stage] = {} if stages is None else stages
+        self.pools = self._add(PoolsStage(self.data_spec))
+
+    def seeded(self, seed: int) -> "GraphBuilder":
+        """The same graph, handing out training stages that train with `seed`."""
+        return GraphBuilder(self.base_spec, self.total_tokens, seed=seed, stages=self._stages)
+
+    def for_spec(self, spec: "Spec") -> "GraphBuilder":
+        """The same graph for another spec (a fixed reference): stages both need appear once."""
+        return GraphBuilder(spec, spec.budget.resolve(spec.model)[1], seed=self.seed, stages=self._stages)
 
     def _add(self, stage: Stage) -> Stage:
         return self._stages.setdefault(stage.key, stage)
@@ -41,11 +62,11 @@ class GraphBuilder:
         steps = max(1, math.ceil(self.total_tokens / training.tokens_per_step))
         organic_windows = self.spec.budget.resolve(self.spec.model)[0] // training.seq_len
         windows = max(0, steps * training.batch_size - organic_windows)
-        return self._add(ExtraStage(self.spec, self.pools, windows * training.seq_len))
+        return self._add(ExtraStage(self.data_spec, self.pools, windows * training.seq_len))
 
     def synthetic(self, op_name: str, generator: Stage | None = None) -> Stage:
         """One operation's rewrite of the pool, by the spec's generator or a trained one (a grpo stage)."""
-        return self._add(SynthesizeStage(self.spec, op_name, self.pools, generator))
+        return self._add(SynthesizeStage(self.data_spec, op_name, self.pools, generator))
 
     def grpo(self, op_name: str, *, probe: Stage | None = None, previous: Stage | None = None,
              influence: bool = True) -> Stage:
@@ -79,7 +100,7 @@ class GraphBuilder:
         from synpro.evaluation import BUILTIN_TASKS
 
         builtin = [t.name for t in self.spec.eval.tasks if t.name in BUILTIN_TASKS]
-        tasks = self._add(EvalTaskStage(self.spec, self.pools, builtin)) if builtin else None
+        tasks = self._add(EvalTaskStage(self.data_spec, self.pools, builtin)) if builtin else None
         return self._add(EvaluateStage(self.spec, pretrain, self.pools, tasks, label=label))
 
     def stages(self) -> list[Stage]:
