@@ -167,3 +167,14 @@ def test_reference_kinds_and_tail_checkpoints():
     assert fixed.content_hash() != spec.content_hash()  # another yardstick is another result
     assert parse_spec(MINIMAL + "reference: trial\n").content_hash() == spec.content_hash()
     assert parse_spec(MINIMAL + "reference: best\n").reference.kind == "best"
+
+
+def test_every_spec_model_has_its_own_name():
+    """Two sections once defined a `ReferenceSpec` each and the later silently replaced the earlier."""
+    import ast
+
+    import synpro.spec
+
+    tree = ast.parse(Path(synpro.spec.__file__).read_text())
+    names = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
