@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from test_sweep import SMALLER, results_json, synpro, wait_for
+from test_sweep import LONGER, SMALLER, results_json, synpro, wait_for
 from test_sweep import write_spec as sweep_spec
 
 TWO, FOUR = (1.0e-2, 3.0e-3), (1.0e-2, 3.0e-3, 1.0e-3, 3.0e-4)
@@ -52,9 +52,14 @@ def outcome(results: list[dict]) -> dict[str, dict]:
         key = json.dumps(trial["params"], sort_keys=True)
         assert key not in keyed, f"point {key} stored twice"
         keyed[key] = {"state": trial["state"], "objective_value": trial["objective_value"],
-                      "arms": {name: {k: v for k, v in arm.items() if k != "mlflow_run_id"}
-                               for name, arm in trial["arms"].items()}}
+                      "arms": {name: _without_run_ids(arm) for name, arm in trial["arms"].items()}}
     return keyed
+
+
+def _without_run_ids(values: dict) -> dict:
+    """An arm's values without MLflow run ids (a re-run may supersede a killed run), per seed too."""
+    return {k: ({seed: _without_run_ids(v) for seed, v in value.items()} if k == "per_seed" else value)
+            for k, value in values.items() if k != "mlflow_run_id"}
 
 
 def optuna_trials(url: str) -> list:
@@ -145,7 +150,7 @@ def test_a_dead_workers_trial_is_failed_with_its_reason_and_run_again(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_sweep_on_sqlite_is_refused_at_start(tmp_path):
-    spec, workdir = write_spec(tmp_path, TWO), tmp_path / "wd"
+    spec, workdir = sweep_spec(tmp_path, TWO, LONGER), tmp_path / "wd"  # still training when the second starts
     refused = synpro("sweep", str(spec), "--workdir", str(workdir), "--workers", "2", cwd=tmp_path)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "server database" in refused.stderr and "optuna.db" in refused.stderr
