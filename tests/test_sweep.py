@@ -53,9 +53,11 @@ def synpro(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def start_sweep(spec: Path, workdir: Path) -> subprocess.Popen:
+    # Ctrl-C as a user's terminal delivers it: a runner started in the background (`cmd &`) ignores
+    # SIGINT and its children inherit that, so the sweep gets the default disposition back.
     return subprocess.Popen([sys.executable, "-m", "cli", "sweep", str(spec), "--workdir", str(workdir),
                              "--no-progress"], cwd=spec.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def results_json(workdir: Path) -> list[dict]:
