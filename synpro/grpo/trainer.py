@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from synpro.core.fs import write_atomic
+from synpro.core.fs import atomic_dir, write_atomic
 from synpro.errors import InputError
 
 if TYPE_CHECKING:
@@ -300,9 +300,6 @@ def _save_generator(model, tokenizer, target: Path) -> None:
     """The trained weights as a plain HF folder (LoRA merged in), written next to the target and renamed."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))

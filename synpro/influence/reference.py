@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from synpro.core.fs import write_atomic
 from synpro.errors import InputError
 
 if TYPE_CHECKING:
@@ -53,9 +54,7 @@ def ensure_builtin_reference(folder: Path, name: str = "python-c-docstrings") ->
     path = Path(folder) / f"{name}-py{sys.version_info.major}.{sys.version_info.minor}.jsonl"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(p) + "\n" for p in builtin_pairs()))
-        tmp.replace(path)
+        write_atomic(path, "".join(json.dumps(p) + "\n" for p in builtin_pairs()))
     return path
 
 

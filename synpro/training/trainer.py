@@ -52,7 +52,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from synpro.core.fs import link_tree, write_atomic
+from synpro.core.fs import atomic_dir, link_tree, write_atomic
 from synpro.data.shards import TokenShard
 from synpro.models import ModelSpec, Vocab
 from synpro.spec import TrainingSpec
@@ -273,24 +273,21 @@ class _Trainer:
         root = self.out_dir / CHECKPOINTS
         name = f"step-{self.step:09d}"
         if self.rank == 0:
-            tmp = root / f".tmp-{name}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            _save_model(self.model, tmp / "model")
-            torch.save({
-                "optimizer": self.optimizer.state_dict(),
-                "loader": self.loader.state_dict(),
-                "rng": {"cpu": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-                "tokens": self.tokens,
-                "step": self.step,
-                "curve": [asdict(p) for p in self.curve],
-                "seconds": seconds,
-                "start_tokens": self.start_tokens,
-                "callbacks": {_callback_name(c): c.state_dict() for c in self.callbacks if hasattr(c, "state_dict")},
-            }, tmp / "state.pt")
-            shutil.rmtree(root / name, ignore_errors=True)  # debris of an interrupted earlier attempt
-            os.replace(tmp, root / name)
+            with atomic_dir(root / name) as tmp:  # replaces debris of an interrupted earlier attempt
+                _save_model(self.model, tmp / "model")
+                torch.save({
+                    "optimizer": self.optimizer.state_dict(),
+                    "loader": self.loader.state_dict(),
+                    "rng": {"cpu": torch.get_rng_state(),
+                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                    "tokens": self.tokens,
+                    "step": self.step,
+                    "curve": [asdict(p) for p in self.curve],
+                    "seconds": seconds,
+                    "start_tokens": self.start_tokens,
+                    "callbacks": {_callback_name(c): c.state_dict() for c in self.callbacks
+                                  if hasattr(c, "state_dict")},
+                }, tmp / "state.pt")
             tags = {**self.tagged, **{str(t): name for t in self.keep_tokens
                                       if t <= self.tokens and str(t) not in self.tagged}}
             write_atomic(root / TAGS, json.dumps(tags))
@@ -335,11 +332,8 @@ class _Trainer:
     def _finish(self, seconds: float) -> TrainResult:
         final_dir = self.out_dir / FINAL
         if self.rank == 0:
-            tmp = self.out_dir / f".tmp-{FINAL}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            _save_model(self.model, tmp)
-            shutil.rmtree(final_dir, ignore_errors=True)
-            os.replace(tmp, final_dir)
+            with atomic_dir(final_dir) as tmp:
+                _save_model(self.model, tmp)
         usage = self.loader.usage()
         text = TrainResult(
             curve=list(self.curve), tokens_seen=self.tokens, steps=self.step, final_dir=final_dir,
