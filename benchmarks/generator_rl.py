@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=160, help="max completion length")
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--beta", type=float, default=0.0)
+    parser.add_argument("--min-length-ratio", type=float, default=0.5,
+                        help="the length reward's lower bound (rephrase; the filter's is 0.5, the paper has none: 0)")
     parser.add_argument("--operation", default="rephrase")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
@@ -53,6 +55,7 @@ def main() -> None:
     spec = load_spec(ROOT / "experiments" / "quickstart.yaml").with_params({
         "experiment.workdir": str(work),
         "rewards.weights": {args.operation: weights}, "rewards.similarity.continuous": True,
+        "rewards.length.min_ratio": args.min_length_ratio,
         "grpo": {"steps": args.steps, "num_generations": args.generations, "prompts_per_step": args.prompts,
                  "heldout_prompts": args.heldout, "max_completion_length": args.max_tokens, "lr": args.lr,
                  "lr_schedule": "constant", "warmup_ratio": 0.0, "beta": args.beta, "eval_every": 0,
@@ -63,7 +66,8 @@ def main() -> None:
                           work / "grpo", progress=False)
 
     print(f"{args.operation}: {args.steps} GRPO steps of {args.prompts} prompts x {args.generations} completions "
-          f"(<= {args.max_tokens} tokens), lr {args.lr:g}, beta {args.beta:g}, {args.threads} threads; "
+          f"(<= {args.max_tokens} tokens), lr {args.lr:g}, beta {args.beta:g}, length reward from "
+          f"{args.min_length_ratio:g}x, {args.threads} threads; "
           f"{out['heldout_prompts']} held-out windows; run folder {work / 'grpo'}")
     print(f"{'':>24}{'before':>10}{'after':>10}")
     print(f"{'filter pass rate':>24}{out['pass_rate_before']:>10.3f}{out['pass_rate_after']:>10.3f}")

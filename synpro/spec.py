@@ -318,6 +318,14 @@ class SimilaritySpec(_Strict):
 
 class LengthSpec(_Strict):
     max_ratio: float = Field(default=1.25, gt=0)
+    min_ratio: float = Field(default=0.0, ge=0, description=(
+        "paper: no lower bound (0); the rephrase filter's 0.5 keeps GRPO from learning to answer short"))
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LengthSpec":
+        if self.min_ratio >= self.max_ratio:
+            raise ValueError("[min_ratio] must be below max_ratio")
+        return self
 
 
 class FaithfulnessSpec(_ScorerChoice):

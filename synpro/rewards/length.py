@@ -1,6 +1,6 @@
-"""length (rephrase): 1 if 0 < len(output) ≤ max_ratio · len(source) (paper: 1.25), else 0.
+"""length (rephrase): 1 if min_ratio · len(source) ≤ len(output) ≤ max_ratio · len(source), else 0.
 
-An empty output never passes (the authors' release lets it).
+Paper: max_ratio 1.25 and no lower bound. An empty output never passes (the authors' release lets it).
 """
 
 from synpro.generation.text import length_ratio
@@ -13,8 +13,9 @@ class Length(Reward):
     kinds = frozenset({"rephrase"})
 
     def score(self, sources: list[str], answers: list[str]) -> list[float]:
-        limit = self.spec.rewards.length.max_ratio
-        return [float(bool(out) and length_ratio(src, out) <= limit) for src, out in zip(sources, self.answers(answers))]
+        limits = self.spec.rewards.length
+        return [float(bool(out) and limits.min_ratio <= length_ratio(src, out) <= limits.max_ratio)
+                for src, out in zip(sources, self.answers(answers))]
 
     def settings(self) -> dict:
         return {**super().settings(), **self.spec.rewards.length.model_dump()}

@@ -45,6 +45,13 @@ def test_length_rejects_empty_and_over_long_outputs():
     assert [r["length"] for r in rows] == [1.0, 0.0, 0.0, 0.0, 0.0]
 
 
+def test_a_lower_length_bound_rejects_a_short_answer_the_paper_lets_pass():
+    short = f"{RH}\n{PARAPHRASE[:len(SOURCE) // 4]}"
+    assert scores("rephrase", ["length"], [short])[0]["length"] == 1.0
+    bounded = scores("rephrase", ["length"], [short, f"{RH}\n{PARAPHRASE}"], "rewards: {length: {min_ratio: 0.5}}")
+    assert [r["length"] for r in bounded] == [0.0, 1.0]
+
+
 def test_similarity_separates_a_paraphrase_from_unrelated_text():
     unrelated = "Bananas are rich in potassium and grow in tropical climates on large herbaceous plants."
     rows = scores("rephrase", ["similarity"], [f"{RH}\n{PARAPHRASE}", f"{RH}\n{unrelated}", f"{RH}\n"])
@@ -153,7 +160,7 @@ def test_reward_settings_name_versions_weights_and_scorers():
     settings = reward_settings(rewards, weights)
     assert settings["similarity"] == {"weight": 2.0, "version": 1, "scorer": "all-MiniLM-L6-v2", "threshold": 0.65,
                                       "continuous": False}
-    assert settings["length"] == {"weight": 0.5, "version": 1, "max_ratio": 1.25}
+    assert settings["length"] == {"weight": 0.5, "version": 1, "max_ratio": 1.25, "min_ratio": 0.0}
 
 
 def test_validation_locates_reward_problems_in_the_file(tmp_path):
