@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -104,10 +105,9 @@ def use_vllm(spec: "Spec") -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
-def trl_kwargs(spec: "Spec", output_dir: Path, weights: Sequence[float], *, vllm: bool = False,
-               progress: bool = False) -> dict[str, Any]:
+def trl_kwargs(spec: "Spec", output_dir: Path, weights: Sequence[float], *, vllm: bool = False) -> dict[str, Any]:
     """GRPOConfig's arguments: every setting that changes the loss or the samples comes from the spec (or
-    PINNED), none from trl's defaults."""
+    PINNED), none from trl's defaults. Progress is ours (GrpoProgress), not trl's tqdm."""
     import torch
 
     g, run = spec.grpo, run_settings(spec)
@@ -136,12 +136,12 @@ def trl_kwargs(spec: "Spec", output_dir: Path, weights: Sequence[float], *, vllm
         "mask_truncated_completions": g.mask_truncated_completions, "use_bias_correction_kl": g.kl_bias_correction,
         "multi_objective_aggregation": g.reward_aggregation, "reward_weights": list(weights), **PINNED,
         # machinery
-        "bf16": bf16, "fp16": False, "gradient_checkpointing": False, "model_init_kwargs": {
+        "bf16": bf16, "fp16": False, "activation_checkpointing": False, "model_init_kwargs": {
             "dtype": "bfloat16" if bf16 else "float32"},
         "use_vllm": vllm, "vllm_mode": "colocate", "remove_unused_columns": False,
         "report_to": "none", "logging_steps": 1, "save_strategy": "steps", "save_steps": g.save_every,
-        "save_total_limit": 2, "eval_strategy": "no", "dataloader_num_workers": 0, "disable_tqdm": not progress,
-        "log_completions": False,
+        "save_total_limit": 2, "eval_strategy": "no", "dataloader_num_workers": 0,
+        "dataloader_pin_memory": torch.cuda.is_available(), "disable_tqdm": True, "log_completions": False,
     }
 
 
@@ -194,10 +194,10 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
         return result
 
     from datasets import Dataset
-    from transformers import PrinterCallback
+    from transformers import PrinterCallback, ProgressCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from synpro.grpo.callbacks import MetricsLog
+    from synpro.grpo.callbacks import GrpoProgress, MetricsLog
 
     dataset = Dataset.from_list([{"prompt": render(tokenizer, r["messages"]), "source": r["source"]}
                                  for r in train_rows])
@@ -208,17 +208,19 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
             if r["step"] <= resumed and not (r["kind"] == "eval" and r["step"] == g.steps)]
     write_atomic(folder / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
     log = MetricsLog(lambda row: append_line(folder / METRICS, row), held_out, g.eval_every, g.steps)
+    shown = [GrpoProgress(op_name, g.steps, g.completions_per_step)] if progress else []
     trainer = GRPOTrainer(model=str(start), reward_funcs=[_Prefilled(r, op.prefix) for r in rewards],
-                          args=GRPOConfig(**trl_kwargs(spec, folder / CHECKPOINTS, weights, vllm=use_vllm(spec),
-                                                       progress=progress)),
-                          train_dataset=dataset, processing_class=tokenizer, callbacks=[log, *callbacks],
+                          args=GRPOConfig(**trl_kwargs(spec, folder / CHECKPOINTS, weights, vllm=use_vllm(spec))),
+                          train_dataset=dataset, processing_class=tokenizer, callbacks=[log, *shown, *callbacks],
                           peft_config=_lora(g.lora))
-    if not progress:
-        trainer.remove_callback(PrinterCallback)  # it prints every step's logs; metrics.jsonl has them
+    for printer in (PrinterCallback, ProgressCallback):  # every step's logs as a dict: metrics.jsonl has them
+        trainer.remove_callback(printer)
     if not any(r["kind"] == "eval" and r["step"] == 0 for r in rows):
         held_out(trainer.model, 0)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with warnings.catch_warnings():  # trl calls a transformers alias deprecated in v5; nothing for a user to do
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     final = held_out(trainer.model, g.steps, samples=g.eval_samples)
     write_atomic(folder / SAMPLES, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in final.samples))

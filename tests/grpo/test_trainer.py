@@ -41,10 +41,13 @@ def make_spec(model: Path, **grpo) -> Spec:
         "grpo": settings})
 
 
-def test_a_short_run_writes_a_loadable_generator_and_every_rewards_curve(random_model, organic, tmp_path):
+def test_a_short_run_writes_a_loadable_generator_and_every_rewards_curve(random_model, organic, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    out = train_generator(make_spec(random_model), "rephrase", *organic, tmp_path, progress=False)
+    out = train_generator(make_spec(random_model), "rephrase", *organic, tmp_path, progress=True)
+    shown = capsys.readouterr()
+    assert "grpo rephrase" in shown.out and "3/3" in shown.out and "tok/s" in shown.out
+    assert "'loss'" not in shown.out + shown.err  # trl's per-step dict print is ours to replace
     trained = AutoModelForCausalLM.from_pretrained(str(tmp_path / GENERATOR))
     base = AutoModelForCausalLM.from_pretrained(str(random_model))
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
