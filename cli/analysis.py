@@ -265,6 +265,18 @@ def _write_figures(db: Any, study: str, folder: Path) -> list[Path]:
     return written
 
 
+def _pareto_front(db: Any, study: str) -> dict[str, Any] | None:
+    """A multi-objective study's Pareto-optimal trials with their values (None: one objective)."""
+    from synpro.report import objective_name
+
+    objective = db.study(study)["objective"] or {}
+    if "objectives" not in objective:
+        return None
+    return {"objectives": [f"{o['direction']} {objective_name(o)}" for o in objective["objectives"]],
+            "trials": [{"trial": t["trial"], "values": t["objective_values"]} for t in db.results(study)
+                       if t.get("pareto_optimal")]}
+
+
 def _best_multiplier(row: dict[str, Any]) -> str:
     """The best trial's mean multiplier over seeds with its interval (`--format json`: each seed's)."""
     if row["multiplier_trial"] is None:
@@ -298,10 +310,11 @@ def compare(
         for row in rows:
             row.update(token_worth(row["mean_epochs"], row["r_d_star"]),
                        unique_value_ci=worth_interval(row["mean_epochs"], row["r_d_star_ci"]))
-        written = [path for name in dict.fromkeys(r["study"] for r in rows)
-                   for path in _write_figures(db, name, folder / name)]
+        names = list(dict.fromkeys(r["study"] for r in rows))
+        written = [path for name in names for path in _write_figures(db, name, folder / name)]
+        fronts = {name: front for name in names if (front := _pareto_front(db, name)) is not None}
     if format is TableOrJson.json:
-        _print_json({"arms": rows, "plots": [str(p) for p in written]})
+        _print_json({"arms": rows, "plots": [str(p) for p in written], **({"pareto": fronts} if fronts else {})})
         return
     table = Table(title="Arms side by side (means over trials; D_eff inverts the oracle's loss curve)",
                   title_justify="left")
@@ -327,6 +340,10 @@ def compare(
         out.print(by_accuracy)
     if not any(r["r_d_star"] is not None for r in rows):
         out.print("No fitted R_D* yet: synpro fit --study NAME fits one per arm.")
+    for name, front in fronts.items():
+        out.print(f"{name}: Pareto front over {'; '.join(front['objectives'])}: "
+                  + (", ".join(f"#{t['trial']} ({', '.join(fmt(v) for v in t['values'])})" for t in front["trials"])
+                     or "no finished trial yet"), highlight=False)
     for path in written:
         out.print(f"wrote {path}", highlight=False)
 

@@ -162,23 +162,36 @@ def per_seed_multipliers(arm: dict[str, Any]) -> dict[str, Any]:
     return {seed: values["multiplier_vs_repetition"] for seed, values in arm.get("per_seed", {}).items()}
 
 
+def multi_objective(results: list[dict[str, Any]]) -> bool:
+    """Whether any trial is a multi-objective study's (it has `objective_values` and `pareto_optimal`)."""
+    return any("objective_values" in t for t in results)
+
+
 def print_results(results: list[dict[str, Any]]) -> None:
     table = Table(title="SynPro results (means over seeds; effective tokens invert the reference oracle's curve, by "
                         "loss and by accuracy; × repetition: tail-mean ratio, 95% interval paired by seed)",
                   title_justify="left")
-    for col in ["trial", "params", "arm", "val loss", "tokens seen", "unique", "D_eff", "extrap.",
-                "× repetition [95%]", "per seed", "accuracy", "D_eff (acc)", "× rep. (acc)"]:
-        table.add_column(col, justify="left" if col in ("params", "arm", "per seed") else "right")
+    pareto = multi_objective(results)  # two more columns: every objective's value, and * on the Pareto front
+    for col in ["trial", "params", *(["objectives", "Pareto"] if pareto else []), "arm", "val loss", "tokens seen",
+                "unique", "D_eff", "extrap.", "× repetition [95%]", "per seed", "accuracy", "D_eff (acc)",
+                "× rep. (acc)"]:
+        table.add_column(col, justify="left" if col in ("params", "arm", "per seed", "objectives") else "right")
     for trial in results:
         params = ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
+        marks = ([", ".join(fmt(v) for v in trial.get("objective_values") or []) or "-",
+                  "*" if trial.get("pareto_optimal") else ""] if pareto else [])
         for arm, r in trial["arms"].items():
             seeds = ", ".join(f"{s}: {fmt(v)}" for s, v in per_seed_multipliers(r).items())
-            table.add_row(str(trial["trial"]), params, arm, *(fmt(r.get(f)) for f in ARM_FIELDS[:5]),
+            table.add_row(str(trial["trial"]), params, *marks, arm, *(fmt(r.get(f)) for f in ARM_FIELDS[:5]),
                           seed_estimate(r["multiplier_vs_repetition"], r["multiplier_ci"], r["n_seeds"]), seeds,
                           *(fmt(r.get(f)) for f in ("final_accuracy", "effective_tokens_accuracy",
                                                     "multiplier_accuracy")))
             params = ""
+            marks = ["", ""] if pareto else []
     out.print(table)
+    if pareto:
+        out.print("Pareto: * marks the trials no other finished trial beats on every objective (objectives in the "
+                  "order of the spec's search.objectives).", highlight=False)
     references = {json.dumps(t.get("reference"), sort_keys=True) for t in results if t.get("reference")}
     for reference in references:
         out.print(f"reference: {reference}", highlight=False)

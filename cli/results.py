@@ -14,7 +14,8 @@ from typing import Optional
 
 import typer
 
-from cli.app import ARM_FIELDS, Format, WorkdirOpt, app, guarded, out, per_seed_multipliers, print_results, store_url
+from cli.app import (ARM_FIELDS, Format, WorkdirOpt, app, guarded, multi_objective, out, per_seed_multipliers,
+                     print_results, store_url)
 from synpro.core.fs import sqlite_url
 from synpro.core.secrets import mask
 from synpro.display import finite
@@ -36,7 +37,8 @@ def results(
 ) -> None:
     """Print stored results: per trial, each arm's loss, effective tokens and multiplier vs repetition
     (mean over seeds with a 95% interval paired by seed, and each seed's value), the reference used
-    and the noise floor (JSON).
+    and the noise floor (JSON). A multi-objective study's trials also carry every objective's value
+    (`objective_values`) and whether they are on the Pareto front (`pareto_optimal`).
 
     Example:  synpro results --workdir runs/quickstart --format json
     """
@@ -50,10 +52,12 @@ def results(
         import csv
 
         writer = csv.writer(sys.stdout)
-        writer.writerow(["study", "trial", "params", "arm", *ARM_FIELDS, "per_seed_multiplier", "reference"])
+        pareto = ["objective_values", "pareto_optimal"] if multi_objective(rows) else []
+        writer.writerow(["study", "trial", "params", *pareto, "arm", *ARM_FIELDS, "per_seed_multiplier", "reference"])
         for trial in rows:
             for arm, r in trial["arms"].items():
-                writer.writerow([trial["study"], trial["trial"], json.dumps(trial["params"]), arm,
+                writer.writerow([trial["study"], trial["trial"], json.dumps(trial["params"]),
+                                 *(_cell(trial.get(key)) for key in pareto), arm,
                                  *(_cell(r[f]) for f in ARM_FIELDS), _cell(per_seed_multipliers(r)),
                                  _cell(trial.get("reference"))])
     else:

@@ -80,7 +80,9 @@ class Trial(Base):
     optuna_number: Mapped[int | None] = mapped_column(Integer)
     params: Mapped[dict[str, Any]]
     state: Mapped[str] = mapped_column(String(16))
-    objective_value: Mapped[float | None]
+    objective_value: Mapped[float | None]  # the primary objective's
+    # A multi-objective study's trial: every objective's value, the primary first (NULL: one objective).
+    objective_values: Mapped[list[float | None] | None] = mapped_column(JSON)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     # The trial's analysis: reference used, per-arm multiplier over seeds, noise floor (synpro.pipeline).
     analysis: Mapped[dict[str, Any] | None]

@@ -32,6 +32,7 @@ from synpro.display import finite
 from synpro.core.faults import kill_point
 from synpro.core.secrets import hide, mask
 from synpro.errors import InputError
+from synpro.pareto import non_dominated
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -193,13 +194,40 @@ def _arm_over_seeds(per_seed: dict[int, dict], summary: dict | None) -> dict[str
 
 
 def best_trial(results: list[dict], objective: dict[str, Any]) -> dict | None:
-    """The trial with the best finite objective value, else the last trial that has arms."""
-    scored = [t for t in results if t["objective_value"] is not None and math.isfinite(t["objective_value"])]
+    """The trial with the best finite objective value, else the last trial that has arms.
+
+    A multi-objective study's best is a Pareto set (`pareto_optimal` in the results); the one trial
+    picked here is the Pareto-optimal trial best on the primary objective."""
+    scored = [t for t in results if t["objective_value"] is not None and math.isfinite(t["objective_value"])
+              and t.get("pareto_optimal", True)]
     if scored:
         pick = max if objective.get("direction") == "maximize" else min
         return pick(scored, key=lambda t: t["objective_value"])
     with_arms = [t for t in results if t["arms"]]
     return with_arms[-1] if with_arms else None
+
+
+def _values(values: list[Any] | None) -> list[float] | None:
+    """A trial's stored objective values if every one is finite (NaN is stored as null)."""
+    if not values or any(v is None for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def mark_pareto(trials: list[dict], objective: dict[str, Any]) -> None:
+    """Mark each trial of a multi-objective study `pareto_optimal`: finished, every value finite, and
+    no such trial better on every objective. Single-objective trials are left as they are."""
+    if "objectives" not in (objective or {}):
+        return
+    directions = [o["direction"] for o in objective["objectives"]]
+    scored = [t for t in trials if "objective_values" in t]
+    points = [_values(t["objective_values"]) if t["state"] == "finished" else None for t in scored]
+    eligible = [i for i, p in enumerate(points) if p is not None]
+    front = non_dominated([points[i] for i in eligible], directions)
+    for t in scored:
+        t["pareto_optimal"] = False
+    for i, on_front in zip(eligible, front):
+        scored[i]["pareto_optimal"] = on_front
 
 
 def _check_state(state: str, allowed: tuple[str, ...], what: str) -> None:
@@ -275,7 +303,7 @@ class Store:
             "finished_at": stmt.excluded.finished_at,
         }
         if state == "running":
-            changes |= {"started_at": stmt.excluded.started_at, "objective_value": None}
+            changes |= {"started_at": stmt.excluded.started_at, "objective_value": None, "objective_values": null()}
         stmt = stmt.on_conflict_do_update(index_elements=[Trial.study_id, Trial.params_hash], set_=changes)
         with self.engine.begin() as conn:
             return conn.execute(stmt.returning(Trial.id)).scalar_one()
@@ -295,11 +323,19 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
-    def finish_trial(self, trial_id: int, state: str, objective_value: float | None = None) -> None:
+    def finish_trial(self, trial_id: int, state: str, objective_value: float | None = None, *,
+                     objective_values: list[float] | None = None) -> None:
+        """End a trial. `objective_values` (the primary first) replace `objective_value`: with several,
+        all are kept; with one, it is the objective value and the study reads as single-objective."""
         _check_state(state, TRIAL_STATES[1:], "a finished trial's")
+        several = objective_values is not None and len(objective_values) > 1
+        if objective_values:
+            objective_value = objective_values[0]
         now = utcnow()
         stmt = update(Trial).where(Trial.id == trial_id).values(
-            state=state, objective_value=_number(objective_value), finished_at=now, heartbeat_at=now)
+            state=state, objective_value=_number(objective_value),
+            objective_values=[_number(v) for v in objective_values] if several else null(),
+            finished_at=now, heartbeat_at=now)
         self._update_one(stmt, "trial", trial_id)
 
     def upsert_arm(self, trial_id: int, name: str, kind: str, config_hash: str, unique_tokens: int,
@@ -458,14 +494,17 @@ class Store:
         with self.engine.begin() as conn:
             return set(conn.execute(query).scalars())
 
-    def stored_result(self, trial_id: int, arms: list[str], seeds: list[int] | None = None) -> tuple[bool, float | None]:
-        """(whether the trial is finished with every named arm stored with a result, its objective value)."""
-        query = select(Trial.state, Trial.objective_value).where(Trial.id == trial_id)
+    def stored_result(self, trial_id: int, arms: list[str],
+                      seeds: list[int] | None = None) -> tuple[bool, list[float] | None]:
+        """(whether the trial is finished with every named arm stored with a result, its objective
+        values: one, or a multi-objective trial's all; None unless every one is a number)."""
+        query = select(Trial.state, Trial.objective_value, Trial.objective_values).where(Trial.id == trial_id)
         with self.engine.begin() as conn:
             row = conn.execute(query).one_or_none()
         if row is None or row.state != "finished":
             return False, None
-        return not self.unfinished_arms(trial_id, arms, seeds), row.objective_value
+        values = _values(row.objective_values if row.objective_values is not None else [row.objective_value])
+        return not self.unfinished_arms(trial_id, arms, seeds), values
 
     def unfinished_arms(self, trial_id: int, arms: list[str], seeds: list[int] | None = None) -> list[str]:
         """Which of these arms the trial has not stored as finished with a result (at every one of
@@ -485,7 +524,8 @@ class Store:
         """
         query = (
             select(Study.name.label("study"), Trial.id.label("trial_id"), Trial.optuna_number, Trial.params_hash,
-                   Trial.params, Trial.state, Trial.objective_value, Trial.mlflow_run_id, Trial.analysis,
+                   Trial.params, Trial.state, Trial.objective_value, Trial.objective_values, Study.objective,
+                   Trial.mlflow_run_id, Trial.analysis,
                    Arm.name.label("arm"), Arm.seed, Arm.kind, Arm.state.label("arm_state"), Arm.final_val_loss,
                    Arm.tokens_seen, Arm.unique_tokens, Arm.effective_tokens, Arm.effective_tokens_extrapolated,
                    Arm.multiplier_vs_repetition, Arm.final_accuracy, Arm.effective_tokens_accuracy,
@@ -501,6 +541,7 @@ class Store:
             if not rows and study is not None:
                 self._require(conn, study)
         trials: dict[int, dict] = {}
+        objectives: dict[str, dict] = {}
         analyses: dict[int, dict] = {}
         seeds: dict[tuple[int, str], dict[int, dict]] = {}
         for row in rows:
@@ -512,6 +553,9 @@ class Store:
                     "params": row.params, "state": row.state, "objective_value": row.objective_value,
                     "mlflow_run_id": row.mlflow_run_id, "reference": analysis.get("reference"),
                     "noise_floor": analysis.get("noise_floor"), "arms": {}}
+                if "objectives" in (row.objective or {}):  # a multi-objective study's trial (see mark_pareto)
+                    trial["objective_values"] = row.objective_values
+                objectives[row.study] = row.objective
             if row.arm is not None:
                 seeds.setdefault((row.trial_id, row.arm), {})[row.seed] = {
                     "kind": row.kind, "state": row.arm_state, "final_val_loss": row.final_val_loss,
@@ -526,6 +570,8 @@ class Store:
                     "mlflow_run_id": row.arm_mlflow_run_id, **(row.details or {})}
         for (trial_id, arm), per_seed in seeds.items():
             trials[trial_id]["arms"][arm] = _arm_over_seeds(per_seed, analyses[trial_id].get("arms", {}).get(arm))
+        for name, objective in objectives.items():
+            mark_pareto([t for t in trials.values() if t["study"] == name], objective)
         return list(trials.values())
 
     def curves(self, study: str, arm: str | None = None) -> list[dict]:

@@ -49,6 +49,7 @@ class ArmOutcome:
     effective_accuracy: list[tuple[int, float, bool]] = field(default_factory=list)
     multiplier_accuracy: float | None = None
     evaluation: Any = None  # the evaluate stage over every round's snapshots (None without eval tasks)
+    synthetic_similarity: float | None = None  # of the sets its last round trained on (None: it trains on none)
 
     def details(self) -> dict[str, Any]:
         """What the store keeps beside the numbers (arms.details): the tail D_eff the multiplier
@@ -57,7 +58,8 @@ class ArmOutcome:
                 "tail_checkpoints": self.tail.n_points if self.tail else None,
                 "multiplier_method": self.multiplier.method if self.multiplier else None,
                 "multiplier_extrapolated": self.multiplier.extrapolated if self.multiplier else None,
-                "epochs_per_source": self.result.epochs_per_source}
+                "epochs_per_source": self.result.epochs_per_source,
+                **({} if self.synthetic_similarity is None else {"synthetic_similarity": self.synthetic_similarity})}
 
     def summary(self) -> dict[str, Any]:
         """This seed's results; `effective_tokens` is D_eff at the last checkpoint (comparable with
@@ -173,6 +175,15 @@ def _unique_tokens(stage: Stage, shards: dict[str, Any]) -> int:
                if name == ORGANIC or isinstance(stage.inputs.get(name), ExtraStage))
 
 
+def synthetic_similarity(stage: Stage, runner: Runner) -> float | None:
+    """The mean MiniLM similarity to the source over the passed outputs of the synthetic sets a
+    pretraining stage trains on, as their generation measured it (`similarity_mean` of each set)."""
+    sets = [runner.run(s) for s in stage.inputs.values() if isinstance(s, SynthesizeStage)]
+    scored = [(s.metrics["similarity_mean"], s.stats["passed"]) for s in sets if s.stats["passed"]]
+    passed = sum(n for _, n in scored)
+    return sum(mean * n for mean, n in scored) / passed if passed else None
+
+
 def _rounds(arm: ArmPlan, runner: Runner, callbacks: list, on_round: Any = None) -> tuple[TrainResult, list[Stage]]:
     """Train the arm round by round (one round unless its recipe refreshes); finished rounds load."""
     builder = arm.builder
@@ -213,7 +224,8 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
     # A resumed or cached arm may have points the sink never saw; the store gets them all in _record.
     _log_curve(ctx.tracker, run_id, result.curve)
     evaluation = arm.builder.evaluate(stages, label=arm.name)
-    return ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, run_id, evaluation=evaluation)
+    return ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, run_id, evaluation=evaluation,
+                      synthetic_similarity=synthetic_similarity(stages[-1], runner))
 
 
 def _log_round(plan: TrialPlan, stage, runner: Runner, ended: TrainResult, round_: int, run_id: str | None,
@@ -454,15 +466,18 @@ def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
     return TrialOutcome(outcomes, analysis)
 
 
-def objective_value(plan: TrialPlan, trial: TrialOutcome) -> float:
-    """The objective over seeds: the mean multiplier (geometric, `seed_multiplier`), else the mean."""
-    objective = plan.spec.search.objective
-    if objective.metric == "multiplier_vs_repetition":
-        value = trial.analysis["arms"].get(objective.arm, {}).get("multiplier_vs_repetition")
-    else:
-        values = [o.summary()[objective.metric] for (n, _), o in trial.arms.items() if n == objective.arm]
-        value = None if None in values or not values else sum(values) / len(values)
-    return float("nan") if value is None else float(value)
+def objective_values(plan: TrialPlan, trial: TrialOutcome) -> list[float]:
+    """Each objective over seeds, the primary first: the mean multiplier (geometric, `seed_multiplier`),
+    else the mean; NaN where an arm has no value."""
+    out = []
+    for _, objective in plan.spec.search.targets():
+        if objective.metric == "multiplier_vs_repetition":
+            value = trial.analysis["arms"].get(objective.arm, {}).get("multiplier_vs_repetition")
+        else:
+            values = [o.summary().get(objective.metric) for (n, _), o in trial.arms.items() if n == objective.arm]
+            value = None if None in values or not values else sum(values) / len(values)
+        out.append(float("nan") if value is None else float(value))
+    return out
 
 
 # ---- the study's best oracle as the reference ------------------------------------------------------
@@ -471,10 +486,11 @@ def _loaded_outcomes(plan: TrialPlan, trial_id: int, store: Store, runner: Runne
     """A finished trial's arms read back from their stage folders (nothing is trained again)."""
     outcomes = {}
     for arm in plan.arms:
-        result, _ = _rounds(arm, runner, [])
+        result, stages = _rounds(arm, runner, [])
         unique = _unique_tokens(arm.stage, _shards(arm.stage, runner))
         arm_id = store.upsert_arm(trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens, seed=arm.seed)
-        outcomes[(arm.name, arm.seed)] = ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, None)
+        outcomes[(arm.name, arm.seed)] = ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, None,
+                                                    synthetic_similarity=synthetic_similarity(stages[-1], runner))
     return outcomes
 
 
@@ -502,5 +518,6 @@ def apply_best_reference(spec: Spec, store: Store, *, progress: bool = False) ->
         for outcome in outcomes.values():
             _store_outcome(outcome, store)
         store.set_trial_analysis(trial_id, analysis)
-        store.finish_trial(trial_id, "finished", objective_value(plan, TrialOutcome(outcomes, analysis)))
+        store.finish_trial(trial_id, "finished",
+                           objective_values=objective_values(plan, TrialOutcome(outcomes, analysis)))
     return info

@@ -170,6 +170,28 @@ def search_figure(trials: Sequence[tuple[dict[str, Any], float]], objective: str
     return fig
 
 
+def pareto_figure(trials: Sequence[tuple[str, float, float, bool]], axes: tuple[str, str],
+                  directions: tuple[str, str], title: str = "") -> Figure:
+    """Trials in the plane of two objectives, a point each (labelled with its trial); the Pareto-optimal
+    ones filled and joined in order along the first objective, the rest hollow."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=110)
+    front = sorted((x, y) for _, x, y, on in trials if on)
+    rest = [(x, y) for _, x, y, on in trials if not on]
+    if rest:
+        ax.scatter(*zip(*rest), s=36, facecolors="none", edgecolors="grey", label="dominated")
+    if front:
+        ax.plot(*zip(*front), marker="o", markersize=7, color="C3", label="Pareto front")
+    for label, x, y, _ in trials:
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel(f"{axes[0]} ({directions[0]})")
+    ax.set_ylabel(f"{axes[1]} ({directions[1]})")
+    ax.set_title(title or "Pareto front (a point per trial)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def png(fig: Figure) -> bytes:
     """The figure as PNG bytes (for embedding in a self-contained page)."""
     buffer = io.BytesIO()

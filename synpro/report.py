@@ -96,6 +96,24 @@ def _worth_series(store: Store, study: str,
     return series
 
 
+def objective_name(objective: dict[str, Any]) -> str:
+    return f"{objective.get('metric', 'objective')} of {objective.get('arm', '?')}"
+
+
+def _pareto_figure(results: list[dict], objectives: list[dict]) -> Figure | None:
+    """The finished trials in the plane of the first two objectives, the Pareto-optimal marked
+    (computed over every objective: with more than two, a front point may look dominated here)."""
+    first, second = objectives[:2]
+    trials = [(f"#{t['trial']}", t["objective_values"][0], t["objective_values"][1], t["pareto_optimal"])
+              for t in results if t.get("objective_values") and None not in t["objective_values"][:2]
+              and t["state"] == "finished"]
+    if not trials:
+        return None
+    more = f" (front over all {len(objectives)} objectives)" if len(objectives) > 2 else ""
+    return plots.pareto_figure(trials, (objective_name(first), objective_name(second)),
+                               (first["direction"], second["direction"]), f"Pareto front{more}")
+
+
 def study_figures(store: Store, study: str) -> dict[str, Figure]:
     """File name -> figure: the best trial's curves, the search results and the fitted laws."""
     objective = store.study(study)["objective"]
@@ -105,7 +123,8 @@ def study_figures(store: Store, study: str) -> dict[str, Figure]:
     if best is not None:
         points = [p for p in store.curves(study) if p["params_hash"] == best["params_hash"]]
         reference = _reference(best)
-        title = f"trial #{best['trial']}" + (" (best objective)" if best["objective_value"] is not None else "")
+        pick = " (Pareto-optimal, best primary objective)" if "objectives" in objective else " (best objective)"
+        title = f"trial #{best['trial']}" + (pick if best["objective_value"] is not None else "")
         curves: dict[str, list] = {}
         effective: dict[str, list] = {}
         several = len({p["seed"] for p in points}) > 1
@@ -132,9 +151,12 @@ def study_figures(store: Store, study: str) -> dict[str, Figure]:
     searched = [(t["params"], t["objective_value"]) for t in results
                 if t["params"] and t["objective_value"] is not None]
     if searched:
-        name = f"{objective.get('metric', 'objective')} of {objective.get('arm', '?')}"
+        name = objective_name(objective)
         figures["search.png"] = plots.search_figure(searched, name, f"Search results: {objective.get('direction', '')} "
                                                                     f"{name}")
+    pareto = _pareto_figure(results, objective["objectives"]) if "objectives" in objective else None
+    if pareto is not None:
+        figures["pareto.png"] = pareto
     fits = latest_fits(store, study)
     series = _fit_series(store, study, fits)
     if series:
@@ -169,6 +191,15 @@ def _results_rows(results: list[dict]) -> list[list[Any]]:
                          seed_estimate(r["multiplier_vs_repetition"], r.get("multiplier_ci"), r.get("n_seeds")),
                          seeds or "-", r.get("multiplier_method") or "-"])
     return rows
+
+
+def _objective_text(objective: dict[str, Any], results: list[dict]) -> str:
+    """The study's objective; with several, each and the trials on the Pareto front."""
+    if "objectives" not in objective:
+        return f"Objective: {objective.get('direction', '')} {objective_name(objective)}."
+    front = [f"#{t['trial']}" for t in results if t.get("pareto_optimal")]
+    return ("Objectives: " + "; ".join(f"{o['direction']} {objective_name(o)}" for o in objective["objectives"])
+            + f". Pareto front: {', '.join(front) or 'no finished trial yet'}.")
 
 
 def _reference_text(reference: dict | None) -> str:
@@ -290,8 +321,7 @@ def render_report(store: Store, study: str) -> str:
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{title}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>{title}</h1>",
-        (f'<p class="note">Generated {generated}. Objective: {html.escape(str(objective.get("direction", "")))} '
-         f'{html.escape(str(objective.get("metric", "")))} of arm {html.escape(str(objective.get("arm", "")))}.</p>'),
+        f'<p class="note">Generated {generated}. {html.escape(_objective_text(objective, results))}</p>',
         f'<p class="note">{html.escape(_READING)}</p>',
         "<h2>Comparison of arms</h2>",
         _table(["arm", "kind", "trials", "finished", "mean final loss", "best final loss", "mean D_eff",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from synpro.errors import InputError, Problem
-from synpro.spec import Spec, line_index
+from synpro.spec import EFFECTIVE_METRICS, SYNTHETIC_METRICS, Spec, line_index
 
 CORPUS_KEY = {"builtin": "corpus.name", "jsonl": "corpus.path", "parquet": "corpus.path",
               "textdir": "corpus.path", "hf": "corpus.dataset"}
@@ -60,6 +60,7 @@ def _plugins(spec: Spec) -> None:
     from synpro.generation.operations import OPERATIONS
 
     problems: list[Problem] = []
+    operations: dict[str, list[str]] = {}  # per arm whose options are valid: the synthetic sets it trains on
     for name, op in spec.generation.operations.items():
         if op.kind not in OPERATIONS:
             problems.append(Problem(f"unknown operation {op.kind!r}; known: {', '.join(OPERATIONS.names())}",
@@ -77,14 +78,19 @@ def _plugins(spec: Spec) -> None:
                 problems.append(Problem(e["msg"] if e["type"] != "extra_forbidden" else
                                         f"unknown option for a {arm.kind} arm", f"arms.{i}.{where}"))
             continue
-        missing = [op for op in getattr(options, "operations", []) if op not in spec.generation.operations]
+        operations[arm.name] = getattr(options, "operations", [])
+        missing = [op for op in operations[arm.name] if op not in spec.generation.operations]
         if missing:
             problems.append(Problem(f"{missing} are not in generation.operations "
                                     f"({', '.join(spec.generation.operations)})", f"arms.{i}.operations"))
-    objective = spec.search.objective
     has_reference = any(ARMS.get(a.kind).is_reference for a in spec.arms if a.kind in ARMS)
-    if objective.metric != "final_val_loss" and not has_reference:
-        problems.append(Problem(f"{objective.metric!r} needs an oracle arm to invert", "search.objective.metric"))
+    kinds = {a.name: a.kind for a in spec.arms}
+    for key, objective in spec.search.targets():
+        if objective.metric in EFFECTIVE_METRICS and not has_reference:
+            problems.append(Problem(f"{objective.metric!r} needs an oracle arm to invert", f"{key}.metric"))
+        if objective.metric in SYNTHETIC_METRICS and operations.get(objective.arm) == []:
+            problems.append(Problem(f"{objective.metric!r} is a metric of an arm's synthetic sets, and arm "
+                                    f"{objective.arm!r} ({kinds[objective.arm]}) trains on none", f"{key}.metric"))
     if problems:
         raise InputError(problems, file=spec.source_file)
 

@@ -547,19 +547,38 @@ class ParamSpec(_Strict):
         return self
 
 
+# Metrics of an arm's synthetic data rather than of its training: the mean MiniLM similarity to the
+# source over the passed outputs of the sets the arm's last round trained on.
+SYNTHETIC_METRICS = ("synthetic_similarity",)
+# Metrics that invert the reference (oracle) curve.
+EFFECTIVE_METRICS = ("effective_tokens", "multiplier_vs_repetition")
+
+
 class ObjectiveSpec(_Strict):
     arm: str = "repetition"
-    metric: Literal["final_val_loss", "effective_tokens", "multiplier_vs_repetition"] = "final_val_loss"
+    metric: Literal["final_val_loss", "effective_tokens", "multiplier_vs_repetition",
+                    "synthetic_similarity"] = "final_val_loss"
     direction: Literal["minimize", "maximize"] = "minimize"
 
 
 class SearchSpec(_Strict):
     sampler: Literal["grid", "tpe", "random", "nsga2"] = "grid"
     n_trials: int | None = Field(default=None, gt=0, description="default: the grid size, or 1")
-    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec,
+                                     description="the objective; with `objectives`, their first (the primary)")
+    objectives: list[ObjectiveSpec] = Field(default=[], description=(
+        "two or more: a multi-objective search whose answer is the Pareto front (every sampler supports it)"))
     params: dict[str, ParamSpec] = {}
     heartbeat_seconds: int = Field(default=30, gt=0)
     stale_after_seconds: int = Field(default=120, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_objective(cls, data: Any) -> Any:
+        """`objective` is always the first of `objectives`, so code that reads one objective reads the primary."""
+        if isinstance(data, dict) and "objective" not in data and data.get("objectives"):
+            return {**data, "objective": data["objectives"][0]}
+        return data
 
     @model_validator(mode="after")
     def _grid_is_discrete(self) -> "SearchSpec":
@@ -568,6 +587,35 @@ class SearchSpec(_Strict):
                 if p.type != "categorical" and p.step is None:
                     raise ValueError(f"[params.{name}] a grid needs discrete values: give `choices` or a `step`")
         return self
+
+    @model_validator(mode="after")
+    def _objectives(self) -> "SearchSpec":
+        if len(self.objectives) == 1:
+            raise ValueError("[objectives] one objective goes under `objective`; `objectives` lists two or more")
+        if self.objectives and self.objective != self.objectives[0]:
+            raise ValueError("[objective] with `objectives`, `objective` is their first: leave it out")
+        seen = set()
+        for i, o in enumerate(self.objectives):
+            if (o.arm, o.metric) in seen:
+                raise ValueError(f"[objectives.{i}] {o.metric} of {o.arm} is already an objective")
+            seen.add((o.arm, o.metric))
+        return self
+
+    @property
+    def multi(self) -> bool:
+        return bool(self.objectives)
+
+    def targets(self) -> list[tuple[str, ObjectiveSpec]]:
+        """(spec key, objective) for every objective, the primary first."""
+        if self.multi:
+            return [(f"search.objectives.{i}", o) for i, o in enumerate(self.objectives)]
+        return [("search.objective", self.objective)]
+
+    def record(self) -> dict[str, Any]:
+        """What the store keeps as the study's objective: the primary's fields, and with several every
+        objective under `objectives` (a study without that key is single-objective)."""
+        return {**self.objective.model_dump(), **({"objectives": [o.model_dump() for o in self.objectives]}
+                                                   if self.multi else {})}
 
 
 class AnalysisSpec(_Strict):
@@ -676,11 +724,11 @@ class Spec(_Strict):
             key = "unique_tokens" if self.budget.unique_tokens is not None else "unique_fraction"
             raise ValueError(f"[budget.{key}] U={unique:,} unique tokens hold no whole training sequence "
                              f"of training.seq_len={self.training.seq_len}")
-        objective = self.search.objective
-        if objective.arm not in names:
-            raise ValueError(f"[search.objective.arm] {objective.arm!r} is not an arm ({', '.join(names)})")
-        if objective.metric == "multiplier_vs_repetition" and "repetition" not in {a.kind for a in self.arms}:
-            raise ValueError("[search.objective.metric] 'multiplier_vs_repetition' needs a repetition arm")
+        for key, objective in self.search.targets():
+            if objective.arm not in names:
+                raise ValueError(f"[{key}.arm] {objective.arm!r} is not an arm ({', '.join(names)})")
+            if objective.metric == "multiplier_vs_repetition" and "repetition" not in {a.kind for a in self.arms}:
+                raise ValueError(f"[{key}.metric] 'multiplier_vs_repetition' needs a repetition arm")
         interval = self.eval.interval_tokens
         if interval is not None and interval % self.training.eval_interval_tokens:
             raise ValueError(f"[eval.interval_tokens] {interval:,} is not a multiple of "

@@ -46,7 +46,7 @@ from synpro.core.fs import file_lock
 from synpro.core.secrets import hide, mask
 from synpro.errors import InputError
 from synpro.display import finite
-from synpro.pipeline import TrialContext, apply_best_reference, objective_value, run_trial
+from synpro.pipeline import TrialContext, apply_best_reference, objective_values, run_trial
 from synpro.core.hashing import stable_hash
 from synpro.plan import plan_trial
 from synpro.spec import Spec
@@ -154,13 +154,16 @@ def _open_study(spec: Spec) -> optuna.Study:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     # We ask/tell under our queue lock and beat for the trial ourselves (_Heartbeat), not via optimize().
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-    space = stable_hash(spec.content_hash(), spec.search.sampler, spec.search.model_dump(mode="json")["params"])
+    directions = [o.direction for _, o in spec.search.targets()]
+    # A multi-objective study is another Optuna study (its directions are fixed at creation); a
+    # single-objective one keeps the name it always had, so existing studies resume.
+    space = stable_hash(spec.content_hash(), spec.search.sampler, spec.search.model_dump(mode="json")["params"],
+                        *([directions] if spec.search.multi else []))
     with db_lock(spec.optuna_url(), "optuna-schema"):
         storage = optuna.storages.RDBStorage(spec.optuna_url(), heartbeat_interval=spec.search.heartbeat_seconds,
                                              grace_period=spec.search.stale_after_seconds)
         return optuna.create_study(study_name=f"{spec.experiment.name}-{space}", storage=storage,
-                                   sampler=search.sampler(spec), direction=spec.search.objective.direction,
-                                   load_if_exists=True)
+                                   sampler=search.sampler(spec), directions=directions, load_if_exists=True)
 
 
 def _hide_secrets(spec: Spec) -> None:
@@ -244,11 +247,11 @@ class _Sweep:
             else:
                 continue
             row = trial.user_attrs.get(STORE_ID_ATTR)
-            stored, value = self.store.stored_result(row, self.arms, self.seeds) if row is not None else (False, None)
+            stored, values = self.store.stored_result(row, self.arms, self.seeds) if row is not None else (False, None)
             try:
                 storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, reason)
-                if stored and value is not None:  # it died after storing everything: tell Optuna, don't redo it
-                    storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, values=[value])
+                if stored and values is not None:  # it died after storing everything: tell Optuna, don't redo it
+                    storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, values=values)
                     self.announce(f"trial #{trial.number} ({_shown(_point(trial))}): {reason} after storing its "
                                   "result; completed from the store")
                     continue
@@ -338,7 +341,7 @@ def _run(spec: Spec, n_trials: int | None, progress: bool, announce: Callable[[s
     try:
         tracker.log_params(study_run, public.flat())
         tracker.log_text(study_run, public.to_yaml(), "spec.yaml")
-        study_id = store.upsert_study(name, public.to_yaml(), spec.search.objective.model_dump(), study_run)
+        study_id = store.upsert_study(name, public.to_yaml(), spec.search.record(), study_run)
         study = _open_study(spec)
         target = n_trials or search.n_trials(spec)
         sweep = _Sweep(spec, store, tracker, study, target, announce)
@@ -393,13 +396,16 @@ def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, An
     try:
         kill_point("trial.start")
         outcomes = run_trial(plan, ctx)
-        value = objective_value(plan, outcomes)
+        values = objective_values(plan, outcomes)
         missing = store.unfinished_arms(trial_id, [a.name for a in plan.arms], plan.seeds)
         if missing:
             raise RuntimeError(f"trial #{trial.number}: arms {missing} were not stored with a result")
-        store.finish_trial(trial_id, "finished", value)
+        store.finish_trial(trial_id, "finished", objective_values=values)
         tracker.log_dict(trial_run, finite(outcomes.summary()), "results.json")
-        tracker.log_points(trial_run, "objective", [(0, value)])
+        tracker.log_points(trial_run, "objective", [(0, values[0])])
+        if spec.search.multi:
+            for (_, objective), value in zip(spec.search.targets(), values):
+                tracker.log_points(trial_run, f"objective/{objective.arm}/{objective.metric}", [(0, value)])
         tracker.finish(trial_run)
         kill_point("trial.stored")
     except BaseException as exc:
@@ -417,8 +423,8 @@ def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, An
         raise
     # Only a worker that was taken for dead (a missed heartbeat) finds its trial failed already: its
     # result is stored all the same, and the point's retry will find every stage finished.
-    study.tell(trial, value if value == value else None, state=None if value == value else TrialState.FAIL,
-               skip_if_finished=True)
+    told = all(v == v for v in values)  # a NaN objective (an undefined multiplier) fails the trial in Optuna
+    study.tell(trial, values if told else None, state=None if told else TrialState.FAIL, skip_if_finished=True)
 
 
 # ---- several local workers --------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from synpro.effective import tail_d_eff, tail_multiplier
-from synpro.pipeline import ArmOutcome, TrialOutcome, analyze, objective_value
+from synpro.pipeline import ArmOutcome, TrialOutcome, analyze, objective_values
 from synpro.plan import plan_trial
 from synpro.spec import parse_spec
 from synpro.training import EvalPoint, TrainResult
@@ -82,7 +82,7 @@ def test_the_analysis_uses_the_tail_mean_pairs_seeds_and_reports_the_noise_floor
     assert calibration["first_pass_tokens"] == 6144 and calibration["n_points"] == 3
     assert calibration["ratio"] == pytest.approx(0.55, rel=0.05)  # repetition's D_eff / tokens in its first pass
     trial = TrialOutcome(arms, analysis)
-    assert objective_value(plan, trial) == stats["multiplier_vs_repetition"]
+    assert objective_values(plan, trial) == [stats["multiplier_vs_repetition"]]
     assert trial.summary()["arms"]["synpro"]["per_seed"]["2"]["seed"] == 2
 
 

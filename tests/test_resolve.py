@@ -38,6 +38,10 @@ CASES = {
                           "generation.operations.poem.kind"),
     "objective-needs-oracle": ("arms: [{kind: repetition}]\nsearch: {objective: {arm: repetition, "
                                "metric: effective_tokens, direction: maximize}}\n", "search.objective.metric"),
+    "synthetic-metric-without-sets": ("arms: [{kind: repetition}, {kind: prompted}]\nsearch:\n  objectives:\n"
+                                      "    - {arm: prompted, metric: final_val_loss}\n"
+                                      "    - {arm: repetition, metric: synthetic_similarity, direction: maximize}\n",
+                                      "search.objectives.1.metric"),
 }
 
 
@@ -63,9 +67,12 @@ def test_unrunnable_specs_fail_resolution_with_key_and_line(tmp_path, case):
     problems = {p.key: p for p in caught.value.problems}
     assert key in problems, str(caught.value)
     assert problems[key].line is not None and caught.value.file == str(path)
+    if case == "synthetic-metric-without-sets":  # the line of that very objective
+        assert path.read_text().splitlines()[problems[key].line - 1].strip().startswith("- {arm: repetition")
 
 
-@pytest.mark.parametrize("case", ["jsonl-missing", "budget-too-big", "generator-offline", "store-url"])
+@pytest.mark.parametrize("case", ["jsonl-missing", "budget-too-big", "generator-offline", "store-url",
+                                  "synthetic-metric-without-sets"])
 def test_validate_and_sweep_exit_2_and_write_nothing(tmp_path, case):
     body, key = CASES[case]
     path = _write_case(tmp_path, body)

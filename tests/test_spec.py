@@ -88,6 +88,47 @@ def test_invalid_specs_name_the_key(text, key):
     assert key in {p.key for p in _problems(text)}
 
 
+MULTI = MINIMAL + """arms: [{kind: repetition}, {kind: oracle}, {kind: prompted}]
+search:
+  sampler: nsga2
+  objectives:
+    - {arm: prompted, metric: multiplier_vs_repetition, direction: maximize}
+    - {arm: prompted, metric: synthetic_similarity, direction: maximize}
+"""
+
+
+def test_several_objectives_parse_with_the_first_as_the_objective_and_round_trip():
+    spec = parse_spec(MULTI)
+    assert spec.search.multi and spec.search.objective == spec.search.objectives[0]
+    assert [(key, o.metric) for key, o in spec.search.targets()] == [
+        ("search.objectives.0", "multiplier_vs_repetition"), ("search.objectives.1", "synthetic_similarity")]
+    assert [o["metric"] for o in spec.search.record()["objectives"]] == ["multiplier_vs_repetition",
+                                                                        "synthetic_similarity"]
+    again = parse_spec(spec.to_yaml())
+    assert again.model_dump() == spec.model_dump()
+    # One objective: as it always was, no list in the stored record and a single target.
+    single = parse_spec(MINIMAL)
+    assert not single.search.multi and "objectives" not in single.search.record()
+    assert single.search.targets() == [("search.objective", single.search.objective)]
+    assert parse_spec(single.to_yaml()).model_dump() == single.model_dump()
+
+
+@pytest.mark.parametrize("search, key, line", [
+    ("  objectives:\n    - {arm: repetition}\n", "search.objectives", 5),
+    ("  objective: {arm: oracle}\n  objectives:\n    - {arm: repetition}\n    - {arm: oracle}\n",
+     "search.objective", 5),
+    ("  objectives:\n    - {arm: repetition}\n    - {arm: nope, metric: synthetic_similarity}\n",
+     "search.objectives.1.arm", 7),
+    ("  objectives:\n    - {arm: repetition}\n    - {arm: repetition}\n", "search.objectives.1", 7),
+    ("  objectives:\n    - {arm: repetition}\n    - {arm: repetition, metric: faithfulness}\n",
+     "search.objectives.1.metric", 7),
+])
+def test_bad_objectives_name_the_key_and_line(search, key, line):
+    problems = {p.key: p for p in _problems(MINIMAL + "arms: [{kind: repetition}, {kind: oracle}]\nsearch:\n" + search)}
+    assert key in problems, problems
+    assert problems[key].line == line
+
+
 def test_yaml_syntax_error_has_a_line():
     [p] = _problems("experiment: {name: t\nbudget: [\n")
     assert p.line is not None and "YAML" in p.message

@@ -167,11 +167,11 @@ def test_a_trial_is_complete_only_with_every_arm_stored(store: Store) -> None:
     assert store.unfinished_arms(trial, ["repetition", "oracle"]) == ["oracle"]
     store.finish_trial(trial, "finished", objective_value=1.5)
     assert store.complete_trials("s", ["repetition", "oracle"]) == set()
-    assert store.stored_result(trial, ["repetition", "oracle"]) == (False, 1.5)
+    assert store.stored_result(trial, ["repetition", "oracle"]) == (False, [1.5])
     store.set_arm_result(arms["oracle"], final_val_loss=float("nan"), tokens_seen=40, effective_tokens=None,
                          effective_tokens_extrapolated=None, multiplier_vs_repetition=None)  # diverged, still a result
     assert store.complete_trials("s", ["repetition", "oracle"]) == {"h"}
-    assert store.stored_result(trial, ["repetition", "oracle"]) == (True, 1.5)
+    assert store.stored_result(trial, ["repetition", "oracle"]) == (True, [1.5])
     assert store.abandon_trial(trial) is False  # a finished row stays finished when its worker is found dead
     store.upsert_trial(sid, "h", {}, optuna_number=1)  # a retry is running again
     assert store.complete_trials("s", ["repetition", "oracle"]) == set()
@@ -321,6 +321,41 @@ def test_nan_is_null_and_infinity_is_kept_on_every_backend(store: Store) -> None
     arm_row = row["arms"]["repetition"]
     assert (row["objective_value"], arm_row["final_val_loss"], arm_row["effective_tokens"],
             arm_row["multiplier_vs_repetition"]) == (None, None, inf, None)
+
+
+def test_a_multi_objective_study_keeps_every_value_and_marks_its_pareto_front(store: Store) -> None:
+    objective = {"arm": "synpro", "metric": "multiplier_vs_repetition", "direction": "maximize",
+                 "objectives": [{"arm": "synpro", "metric": "multiplier_vs_repetition", "direction": "maximize"},
+                                {"arm": "synpro", "metric": "final_val_loss", "direction": "minimize"}]}
+    sid = store.upsert_study("multi", "", objective)
+    single = store.upsert_study("single", "", {"arm": "repetition", "metric": "final_val_loss",
+                                               "direction": "minimize"})
+    store.finish_trial(store.upsert_trial(single, "s", {}, optuna_number=0), "finished", objective_values=[2.0])
+    values = {"a": [1.2, 3.0], "b": [1.5, 3.5], "c": [1.1, 3.2], "d": [float("nan"), 2.0], "e": [1.4, 2.9]}
+    rows = {}
+    for number, (name, told) in enumerate(values.items()):
+        rows[name] = store.upsert_trial(sid, name, {"x": number}, optuna_number=number)
+        store.finish_trial(rows[name], "finished", objective_values=told)
+    running = store.upsert_trial(sid, "f", {"x": 9}, optuna_number=9)  # no values yet: never on the front
+    found = {t["params_hash"]: t for t in store.results("multi")}
+    assert found["a"]["objective_value"] == 1.2 and found["a"]["objective_values"] == [1.2, 3.0]
+    assert found["d"]["objective_values"] == [None, 2.0]  # NaN is null, and such a trial is on no front
+    # c is beaten by a on both; a by e on both; b (best multiplier) and e (best loss) remain.
+    assert {h for h, t in found.items() if t["pareto_optimal"]} == {"b", "e"}
+    assert found["f"]["objective_values"] is None and found["f"]["pareto_optimal"] is False
+    assert store.stored_result(rows["a"], []) == (True, [1.2, 3.0])
+    assert store.stored_result(rows["d"], []) == (True, None)  # NaN: nothing to tell Optuna
+    assert store.stored_result(running, []) == (False, None)
+    # A single-objective study reads as before: no per-objective keys.
+    [trial] = store.results("single")
+    assert trial["objective_value"] == 2.0 and "objective_values" not in trial and "pareto_optimal" not in trial
+    # The best of a multi-objective study is the Pareto-optimal trial best on the primary objective.
+    from store.store import best_trial
+
+    assert best_trial(store.results("multi"), objective)["params_hash"] == "b"
+    # A retry clears the previous attempt's values.
+    store.upsert_trial(sid, "a", {"x": 0}, optuna_number=10)
+    assert {t["params_hash"]: t for t in store.results("multi")}["a"]["objective_values"] is None
 
 
 # ---- concurrency --------------------------------------------------------------------------------

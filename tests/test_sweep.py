@@ -298,3 +298,77 @@ def test_the_queue_holds_each_point_once_and_retries_a_failed_point_a_bounded_nu
         waiting = [t.system_attrs["fixed_params"] for t in study.get_trials() if t.state == TrialState.WAITING]
         assert sorted(p["training.lr"] for p in waiting) == [3.0e-4, 1.0e-3, 3.0e-3]
         assert sweep.given_up == [{"training.lr": 1.0e-2}]
+
+
+@pytest.mark.slow
+def test_a_two_objective_nsga2_sweep_stores_both_values_and_its_pareto_front(tmp_path, parrot_model):
+    """NSGA-II over the learning rate with two objectives of the prompted arm, its loss and its set's
+    similarity to the source: Optuna is told both, the store keeps both, results mark the front and
+    compare plots it; a rerun resumes without running anything."""
+    import optuna
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from synpro.pareto import non_dominated
+
+    def cli(*args: str) -> str:  # the read-only commands in this process: one import for all of them
+        result = CliRunner().invoke(app, [*args, "--workdir", str(workdir)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    spec = synthetic_spec(tmp_path, parrot_model)
+    text = spec.read_text().replace("{kind: oracle}, {kind: prompted}, {kind: prompted, name: rewrite}",
+                                    "{kind: prompted}")
+    text = text.replace("search: {objective: {arm: repetition, metric: final_val_loss, direction: minimize}}", """\
+search:
+  sampler: nsga2
+  n_trials: 2
+  objectives:
+    - {arm: prompted, metric: final_val_loss, direction: minimize}
+    - {arm: prompted, metric: synthetic_similarity, direction: maximize}
+  params:
+    training.lr: {type: float, low: 1.0e-3, high: 3.0e-2, log: true}
+""")
+    spec.write_text(text)
+    workdir = tmp_path / "wd"
+    first = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "2/2 trials complete" in first.stdout and "Pareto" in first.stdout
+
+    trials = json.loads(cli("results", "--format", "json"))
+    assert len(trials) == 2 and {t["state"] for t in trials} == {"finished"}
+    [rephrase_set] = synthetic_sets(workdir, "rephrase")
+    similarity = json.loads((rephrase_set / "stats.json").read_text())["metrics"]["similarity_mean"]
+    for trial in trials:
+        loss, similar = trial["objective_values"]
+        assert trial["objective_value"] == loss == pytest.approx(trial["arms"]["prompted"]["final_val_loss"])
+        assert similar == pytest.approx(similarity)  # one set, shared by every trial
+        assert trial["arms"]["prompted"]["per_seed"]["1"]["synthetic_similarity"] == pytest.approx(similarity)
+    front = non_dominated([t["objective_values"] for t in trials], ["minimize", "maximize"])
+    assert [t["pareto_optimal"] for t in trials] == front
+    # Equal similarity: the front is the lowest loss (its ties included).
+    best = min(t["objective_values"][0] for t in trials)
+    assert front == [t["objective_values"][0] == best for t in trials]
+
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{workdir / 'optuna.db'}")  # its only study
+    assert study.directions == [optuna.study.StudyDirection.MINIMIZE, optuna.study.StudyDirection.MAXIMIZE]
+    told = {t.number: t.values for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE}
+    assert told == {t["trial"]: pytest.approx(t["objective_values"]) for t in trials}
+
+    table = cli("results")
+    assert "Pareto" in table and "*" in table
+    header = cli("results", "--format", "csv").splitlines()[0].split(",")
+    assert header[3:5] == ["objective_values", "pareto_optimal"]
+
+    payload = json.loads(cli("compare", "--format", "json"))
+    pareto = workdir / "reports" / "tiny" / "pareto.png"
+    assert str(pareto) in payload["plots"] and pareto.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert [t["trial"] for t in payload["pareto"]["tiny"]["trials"]] == [t["trial"] for t in trials
+                                                                         if t["pareto_optimal"]]
+
+    counts = row_counts(workdir)
+    again = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "2/2 trials complete (0 run now)" in again.stdout
+    assert row_counts(workdir) == counts and json.loads(cli("results", "--format", "json")) == trials
+
