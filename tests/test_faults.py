@@ -436,3 +436,15 @@ def test_a_kill_in_each_refresh_stage_resumes_that_stage(tmp_path, random_model)
     # GRPO resumed from its checkpoint trains the same generator: every model, set and curve byte-equal.
     assert _deterministic_outputs(workdir) == _deterministic_outputs(reference)
     assert_settled(*sqlite_urls(workdir), (1.0e-2,))
+    from store import Store
+
+    with Store(sqlite_urls(workdir)[0]) as store:  # the refresh as the report reads it
+        [refresh] = store.rounds("tiny")
+    assert (refresh["arm"], refresh["round"], refresh["start_tokens"]) == ("synpro", 1, 2048)
+    assert [r["step"] for r in refresh["grpo"]["rephrase"] if r["kind"] == "train"] == [1, 2, 3]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(sqlite_urls(reference)[2])  # a run never killed logs the refresh's curves too
+    [arm_run] = [r for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+                 if r.data.tags.get("synpro.arm") == "synpro"]
+    assert len(client.get_metric_history(arm_run.info.run_id, "round1/grpo/rephrase/reward")) == 3
