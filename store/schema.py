@@ -1,4 +1,5 @@
-"""ORM models of the results store: study -> trial -> arm -> evaluation, and fits of a study's curves.
+"""ORM models of the results store: study -> trial -> arm -> evaluation (and refresh round), and fits of a
+study's curves.
 
 Migrations under store/migrations/versions must create exactly this schema; a test compares them
 with Alembic's autogenerate so the two never drift apart.
@@ -146,6 +147,21 @@ class Evaluation(Base):
     accuracy: Mapped[float | None]
     effective_tokens_accuracy: Mapped[float | None]
     effective_tokens_accuracy_extrapolated: Mapped[bool | None]
+
+
+class RefreshRound(Base):
+    """A refresh of an arm that trains in rounds (SynPro): where its pretraining resumed, and each
+    generator's GRPO run per step (`grpo`: {operation: [metrics.jsonl rows]}, trl's per-step logs and
+    the held-out evaluations), so the report can plot them away from the stage folders."""
+
+    __tablename__ = "refresh_rounds"
+    __table_args__ = (UniqueConstraint("arm_id", "round"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    arm_id: Mapped[int] = mapped_column(ForeignKey("arms.id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(Integer)
+    start_tokens: Mapped[int] = mapped_column(BigInteger)
+    grpo: Mapped[dict[str, Any]]
 
 
 class Fit(Base):

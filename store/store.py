@@ -27,7 +27,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from store.schema import ARM_STATES, TRIAL_STATES, Arm, Evaluation, Fit, FitTrial, Study, Trial, utcnow
+from store.schema import (ARM_STATES, TRIAL_STATES, Arm, Evaluation, Fit, FitTrial, RefreshRound, Study, Trial,
+                          utcnow)
 from synpro.display import finite
 from synpro.core.faults import kill_point
 from synpro.core.secrets import hide, mask
@@ -263,7 +264,7 @@ class Store:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def _insert(self, model: type[Study | Trial | Arm | Evaluation | Fit]) -> Any:
+    def _insert(self, model: type[Study | Trial | Arm | Evaluation | Fit | RefreshRound]) -> Any:
         """The dialect's INSERT, the one that has ON CONFLICT DO UPDATE."""
         return (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(model)
 
@@ -362,6 +363,7 @@ class Store:
         stmt = stmt.on_conflict_do_update(index_elements=[Arm.trial_id, Arm.name, Arm.seed], set_=changes)
         with self.engine.begin() as conn:
             conn.execute(Evaluation.__table__.delete().where(Evaluation.arm_id.in_(stale)))
+            conn.execute(RefreshRound.__table__.delete().where(RefreshRound.arm_id.in_(stale)))
             return conn.execute(stmt.returning(Arm.id)).scalar_one()
 
     def add_evaluations(self, arm_id: int, points: list[dict]) -> int:
@@ -387,6 +389,16 @@ class Store:
             # One row order for every writer, so concurrent upserts of overlapping curves can't deadlock.
             conn.execute(stmt, [rows[tokens] for tokens in sorted(rows)])
         return len(rows)
+
+    def add_round(self, arm_id: int, round_: int, start_tokens: int, grpo: dict[str, list[dict]]) -> None:
+        """A refresh of the arm (round >= 1): where pretraining resumed and each operation's GRPO rows
+        (non-finite numbers stored as null); recording a round again replaces it."""
+        stmt = self._insert(RefreshRound).values(arm_id=arm_id, round=round_, start_tokens=start_tokens,
+                                                 grpo=finite(grpo))
+        stmt = stmt.on_conflict_do_update(index_elements=[RefreshRound.arm_id, RefreshRound.round], set_={
+            "start_tokens": stmt.excluded.start_tokens, "grpo": stmt.excluded.grpo})
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
 
     def set_arm_result(self, arm_id: int, *, final_val_loss: float, tokens_seen: int,
                        effective_tokens: float | None, effective_tokens_extrapolated: bool | None,
@@ -587,6 +599,25 @@ class Store:
             .join(Study, Trial.study_id == Study.id)
             .where(Study.name == study)
             .order_by(Trial.optuna_number.nulls_last(), Trial.id, Arm.id, Evaluation.tokens))
+        if arm is not None:
+            query = query.where(Arm.name == arm)
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).all()
+            if not rows:
+                self._require(conn, study, arm)
+        return [row._asdict() for row in rows]
+
+    def rounds(self, study: str, arm: str | None = None) -> list[dict]:
+        """Refresh rounds of a study's arms (optionally one arm): trial, params_hash, arm, seed, round,
+        start_tokens and grpo ({operation: per-step rows}), ordered by trial, arm, then round."""
+        query = (
+            select(Trial.optuna_number.label("trial"), Trial.params_hash, Arm.name.label("arm"), Arm.seed,
+                   RefreshRound.round, RefreshRound.start_tokens, RefreshRound.grpo)
+            .join(Arm, RefreshRound.arm_id == Arm.id)
+            .join(Trial, Arm.trial_id == Trial.id)
+            .join(Study, Trial.study_id == Study.id)
+            .where(Study.name == study)
+            .order_by(Trial.optuna_number.nulls_last(), Trial.id, Arm.id, RefreshRound.round))
         if arm is not None:
             query = query.where(Arm.name == arm)
         with self.engine.begin() as conn:

@@ -7,7 +7,6 @@ folders and know nothing of either. A killed trial re-run from the top skips eve
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,6 +195,8 @@ def _rounds(arm: ArmPlan, runner: Runner, callbacks: list, on_round: Any = None)
         except StopIteration:
             return result, stages
         if on_round is not None:
+            for upstream in stages[-1].inputs.values():  # the refresh first, so the round can report it
+                runner.run(upstream)
             on_round(stages[-1], result, len(stages) - 1)
 
 
@@ -217,7 +218,7 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
     sink = _CurveSink(ctx, arm_id, run_id)
     try:
         result, stages = _rounds(arm, runner, [sink], lambda stage, ended, round_: _log_round(
-            plan, stage, runner, ended, round_, run_id, ctx))
+            stage, runner, ended, round_, arm_id, run_id, ctx))
     except BaseException:
         ctx.tracker.finish(run_id, "KILLED")
         raise
@@ -228,21 +229,27 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
                       synthetic_similarity=synthetic_similarity(stages[-1], runner))
 
 
-def _log_round(plan: TrialPlan, stage, runner: Runner, ended: TrainResult, round_: int, run_id: str | None,
+def _log_round(stage, runner: Runner, ended: TrainResult, round_: int, arm_id: int, run_id: str | None,
                ctx: TrialContext) -> None:
     """A refresh: where the previous round ended, and what each stage that made the new round reported
-    (the probe's reference loss, each generator's GRPO curves and held-out pass rate, the new sets)."""
+    (the probe's reference loss, each generator's GRPO curves and held-out pass rate, the new sets);
+    the store keeps the round with its GRPO curves for the report."""
+    from synpro.grpo.trainer import read_metrics
+
     ctx.tracker.set_tags(run_id, {f"synpro.round.{round_}.start_tokens": ended.tokens_seen})
+    grpo: dict[str, list[dict]] = {}
     for upstream in _new_upstream(stage):
         folder = runner.folder(upstream)
         prefix = f"round{round_}/{upstream.kind}/{upstream.label or upstream.key}"
         metrics = (read_manifest(folder) or {}).get("metrics", {})
         ctx.tracker.log_values(run_id, {f"{prefix}/{k}": v for k, v in metrics.items()
                                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        steps = folder / "metrics.jsonl"  # per-step curves (a GRPO stage's rewards, KL, pass rate)
-        rows = [json.loads(line) for line in steps.read_text().splitlines() if line.strip()] if steps.exists() else []
+        if upstream.kind != "grpo":
+            continue
+        rows = grpo[upstream.label or upstream.key] = read_metrics(folder)  # rewards, KL, pass rate per step
         for key in sorted({k for row in rows for k, v in row.items() if k != "step" and isinstance(v, (int, float))}):
             ctx.tracker.log_points(run_id, f"{prefix}/{key}", [(row["step"], row[key]) for row in rows if key in row])
+    ctx.store.add_round(arm_id, round_, ended.tokens_seen, grpo)
 
 
 def _new_upstream(stage) -> list:

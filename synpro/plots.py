@@ -1,6 +1,6 @@
 """Figures people would rather look at than read: learning curves and effective tokens per arm,
-fitted laws over their points, what a repeated token is worth (with its interval), and what a
-search found."""
+fitted laws over their points, what a repeated token is worth (with its interval), what a
+search found, and how each refresh's generators trained (GRPO curves)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,17 @@ def _styled(reference: str | None, name: str) -> dict:
     return {"linestyle": "--", "color": "black", "linewidth": 1.5} if name == reference else {"marker": "o", "markersize": 3}
 
 
-def loss_figure(curves: dict[str, Curve], reference: str | None = None, title: str = "") -> Figure:
-    """Validation loss against tokens seen, one line per arm, the reference (oracle) dashed."""
+def loss_figure(curves: dict[str, Curve], reference: str | None = None, title: str = "",
+                rounds: dict[str, Sequence[int]] | None = None) -> Figure:
+    """Validation loss against tokens seen, one line per arm, the reference (oracle) dashed; `rounds`
+    marks where an arm's refresh rounds began (a dotted vertical line in the arm's colour)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     for name, points in curves.items():
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, label=name, **_styled(reference, name))
+            [line] = ax.plot(xs, ys, label=name, **_styled(reference, name))
+            for start in (rounds or {}).get(name, ()):
+                ax.axvline(start, color=line.get_color(), linestyle=":", linewidth=1)
     ax.set_xscale("log")
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("validation loss")
@@ -188,6 +192,46 @@ def pareto_figure(trials: Sequence[tuple[str, float, float, bool]], axes: tuple[
     ax.set_title(title or "Pareto front (a point per trial)")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def grpo_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Figure:
+    """One GRPO run per step (a generator's metrics.jsonl rows): each reward's mean with its spread (±1
+    std, where recorded), the weighted total, KL, completion length and the held-out filter pass rate."""
+    train = sorted((r for r in rows if r.get("kind") == "train"), key=lambda r: r["step"])
+    held_out = sorted((r for r in rows if r.get("kind") == "eval" and r.get("pass_rate") is not None),
+                      key=lambda r: r["step"])
+    rewards = sorted({k.split("/")[1] for r in train for k in r if k.startswith("rewards/") and k.endswith("/mean")})
+    fig, axes = plt.subplots(1, 5, figsize=(17, 3.6), dpi=110)
+    ax = axes[0]
+    for name in rewards:
+        points = [(r["step"], r[f"rewards/{name}/mean"], r.get(f"rewards/{name}/std"))
+                  for r in train if r.get(f"rewards/{name}/mean") is not None]
+        if not points:
+            continue
+        steps, means, stds = zip(*points)
+        [line] = ax.plot(steps, means, marker="o", markersize=3, label=name)
+        if all(s is not None for s in stds):
+            ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                            color=line.get_color(), alpha=0.2)
+    ax.set_title("rewards (mean ± std)")
+    if rewards:
+        ax.legend(fontsize=8)
+    for ax, key, name in ((axes[1], "reward", "total reward"), (axes[2], "kl", "KL"),
+                          (axes[3], "completions/mean_length", "completion length")):
+        points = [(r["step"], r[key]) for r in train if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=3)
+        ax.set_title(name)
+    if held_out:
+        axes[4].plot([r["step"] for r in held_out], [r["pass_rate"] for r in held_out], marker="o", markersize=3)
+    axes[4].set_ylim(-0.05, 1.05)
+    axes[4].set_title("held-out pass rate")
+    for ax in axes:
+        ax.set_xlabel("GRPO step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "GRPO")
     fig.tight_layout()
     return fig
 

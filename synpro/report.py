@@ -115,7 +115,8 @@ def _pareto_figure(results: list[dict], objectives: list[dict]) -> Figure | None
 
 
 def study_figures(store: Store, study: str) -> dict[str, Figure]:
-    """File name -> figure: the best trial's curves, the search results and the fitted laws."""
+    """File name -> figure: the best trial's curves (refreshes marked) and each refresh's GRPO curves,
+    the search results and the fitted laws."""
     objective = store.study(study)["objective"]
     results = store.results(study)
     figures: dict[str, Figure] = {}
@@ -137,8 +138,18 @@ def study_figures(store: Store, study: str) -> dict[str, Figure]:
                     (p["tokens"], p["effective_tokens"], bool(p["effective_tokens_extrapolated"])))
         if several and reference:
             reference = f"{reference} (seed {min(p['seed'] for p in points)})"
+        refreshes = [r for r in store.rounds(study) if r["params_hash"] == best["params_hash"]]
+        starts: dict[str, list[int]] = {}
+        for r in refreshes:
+            starts.setdefault(f"{r['arm']} (seed {r['seed']})" if several else r["arm"], []).append(r["start_tokens"])
         if curves:
-            figures["loss_curves.png"] = plots.loss_figure(curves, reference, f"Learning curves, {title}")
+            figures["loss_curves.png"] = plots.loss_figure(
+                curves, reference, f"Learning curves, {title}" + (" (dotted: refreshes)" if starts else ""), starts)
+        for r in refreshes:
+            who = f"{r['arm']}-seed{r['seed']}" if several else r["arm"]
+            for op, rows in r["grpo"].items():
+                figures[f"grpo_{who}_round{r['round']}_{op}.png"] = plots.grpo_figure(
+                    rows, f"GRPO of {op}, {who}, round {r['round']} (from {r['start_tokens']:,} tokens), {title}")
         if effective:
             figures["effective_tokens.png"] = plots.effective_figure(
                 effective, reference, f"Effective tokens, {title} (hollow = extrapolated)")

@@ -13,7 +13,7 @@ Rules (method.md §5):
   `stale_after_seconds` from another host) is failed with the reason recorded (Optuna user attr, the
   MLflow run's tags, the store row `failed`) and queued again, at most `MAX_RETRIES` times; the
   MLflow runs its worker left RUNNING end KILLED and are reused by the retry, whose finished stages
-  make it cheap. A worker whose queue is empty while others still run trials waits for them, so
+  make it cheap. Retries are counted per run of the sweep: running it again resumes every point. A worker whose queue is empty while others still run trials waits for them, so
   the workers together finish the study.
 - SQLite cannot serve parallel workers (the method notes' "database is locked"): one sweep at a
   time holds an Optuna SQLite file and a second is refused at start with what to do instead.
@@ -33,6 +33,7 @@ import warnings
 from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -224,6 +225,9 @@ class _Sweep:
         self.points = search.grid_points(spec)[:target] if self.grid else []
         self.hashes = {_key(p): spec.with_params(p).content_hash() for p in self.points}
         self.given_up: list[dict[str, Any]] = []
+        # Retries are counted per run of the sweep: a point whose earlier runs were killed (a power cut,
+        # a user's kill) resumes when the sweep runs again, however often that happened before.
+        self.started = datetime.now()
 
     def done(self, trials: list[optuna.trial.FrozenTrial]) -> set[str]:
         """Keys of the points whose store trial is complete (every arm stored with a result)."""
@@ -271,9 +275,11 @@ class _Sweep:
     def queue(self, trials: list[optuna.trial.FrozenTrial], done: set[str]) -> None:
         """Enqueue each wanted point that is neither done nor pending, unless it failed too often."""
         pending = {_key(_point(t)) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
-        # A user's Ctrl-C is no failure of the point: it does not use up a retry.
+        # A user's Ctrl-C is no failure of the point: it does not use up a retry; nor does a trial an
+        # earlier run of the sweep started.
         failures = Counter(_key(_point(t)) for t in trials
-                           if t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))
+                           if t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR)
+                           and t.datetime_start is not None and t.datetime_start >= self.started)
         # A grid wants all its points; other samplers retry the points of their failed trials.
         wanted = self.points if self.grid else [_point(t) for t in trials if t.state == TrialState.FAIL]
         self.given_up = []

@@ -336,3 +336,57 @@ def test_compare_answers_in_under_a_second_at_thousands_of_runs(url: str) -> Non
     assert by_arm["repetition"]["r_d_star_ci"] == [19.5, 21.0]
     assert by_arm["repetition"]["r_d_star_identified"] == {"identified": True, "reason": None}
     assert by_arm["oracle"]["r_d_star"] is None and by_arm["oracle"]["mean_epochs"] == 1.0
+
+
+def _grpo_steps(rewards: tuple[str, ...]) -> list[dict]:
+    """A GRPO run's metrics.jsonl rows as the trainer writes them: held-out evaluations and train steps."""
+    rows = [{"kind": "eval", "step": 0, "pass_rate": 0.0, "reward_mean": 1.0}]
+    for step in (1, 2, 3):
+        rows.append({"kind": "train", "step": step, "seconds": 0.1, "reward": 0.5 * step, "kl": 0.01 * step,
+                     "completions/mean_length": 10.0 + step,
+                     **{f"rewards/{name}/mean": 0.1 * step + i for i, name in enumerate(rewards)},
+                     **{f"rewards/{name}/std": 0.05 for name in rewards}})
+    rows.append({"kind": "eval", "step": 3, "pass_rate": 0.5, "reward_mean": 1.5})
+    return rows
+
+
+def test_the_report_plots_each_refreshs_grpo_curves_and_marks_where_rounds_began(tmp_path: Path) -> None:
+    """A study whose synpro arm refreshed once, written through the Store API as a sweep records it."""
+    from synpro.report import study_figures
+
+    url = f"sqlite:///{tmp_path / 'synpro.db'}"
+    rewards = ("format", "influence", "length")
+    with Store(url) as store:
+        sid = store.upsert_study("refreshed", "experiment: {name: refreshed}\n",
+                                 {"arm": "synpro", "metric": "final_val_loss", "direction": "minimize"})
+        trial = store.upsert_trial(sid, "hash-r", {"training.lr": 0.01}, optuna_number=0)
+        for name in ("repetition", "synpro"):
+            arm = store.upsert_arm(trial, name, name, f"cfg-{name}", 2000, 6144)
+            store.add_evaluations(arm, [{"tokens": t, "step": t // 256, "val_loss": 6.0 - t / 2048}
+                                        for t in (0, 1024, 2048, 3072, 4096, 5120, 6144)])
+            store.set_arm_result(arm, final_val_loss=3.0, tokens_seen=6144, effective_tokens=None,
+                                 effective_tokens_extrapolated=None, multiplier_vs_repetition=None)
+        store.add_round(arm, 1, 2048, {"rephrase": _grpo_steps(rewards), "reformat": _grpo_steps(rewards[:2])})
+        store.finish_trial(trial, "finished", 3.0)
+        figures = study_figures(store, "refreshed")
+    fig = figures["grpo_synpro_round1_rephrase.png"]
+    assert [line.get_label() for line in fig.axes[0].lines] == list(rewards)  # one line per reward
+    assert len(fig.axes[0].collections) == len(rewards)  # each with its spread band
+    assert list(fig.axes[0].lines[2].get_ydata()) == pytest.approx([2.1, 2.2, 2.3])
+    for ax, want in zip(fig.axes[1:4], ([0.5, 1.0, 1.5], [0.01, 0.02, 0.03], [11.0, 12.0, 13.0])):  # total, KL, length
+        assert list(ax.lines[0].get_ydata()) == pytest.approx(want)
+    assert list(fig.axes[4].lines[0].get_xdata()) == [0, 3] and list(fig.axes[4].lines[0].get_ydata()) == [0.0, 0.5]
+    assert len(figures["grpo_synpro_round1_reformat.png"].axes[0].lines) == 2
+    loss = figures["loss_curves.png"].axes[0]
+    marks = [line for line in loss.lines if list(line.get_xdata()) == [2048, 2048]]
+    assert len(marks) == 1 and marks[0].get_color() == loss.lines[1].get_color()  # synpro's refresh, its colour
+
+    out = tmp_path / "refreshed.html"
+    reported = runner.invoke(app, ["report", "--store", url, "--study", "refreshed", "--out", str(out)])
+    assert reported.exit_code == 0, reported.output
+    page = out.read_text()
+    for name in ("grpo_synpro_round1_rephrase.png", "grpo_synpro_round1_reformat.png", "loss_curves.png"):
+        assert f'alt="{name}"' in page, name
+    compared = runner.invoke(app, ["compare", "--store", url, "--out", str(tmp_path / "plots")])
+    assert compared.exit_code == 0, compared.output
+    assert (tmp_path / "plots" / "refreshed" / "grpo_synpro_round1_rephrase.png").read_bytes().startswith(PNG_MAGIC)

@@ -304,3 +304,147 @@ def test_a_full_disk_is_exit_2_and_ends_the_study_run_failed(tmp_path, mounts):
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert runs and "RUNNING" not in {r.info.status for r in runs}
     assert {r.info.status for r in runs if r.data.tags["synpro.level"] == "study"} == {"FAILED"}
+
+
+# ---- SynPro's refresh loop: a kill inside each refresh stage ---------------------------------------
+
+REFRESH = """
+experiment: {{name: tiny, seed: 1}}
+tokenizer: {{vocab_size: 300}}
+model: {{preset: tiny}}
+budget: {{unique_tokens: 2000, total_tokens: 6000, validation_tokens: 1000}}
+training: {{lr: 1.0e-2, warmup_tokens: 1000, batch_size: 8, seq_len: 32, eval_interval_tokens: 1024}}
+generation:
+  generator: {{model: {model}, max_new_tokens: 8, batch_size: 2}}
+  window_tokens: 64
+  max_windows: 6
+refresh: {{schedule: tokens, at_tokens: [2048], max_rounds: 1}}
+probe: {{steps: 2, batch_size: 2, max_tokens: 64, eval_examples: 2}}
+rewards:
+  weights: {{rephrase: {{format: 1.0, length: 1.0, influence: 1.0}}}}
+  influence_min_chars: 0
+grpo: {{steps: 3, lr: 1.0e-3, num_generations: 2, prompts_per_step: 1, heldout_prompts: 2, eval_every: 2,
+        eval_samples: 1, save_every: 1, backend: transformers}}
+arms: [{{kind: repetition}}, {{kind: synpro, operations: [rephrase]}}]
+search:
+  sampler: grid
+  objective: {{arm: repetition, metric: final_val_loss, direction: minimize}}
+  heartbeat_seconds: 1
+  stale_after_seconds: 10
+  params:
+    training.lr: {{type: categorical, choices: [1.0e-2]}}
+"""
+# Outputs that must be byte-equal to an uninterrupted run's (the rest hold wall-clock seconds).
+DETERMINISTIC = (".safetensors", ".bin", "curve.jsonl", "records.jsonl")
+
+
+def _manifests(workdir: Path) -> dict[str, tuple[int, bytes]]:
+    return {p.parent.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in workdir.glob("stages/*/_stage.json")}
+
+
+def _stage_names(workdir: Path) -> dict[str, str]:
+    """Folder names by role, read from a finished run (keys do not depend on the workdir)."""
+    names = {}
+    for path in workdir.glob("stages/*/_stage.json"):
+        manifest = json.loads(path.read_text())
+        role = manifest["kind"]
+        if role == "pretrain":
+            role = "round1" if "parent" in manifest["inputs"] else ("round0" if manifest["label"] == "synpro"
+                                                                    else "repetition")
+        names[role] = path.parent.name
+    assert set(names) == {"pools", "repetition", "round0", "probe", "grpo", "synthesize", "round1"}, names
+    return names
+
+
+def _deterministic_outputs(workdir: Path) -> dict[str, str]:
+    out = {}
+    for manifest in workdir.glob("stages/*/_stage.json"):
+        for name, entry in json.loads(manifest.read_text())["outputs"].items():
+            if name.endswith(DETERMINISTIC):
+                out[f"{manifest.parent.name}/{name}"] = entry["sha256"]
+    return out
+
+
+def _untouched(before: dict, workdir: Path) -> None:
+    """Every stage that had finished before the kill still holds the very same manifest (not redone)."""
+    after = _manifests(workdir)
+    assert {name: after.get(name) for name in before} == before
+
+
+@pytest.mark.slow
+def test_a_kill_in_each_refresh_stage_resumes_that_stage(tmp_path, random_model):
+    """Killed in the probe, then in GRPO after its second checkpoint, then in the new set's synthesis after
+    its first batch, then in the continued pretraining after its second checkpoint: each re-run redoes no
+    finished stage and picks the killed one up where it stopped; the last ends as an uninterrupted run."""
+    specs = {}
+    for name in ("reference", "killed"):
+        (tmp_path / name).mkdir()
+        specs[name] = tmp_path / name / "tiny.yaml"
+        specs[name].write_text(REFRESH.format(model=random_model))
+    reference, workdir = tmp_path / "reference" / "wd", tmp_path / "killed" / "wd"
+    done = subprocess.run(sweep_cmd(specs["reference"], reference), cwd=reference.parent, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = {role: workdir / "stages" / name for role, name in _stage_names(reference).items()}
+    spec = specs["killed"]
+
+    run_killed(spec, workdir, "probe.saved")  # θ′ written, the probe stage not finished
+    theta_prime = names["probe"] / "theta_prime" / "model.safetensors"
+    made = theta_prime.stat().st_mtime_ns
+    before = _manifests(workdir)
+    assert set(before) == {names[r].name for r in ("pools", "repetition", "round0")}
+
+    run_killed(spec, workdir, "grpo.checkpoint:2")
+    _untouched(before, workdir)
+    assert theta_prime.stat().st_mtime_ns == made  # θ′ reused, not trained again
+    grpo = names["grpo"]
+    assert (grpo / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
+    assert not (grpo / "_stage.json").exists()
+    logged = (grpo / "metrics.jsonl").read_text().splitlines()
+    before = _manifests(workdir)
+
+    run_killed(spec, workdir, "synthesize.batch:1")
+    _untouched(before, workdir)
+    assert json.loads((grpo / "_stage.json").read_text())["metrics"]["resumed_at"] == 2
+    lines = (grpo / "metrics.jsonl").read_text().splitlines()
+    assert lines[:len(logged)] == logged  # the killed session's steps kept, once
+    assert [json.loads(line)["step"] for line in lines if json.loads(line)["kind"] == "train"] == [1, 2, 3]
+    synthesize = names["synthesize"]
+    written = (synthesize / "records.jsonl").read_text().splitlines()
+    assert len(written) == 2 and not (synthesize / "_stage.json").exists()  # one batch of two windows
+    before = _manifests(workdir)
+
+    run_killed(spec, workdir, "pretrain.checkpoint:2")
+    _untouched(before, workdir)
+    made_set = json.loads((synthesize / "_stage.json").read_text())
+    assert made_set["metrics"]["resumed_at_window"] == 2 and made_set["metrics"]["windows"] == 6
+    assert (synthesize / "records.jsonl").read_text().splitlines()[:2] == written
+    import torch
+
+    checkpoints = names["round1"] / "checkpoints"
+    latest = torch.load(checkpoints / (checkpoints / "LATEST").read_text() / "state.pt", weights_only=True)
+    assert latest["tokens"] > 2048 and not (names["round1"] / "_stage.json").exists()
+    before = _manifests(workdir)
+
+    rerun = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=spec.parent)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "1/1 trials complete" in rerun.stdout
+    _untouched(before, workdir)
+    assert json.loads((names["round1"] / "_stage.json").read_text())["metrics"]["resumed_at_tokens"] == \
+        latest["tokens"]
+    assert outcome(results_json(workdir)) == outcome(results_json(reference))
+    # GRPO resumed from its checkpoint trains the same generator: every model, set and curve byte-equal.
+    assert _deterministic_outputs(workdir) == _deterministic_outputs(reference)
+    assert_settled(*sqlite_urls(workdir), (1.0e-2,))
+    from store import Store
+
+    with Store(sqlite_urls(workdir)[0]) as store:  # the refresh as the report reads it
+        [refresh] = store.rounds("tiny")
+    assert (refresh["arm"], refresh["round"], refresh["start_tokens"]) == ("synpro", 1, 2048)
+    assert [r["step"] for r in refresh["grpo"]["rephrase"] if r["kind"] == "train"] == [1, 2, 3]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(sqlite_urls(reference)[2])  # a run never killed logs the refresh's curves too
+    [arm_run] = [r for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+                 if r.data.tags.get("synpro.arm") == "synpro"]
+    assert len(client.get_metric_history(arm_run.info.run_id, "round1/grpo/rephrase/reward")) == 3

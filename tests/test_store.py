@@ -419,3 +419,23 @@ def test_unopenable_sqlite_file_is_an_input_error(tmp_path: Path) -> None:
     (tmp_path / "results.db").mkdir()  # a folder where the database file should be
     with pytest.raises(InputError, match="cannot open the results store"):
         Store(f"sqlite:///{tmp_path / 'results.db'}")
+
+
+def test_refresh_rounds_round_trip_with_their_grpo_curves(store: Store) -> None:
+    sid = store.upsert_study("rounds", "experiment: {name: rounds}\n", {"arm": "synpro"})
+    trial = store.upsert_trial(sid, "hash-r", {"lr": 0.1}, optuna_number=0)
+    arm = store.upsert_arm(trial, "synpro", "synpro", "cfg", BIG, 4 * BIG)
+    steps = [{"kind": "eval", "step": 0, "pass_rate": 0.25, "rewards": {"format": 0.5}, "failures": {"empty": 3}},
+             {"kind": "train", "step": 1, "rewards/format/mean": 0.5, "rewards/format/std": float("nan"),
+              "reward": 0.5, "kl": 0.0, "completions/mean_length": 12.0}]
+    store.add_round(arm, 1, BIG, {"rephrase": steps[:1]})
+    store.add_round(arm, 1, BIG, {"rephrase": steps, "reformat": steps[1:]})  # recorded again: replaced
+    store.add_round(arm, 2, 2 * BIG, {})
+    got = store.rounds("rounds")
+    assert [(r["trial"], r["params_hash"], r["arm"], r["seed"], r["round"], r["start_tokens"]) for r in got] == [
+        (0, "hash-r", "synpro", 0, 1, BIG), (0, "hash-r", "synpro", 0, 2, 2 * BIG)]
+    nan_as_null = {**steps[1], "rewards/format/std": None}
+    assert got[0]["grpo"] == {"rephrase": [steps[0], nan_as_null], "reformat": [nan_as_null]}
+    assert count(store, "refresh_rounds") == 2
+    store.upsert_arm(trial, "synpro", "synpro", "cfg-changed", BIG, 4 * BIG)  # another config: its rounds go
+    assert store.rounds("rounds") == []

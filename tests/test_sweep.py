@@ -298,6 +298,11 @@ def test_the_queue_holds_each_point_once_and_retries_a_failed_point_a_bounded_nu
         waiting = [t.system_attrs["fixed_params"] for t in study.get_trials() if t.state == TrialState.WAITING]
         assert sorted(p["training.lr"] for p in waiting) == [3.0e-4, 1.0e-3, 3.0e-3]
         assert sweep.given_up == [{"training.lr": 1.0e-2}]
+        # Running the sweep again resumes it: the earlier run's failures use up none of this run's retries.
+        again = _Sweep(spec, store, NullTracker(), study, 4, lambda _: None)
+        again.queue(study.get_trials(deepcopy=False), set())
+        assert again.given_up == [] and first in [t.system_attrs["fixed_params"] for t in study.get_trials()
+                                                  if t.state == TrialState.WAITING]
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ A set lives in `<out_dir>/<op name>-<key>/`:
 - `tokens.{bin,idx.npy,json}`: the passed outputs in the PRETRAINING tokenizer, EOS-terminated; shard
   document k is the k-th passed record (whose `window` names its source);
 - `set.json`: what the key was computed from; `stats.json`: stats and metrics (`complete` says
-  whether every window is done).
+  whether every window is done, `resumed_at_window` how many a killed earlier session had written).
 
 The sweep makes sets as `synthesize` stages (keyed by this config and the pools stage's key; the
 stage manifest marks them finished); `generate_set` makes one standalone, keyed by the same config
@@ -25,6 +25,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
+from synpro.core.faults import kill_point
 from synpro.core.fs import dir_lock, write_atomic
 from synpro.core.hashing import file_digest, stable_hash
 from synpro.data.shards import TokenShard, write_shard
@@ -144,7 +145,7 @@ def make_set(spec: Spec, op_name: str, data: PreparedData, folder: Path, inputs:
         target = min(limit, target) if target is not None else limit
     complete = _run(spec, op, windows, records, done, limit, target, progress)
     shard = _tokenize(records, tokenizer, data.vocab, folder / SHARD, name=folder.name)
-    stats = _stats(records, op, shard, complete)
+    stats = {**_stats(records, op, shard, complete), "resumed_at_window": done}
     metrics = set_metrics.set_metrics(stats, _read_records(records))
     write_atomic(folder / STATS, json.dumps({"stats": stats, "metrics": metrics}, indent=1))
     return SyntheticSet(folder.name, folder, shard, records, stats, metrics)
@@ -175,6 +176,7 @@ def _run(spec: Spec, op: Operation, windows: Iterator[Window], records: Path, do
                 out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
                 out.flush()
                 os.fsync(out.fileno())
+                kill_point("synthesize.batch")
                 done += len(group)
                 bar.advance(len(group), sum(r["generated_tokens"] for r in lines), time.perf_counter() - started)
             return next(windows, None) is None

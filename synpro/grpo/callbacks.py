@@ -7,10 +7,13 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
+from synpro.core.faults import kill_point
+
 
 class MetricsLog(TrainerCallback):
     """`write`s each step's trl logs with the step's wall time (generation included, held-out evaluation not),
-    and calls `evaluate(model, step)` every `every` steps before the last (the run evaluates the final model)."""
+    and calls `evaluate(model, step)` every `every` steps before the last (the run evaluates the final model).
+    A saved checkpoint is the `grpo.checkpoint` kill point of the fault tests."""
 
     def __init__(self, write: Callable[[dict], None], evaluate: Callable[[Any, int], Any], every: int, steps: int):
         self.write, self.evaluate, self.every, self.steps = write, evaluate, every, steps
@@ -28,6 +31,9 @@ class MetricsLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.write({"kind": "train", "step": state.global_step, "seconds": self.seconds, **logs})
+
+    def on_save(self, args, state, control, **kwargs):
+        kill_point("grpo.checkpoint")
 
 
 class GrpoProgress(TrainerCallback):

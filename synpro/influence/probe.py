@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from synpro.core.faults import kill_point
 from synpro.core.fs import atomic_dir, dir_lock
 from synpro.core.hashing import stable_hash
 from synpro.errors import InputError
@@ -132,6 +133,7 @@ def _train(checkpoint_dir: Path, tokenizer_dir: Path, reference: Sequence[dict],
                          {"version": VERSION, "seed": seed, "checkpoint": str(checkpoint_dir.resolve()),
                           **config.model_dump(mode="json")})
     _save(model, result)
+    kill_point("probe.saved")
     return result
 
 

@@ -57,7 +57,8 @@ class PretrainStage(Stage):
     def run(self, ctx: StageContext) -> dict:
         result = self._train(ctx.folder, ctx.inputs, ctx.callbacks, ctx.progress)
         return {"final_val_loss": result.final_val_loss, "tokens_seen": result.tokens_seen,
-                "epochs_per_source": result.epochs_per_source, "stopped_early": result.stopped_early}
+                "epochs_per_source": result.epochs_per_source, "stopped_early": result.stopped_early,
+                "resumed_at_tokens": result.resumed_at_tokens}
 
     def load(self, folder: Path, inputs):
         from synpro.training import TrainResult

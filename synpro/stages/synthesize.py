@@ -39,7 +39,8 @@ class SynthesizeStage(Stage):
             spec = spec.with_params({"generation.generator.model": str(Path(ctx.inputs["generator"]).resolve())})
         made = make_set(spec, self.op_name, ctx.inputs["pools"], ctx.folder, self.config,
                         progress=ctx.progress)
-        return {**made.metrics, "passed": made.stats["passed"], "windows": made.stats["windows"]}
+        return {**made.metrics, "passed": made.stats["passed"], "windows": made.stats["windows"],
+                "resumed_at_window": made.stats["resumed_at_window"]}
 
     def load(self, folder, inputs):
         from synpro.generation.synthetic import load_set

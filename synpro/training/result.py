@@ -32,6 +32,7 @@ class TrainResult:
     tagged: dict[str, str] = field(default_factory=dict)  # requested token count → kept checkpoint folder
     snapshots: dict[str, str] = field(default_factory=dict)  # tokens → model folder (see snapshot_every)
     last_checkpoint: str = ""  # the checkpoint (model + optimizer state) the run ended on: where a next round continues
+    resumed_at_tokens: int = 0  # where the last session picked the run up from its own checkpoint (0: it did not)
 
     @property
     def final_val_loss(self) -> float:

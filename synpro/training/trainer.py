@@ -52,6 +52,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from synpro.core.faults import kill_point
 from synpro.core.fs import atomic_dir, link_tree, write_atomic
 from synpro.data.shards import TokenShard
 from synpro.models import ModelSpec, Vocab
@@ -165,8 +166,10 @@ class _Trainer:
         self._seconds_before = 0.0
         self._loss_sum = torch.zeros((), device=device)
         self._loss_steps = 0
+        self._resumed_at = 0
         if checkpoint:
             self._load_state(checkpoint)
+            self._resumed_at = self.tokens
             log.info("resuming %s from step %d (%d tokens)", out_dir, self.step, self.tokens)
         elif continue_from:
             self._load_state(Path(continue_from), optimizer_only=True)
@@ -288,15 +291,17 @@ class _Trainer:
                     "callbacks": {_callback_name(c): c.state_dict() for c in self.callbacks
                                   if hasattr(c, "state_dict")},
                 }, tmp / "state.pt")
-            tags = {**self.tagged, **{str(t): name for t in self.keep_tokens
-                                      if t <= self.tokens and str(t) not in self.tagged}}
-            write_atomic(root / TAGS, json.dumps(tags))
-            write_atomic(root / LATEST, name)  # the commit point
-            self.tagged = tags
+            # The snapshot before the commit: a run resumed from this checkpoint never makes it again.
             previous = self.curve[-2].tokens if len(self.curve) > 1 else 0
             if self.snapshot_every and (self.tokens // self.snapshot_every > previous // self.snapshot_every
                                         or self.step >= self.n_steps):
                 link_tree(root / name / "model", self.out_dir / SNAPSHOTS / f"tokens-{self.tokens:012d}")
+            tags = {**self.tagged, **{str(t): name for t in self.keep_tokens
+                                      if t <= self.tokens and str(t) not in self.tagged}}
+            write_atomic(root / TAGS, json.dumps(tags))
+            write_atomic(root / LATEST, name)  # the commit point
+            kill_point("pretrain.checkpoint")
+            self.tagged = tags
             keep = {name, *tags.values()}
             for old in root.iterdir():
                 if old.is_file() and old.name not in (LATEST, TAGS):
@@ -344,7 +349,7 @@ class _Trainer:
             tagged={t: str(self.out_dir / CHECKPOINTS / n) for t, n in self.tagged.items()},
             snapshots={str(int(p.name.split("-")[1])): str(p)
                        for p in sorted((self.out_dir / SNAPSHOTS).glob("tokens-*")) if p.is_dir()},
-            last_checkpoint=str(_latest_checkpoint(self.out_dir) or ""),
+            last_checkpoint=str(_latest_checkpoint(self.out_dir) or ""), resumed_at_tokens=self._resumed_at,
         ).to_json()
         for callback in self.callbacks:
             callback.on_end(TrainResult.from_json(text))
