@@ -43,8 +43,15 @@ SAMPLERS = {"grid": optuna.samplers.RandomSampler, "random": optuna.samplers.Ran
             "tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
 
 
+NSGA2_POPULATION = 50  # Optuna's own default, stated here so an Optuna release cannot move it
+
+
 def sampler(spec: Spec) -> optuna.samplers.BaseSampler:
-    return SAMPLERS[spec.search.sampler](seed=spec.experiment.seed)
+    search = spec.search
+    if search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=spec.experiment.seed,
+                                             population_size=search.population_size or NSGA2_POPULATION)
+    return SAMPLERS[search.sampler](seed=spec.experiment.seed)
 
 
 def suggest(trial: optuna.Trial, search: SearchSpec) -> dict[str, Any]:

@@ -569,6 +569,8 @@ class SearchSpec(_Strict):
     objectives: list[ObjectiveSpec] = Field(default=[], description=(
         "two or more: a multi-objective search whose answer is the Pareto front (every sampler supports it)"))
     params: dict[str, ParamSpec] = {}
+    population_size: int | None = Field(default=None, ge=2, description=(
+        "nsga2 only: trials per generation (default 50, Optuna's); the first generation is sampled at random"))
     heartbeat_seconds: int = Field(default=30, gt=0)
     stale_after_seconds: int = Field(default=120, gt=0)
 
@@ -586,6 +588,12 @@ class SearchSpec(_Strict):
             for name, p in self.params.items():
                 if p.type != "categorical" and p.step is None:
                     raise ValueError(f"[params.{name}] a grid needs discrete values: give `choices` or a `step`")
+        return self
+
+    @model_validator(mode="after")
+    def _population_for_nsga2(self) -> "SearchSpec":
+        if self.population_size is not None and self.sampler != "nsga2":
+            raise ValueError(f"[population_size] only the nsga2 sampler has generations, not {self.sampler}")
         return self
 
     @model_validator(mode="after")

@@ -129,6 +129,16 @@ def test_bad_objectives_name_the_key_and_line(search, key, line):
     assert problems[key].line == line
 
 
+def test_nsga2_takes_the_specs_population_size_and_no_other_sampler_does():
+    from synpro import search
+
+    nsga = parse_spec(MULTI.replace("  sampler: nsga2\n", "  sampler: nsga2\n  population_size: 4\n"))
+    assert search.sampler(nsga)._population_size == 4
+    assert search.sampler(parse_spec(MULTI))._population_size == search.NSGA2_POPULATION
+    [problem] = _problems(MINIMAL + "search: {sampler: tpe, population_size: 4}\n")
+    assert problem.key == "search.population_size" and "nsga2" in problem.message
+
+
 def test_yaml_syntax_error_has_a_line():
     [p] = _problems("experiment: {name: t\nbudget: [\n")
     assert p.line is not None and "YAML" in p.message
