@@ -377,3 +377,59 @@ search:
     assert "2/2 trials complete (0 run now)" in again.stdout
     assert row_counts(workdir) == counts and json.loads(cli("results", "--format", "json")) == trials
 
+
+
+
+ABLATIONS = """\
+refresh: {schedule: tokens, at_tokens: [2048], max_rounds: 1}
+probe: {steps: 1, batch_size: 2, max_tokens: 64, eval_examples: 2}
+rewards:
+  weights: {rephrase: {format: 1.0, length: 1.0, influence: 1.0}, reformat: {format: 1.0, influence: 1.0}}
+  influence_min_chars: 0
+grpo: {steps: 1, lr: 1.0e-7, num_generations: 2, prompts_per_step: 1, heldout_prompts: 1, eval_samples: 1,
+       max_completion_length: 16, backend: transformers}
+arms:
+  - {kind: repetition}
+  - {kind: synpro}
+  - {kind: synpro, name: repro, influence: false}
+  - {kind: synpro, name: static, refresh: false, operations: [rephrase]}
+  - {kind: synpro, name: rephrase-only, operations: [rephrase]}
+  - {kind: synpro, name: latest, pool: latest}
+"""
+
+
+@pytest.mark.slow
+def test_synpro_and_its_ablations_finish_side_by_side(tmp_path, parrot_model):
+    """Every ablation is an option of one arm: a sweep with all of them stores each next to repetition, and
+    ablations that agree up to a stage share that stage (one GRPO run, not one per arm). The parrot
+    generator's rephrases pass the filters, which the static arm's sets (made before pretraining) must."""
+    spec = synthetic_spec(tmp_path, parrot_model)
+    arms = "arms: [{kind: repetition}, {kind: oracle}, {kind: prompted}, {kind: prompted, name: rewrite}]\n"
+    text = spec.read_text().replace(arms, ABLATIONS)
+    text = text.replace("min_similarity: -1}\n", "min_similarity: -1}\n    reformat: {kind: reformat}\n")
+    spec.write_text(text.replace("arm: repetition, metric: final_val_loss", "arm: synpro, metric: final_val_loss"))
+    workdir = tmp_path / "wd"
+    result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    def cli(*args: str) -> str:  # the read-only commands in this process: one import for both
+        shown = CliRunner().invoke(app, [*args, "--workdir", str(workdir)])
+        assert shown.exit_code == 0, shown.output
+        return shown.output
+
+    [trial] = json.loads(cli("results", "--format", "json"))
+    assert trial["state"] == "finished"
+    names = ["repetition", "synpro", "repro", "static", "rephrase-only", "latest"]
+    assert sorted(trial["arms"]) == sorted(names)
+    for name in names:
+        assert trial["arms"][name]["per_seed"]["1"]["tokens_seen"] >= 6000, name
+    table = cli("results")
+    assert all(name in table for name in names)
+    grpo = [json.loads(p.read_text())["label"] for p in workdir.glob("stages/grpo-*/_stage.json")]
+    # synpro's two generators (rephrase-only and latest reuse them) and two without influence, trained
+    # from the base model: the same runs for repro and static
+    assert sorted(grpo) == ["reformat", "reformat", "rephrase", "rephrase"]
+    assert len(list(workdir.glob("stages/probe-*/_stage.json"))) == 1  # repro and static run no probe
