@@ -1,7 +1,8 @@
 """Corpora that every Python install carries, so SynPro runs end to end on a fresh offline machine.
 
-A builtin corpus is a function returning its documents in a fixed order; register more with
-`@BUILTIN_CORPORA.register("name")`. Their content follows the running interpreter's version.
+A builtin corpus is a function returning its documents in a fixed order (any iterable: a generator
+lets a reader that stops early skip the rest); register more with `@BUILTIN_CORPORA.register("name")`.
+Their content follows the running interpreter's version.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import ast
 import sysconfig
 from functools import cache
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator
 
 from synpro.data.blocks import split_blocks
 from synpro.registry import Registry
 
-BUILTIN_CORPORA: Registry[Callable[[], Sequence[str]]] = Registry("builtin corpus")
+BUILTIN_CORPORA: Registry[Callable[[], Iterable[str]]] = Registry("builtin corpus")
 
 DOC_CHARS = 4000  # documents are packed (or split) to about this size: a few hundred to ~1000 tokens
 MIN_DOCSTRING_CHARS = 120  # shorter docstrings are one-liners ("Return self.") rather than prose
@@ -25,15 +26,24 @@ SKIP_PARTS = frozenset({"site-packages", "test", "tests", "idle_test", "__pycach
                         "pydoc_data", "lib2to3"})
 
 
-@BUILTIN_CORPORA.register("python-docs")
 @cache  # parsing the standard library takes seconds; the result is immutable
 def python_docs() -> tuple[str, ...]:
     """CPython's reference-manual topics, then the standard library's docstrings grouped by module."""
+    return tuple(_python_docs())
+
+
+@BUILTIN_CORPORA.register("python-docs")
+def stream_python_docs() -> Iterable[str]:
+    """`python_docs`, parsed only as far as it is read until it is whole: every sweep's budget check
+    needs only its first documents (the reference-manual topics, before any parsing)."""
+    return python_docs() if python_docs.cache_info().currsize else _python_docs()
+
+
+def _python_docs() -> Iterator[str]:
     from pydoc_data.topics import topics  # a plain dict literal: importing it runs nothing else
 
-    docs: list[str] = []
     for name in sorted(topics):
-        docs.extend(split_blocks(topics[name].strip(), DOC_CHARS))
+        yield from split_blocks(topics[name].strip(), DOC_CHARS)
     seen: set[str] = set()  # the same docstring is often repeated (overrides, _pyio vs io); keep the first
     for module, path in _stdlib_sources():
         entries = []
@@ -41,8 +51,7 @@ def python_docs() -> tuple[str, ...]:
             if doc not in seen and _is_prose(doc):
                 seen.add(doc)
                 entries.append(f"{qualname}\n\n{doc}")
-        docs.extend(_pack(entries, DOC_CHARS))
-    return tuple(docs)
+        yield from _pack(entries, DOC_CHARS)
 
 
 def _stdlib_sources() -> list[tuple[str, Path]]:
