@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from synpro.data import builtin
 from synpro.data.builtin import python_docs, stream_python_docs
 from synpro.data.blocks import split_blocks
 from synpro.data.corpus import MAX_DOC_CHARS, iter_documents
@@ -86,13 +87,14 @@ def test_builtin_corpus_is_large_prose_in_a_fixed_order():
     assert out.stdout.strip() == digest
 
 
-def test_builtin_corpus_streams_the_same_documents_parsing_only_what_is_read():
-    python_docs.cache_clear()
+def test_builtin_corpus_streams_the_same_documents_parsing_only_what_is_read(monkeypatch):
+    monkeypatch.setattr(builtin, "_whole", None)  # as in a fresh process
     stream = stream_python_docs()
     assert not isinstance(stream, tuple)  # produced as read: a reader that stops early parses no further
     first = list(itertools.islice(stream, 3))
-    assert tuple(first + list(stream)) == python_docs()
-    assert stream_python_docs() is python_docs()  # once whole, every reader shares the one tuple
+    whole = tuple(first + list(stream))
+    assert stream_python_docs() is python_docs()  # read whole once, every reader shares the one tuple
+    assert whole == python_docs()
 
 
 def test_unknown_builtin_names_the_key(tmp_path):

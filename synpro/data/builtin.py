@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import sysconfig
-from functools import cache
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -26,20 +25,31 @@ SKIP_PARTS = frozenset({"site-packages", "test", "tests", "idle_test", "__pycach
                         "pydoc_data", "lib2to3"})
 
 
-@cache  # parsing the standard library takes seconds; the result is immutable
+_whole: tuple[str, ...] | None = None  # python-docs once a reader has read it to its end (parsing takes seconds)
+
+
 def python_docs() -> tuple[str, ...]:
     """CPython's reference-manual topics, then the standard library's docstrings grouped by module."""
-    return tuple(_python_docs())
+    return tuple(stream_python_docs())
 
 
 @BUILTIN_CORPORA.register("python-docs")
 def stream_python_docs() -> Iterable[str]:
-    """`python_docs`, parsed only as far as it is read until it is whole: every sweep's budget check
-    needs only its first documents (the reference-manual topics, before any parsing)."""
-    return python_docs() if python_docs.cache_info().currsize else _python_docs()
+    """`python_docs`, parsed only as far as it is read until a reader has read it whole: every sweep's
+    budget check needs only its first documents (the reference-manual topics, before any parsing)."""
+    return _whole if _whole is not None else _read_and_keep()
 
 
-def _python_docs() -> Iterator[str]:
+def _read_and_keep() -> Iterator[str]:
+    global _whole
+    docs: list[str] = []
+    for doc in _documents():
+        docs.append(doc)
+        yield doc
+    _whole = tuple(docs)
+
+
+def _documents() -> Iterator[str]:
     from pydoc_data.topics import topics  # a plain dict literal: importing it runs nothing else
 
     for name in sorted(topics):
