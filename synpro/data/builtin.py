@@ -8,6 +8,7 @@ Their content follows the running interpreter's version.
 from __future__ import annotations
 
 import ast
+import gc
 import sysconfig
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -77,10 +78,17 @@ def _stdlib_sources() -> list[tuple[str, Path]]:
 
 def _docstrings(path: Path, module: str) -> Iterator[tuple[str, str]]:
     """(qualified name, docstring) in source order, read with `ast`: importing modules has side effects."""
+    # A parse allocates many nodes and no reference cycle: cycle collections it would trigger walk the
+    # whole heap, which doubles the parse's time once torch and transformers are loaded (a cold sweep).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError):  # a few stdlib files are deliberately invalid or Python-2 only
         return
+    finally:
+        if collecting:
+            gc.enable()
     yield from _walk(tree, module)
 
 
