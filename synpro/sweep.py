@@ -47,7 +47,6 @@ from synpro.core.fs import file_lock
 from synpro.core.secrets import hide, mask
 from synpro.errors import InputError
 from synpro.display import finite
-from synpro.pipeline import TrialContext, apply_best_reference, objective_values, run_trial
 from synpro.core.hashing import stable_hash
 from synpro.plan import plan_trial
 from synpro.spec import Spec
@@ -366,6 +365,8 @@ def _run(spec: Spec, n_trials: int | None, progress: bool, announce: Callable[[s
                 _run_one(spec, public, trial, params, study_id, study_run, store, tracker, progress, heartbeat)
             kill_point("trial.told")
         if spec.reference.kind == "best":  # the yardstick is known only now: recompute every trial against it
+            from synpro.pipeline import apply_best_reference
+
             reference = apply_best_reference(spec, store, progress=progress)
             tracker.log_dict(study_run, finite(reference), "reference.json")
         results = store.results(name)
@@ -384,6 +385,10 @@ def _run(spec: Spec, n_trials: int | None, progress: bool, announce: Callable[[s
 def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, Any], study_id: int,
              study_run: str | None, store: Store, tracker: Tracker, progress: bool, heartbeat: _Heartbeat) -> None:
     """One trial from start to `tell`; the store row is finished only once every arm is stored."""
+    # Training and analysis (torch, scipy, matplotlib: seconds to import) load only when a trial runs,
+    # so a sweep with nothing left to do starts and ends fast.
+    from synpro.pipeline import TrialContext, objective_values, run_trial
+
     name, study = spec.experiment.name, trial.study
     trial_spec = spec.with_params(params)
     plan = plan_trial(trial_spec)

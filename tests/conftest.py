@@ -1,9 +1,21 @@
-"""Test session settings: one thread per process (2 cores oversubscribe badly), offline hubs."""
+"""Test session settings: one thread per process (2 cores oversubscribe badly), offline hubs, byte-code caching."""
 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import uuid
+from pathlib import Path
+
+# Byte-code caching: the suite starts dozens of CLI processes, and without it each one recompiles
+# every module it imports (MLflow, Optuna, SQLAlchemy: seconds a process). `make test` unexports
+# PYTHONDONTWRITEBYTECODE; where a caller set it to keep .pyc files out of the tree, they go to a
+# folder of their own instead (PYTHONPYCACHEPREFIX), for this process and every one it starts.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "synpro-pycache"))
+    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
+    sys.dont_write_bytecode = False
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")

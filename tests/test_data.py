@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import replace
 import os
@@ -18,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from synpro.data.builtin import python_docs
+from synpro.data import builtin
+from synpro.data.builtin import python_docs, stream_python_docs
 from synpro.data.blocks import split_blocks
 from synpro.data.corpus import MAX_DOC_CHARS, iter_documents
 from pools import prepare_data
@@ -83,6 +85,16 @@ def test_builtin_corpus_is_large_prose_in_a_fixed_order():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "12345"})
     assert out.stdout.strip() == digest
+
+
+def test_builtin_corpus_streams_the_same_documents_parsing_only_what_is_read(monkeypatch):
+    monkeypatch.setattr(builtin, "_whole", None)  # as in a fresh process
+    stream = stream_python_docs()
+    assert not isinstance(stream, tuple)  # produced as read: a reader that stops early parses no further
+    first = list(itertools.islice(stream, 3))
+    whole = tuple(first + list(stream))
+    assert stream_python_docs() is python_docs()  # read whole once, every reader shares the one tuple
+    assert whole == python_docs()
 
 
 def test_unknown_builtin_names_the_key(tmp_path):

@@ -68,3 +68,15 @@ def test_loading_a_spec_imports_no_heavy_library_and_no_plugin():
     loaded = {m.split(".")[0] for m in out} | {m for m in out if m.startswith("synpro.")}
     assert not {"torch", "transformers", "mlflow", "optuna", "lm_eval"} & loaded
     assert not {"synpro.arms", "synpro.generation", "synpro.data", "synpro.stages", "synpro.evaluation"} & loaded
+
+
+def test_resolving_a_spec_and_loading_the_sweep_import_no_training_library():
+    # What every `synpro sweep` does before it knows whether a trial will run: a re-run with nothing
+    # left to do must not pay seconds for torch, transformers, scipy or matplotlib.
+    code = ("import sys; import synpro.sweep; from synpro.resolve import resolve; from synpro.spec import load_spec; "
+            "resolve(load_spec(sys.argv[1])); print('\\n'.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "experiments" / "quickstart.yaml")],
+                         capture_output=True, text=True, check=True).stdout.split()
+    loaded = {m.split(".")[0] for m in out} | {m for m in out if m.startswith("synpro.")}
+    assert not {"torch", "transformers", "scipy", "matplotlib", "sentence_transformers", "lm_eval"} & loaded
+    assert not {"synpro.pipeline", "synpro.training", "synpro.effective", "synpro.plots"} & loaded

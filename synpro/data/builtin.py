@@ -1,21 +1,22 @@
 """Corpora that every Python install carries, so SynPro runs end to end on a fresh offline machine.
 
-A builtin corpus is a function returning its documents in a fixed order; register more with
-`@BUILTIN_CORPORA.register("name")`. Their content follows the running interpreter's version.
+A builtin corpus is a function returning its documents in a fixed order (any iterable: a generator
+lets a reader that stops early skip the rest); register more with `@BUILTIN_CORPORA.register("name")`.
+Their content follows the running interpreter's version.
 """
 
 from __future__ import annotations
 
 import ast
+import gc
 import sysconfig
-from functools import cache
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator
 
 from synpro.data.blocks import split_blocks
 from synpro.registry import Registry
 
-BUILTIN_CORPORA: Registry[Callable[[], Sequence[str]]] = Registry("builtin corpus")
+BUILTIN_CORPORA: Registry[Callable[[], Iterable[str]]] = Registry("builtin corpus")
 
 DOC_CHARS = 4000  # documents are packed (or split) to about this size: a few hundred to ~1000 tokens
 MIN_DOCSTRING_CHARS = 120  # shorter docstrings are one-liners ("Return self.") rather than prose
@@ -25,15 +26,35 @@ SKIP_PARTS = frozenset({"site-packages", "test", "tests", "idle_test", "__pycach
                         "pydoc_data", "lib2to3"})
 
 
-@BUILTIN_CORPORA.register("python-docs")
-@cache  # parsing the standard library takes seconds; the result is immutable
+_whole: tuple[str, ...] | None = None  # python-docs once a reader has read it to its end (parsing takes seconds)
+
+
 def python_docs() -> tuple[str, ...]:
     """CPython's reference-manual topics, then the standard library's docstrings grouped by module."""
+    return tuple(stream_python_docs())
+
+
+@BUILTIN_CORPORA.register("python-docs")
+def stream_python_docs() -> Iterable[str]:
+    """`python_docs`, parsed only as far as it is read until a reader has read it whole: every sweep's
+    budget check needs only its first documents (the reference-manual topics, before any parsing)."""
+    return _whole if _whole is not None else _read_and_keep()
+
+
+def _read_and_keep() -> Iterator[str]:
+    global _whole
+    docs: list[str] = []
+    for doc in _documents():
+        docs.append(doc)
+        yield doc
+    _whole = tuple(docs)
+
+
+def _documents() -> Iterator[str]:
     from pydoc_data.topics import topics  # a plain dict literal: importing it runs nothing else
 
-    docs: list[str] = []
     for name in sorted(topics):
-        docs.extend(split_blocks(topics[name].strip(), DOC_CHARS))
+        yield from split_blocks(topics[name].strip(), DOC_CHARS)
     seen: set[str] = set()  # the same docstring is often repeated (overrides, _pyio vs io); keep the first
     for module, path in _stdlib_sources():
         entries = []
@@ -41,8 +62,7 @@ def python_docs() -> tuple[str, ...]:
             if doc not in seen and _is_prose(doc):
                 seen.add(doc)
                 entries.append(f"{qualname}\n\n{doc}")
-        docs.extend(_pack(entries, DOC_CHARS))
-    return tuple(docs)
+        yield from _pack(entries, DOC_CHARS)
 
 
 def _stdlib_sources() -> list[tuple[str, Path]]:
@@ -58,10 +78,17 @@ def _stdlib_sources() -> list[tuple[str, Path]]:
 
 def _docstrings(path: Path, module: str) -> Iterator[tuple[str, str]]:
     """(qualified name, docstring) in source order, read with `ast`: importing modules has side effects."""
+    # A parse allocates many nodes and no reference cycle: cycle collections it would trigger walk the
+    # whole heap, which doubles the parse's time once torch and transformers are loaded (a cold sweep).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError):  # a few stdlib files are deliberately invalid or Python-2 only
         return
+    finally:
+        if collecting:
+            gc.enable()
     yield from _walk(tree, module)
 
 

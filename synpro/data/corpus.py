@@ -43,7 +43,7 @@ def iter_documents(spec: Spec) -> Iterator[str]:
 # ---- readers -----------------------------------------------------------------------------------
 
 def _builtin(spec: Spec) -> Iterable[str]:
-    from synpro.data.builtin import BUILTIN_CORPORA  # registering the corpora parses the stdlib: on demand
+    from synpro.data.builtin import BUILTIN_CORPORA  # only a builtin source needs them
 
     name = spec.corpus.name or ""
     if name not in BUILTIN_CORPORA:
