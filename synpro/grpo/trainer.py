@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -209,17 +210,17 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
     write_atomic(folder / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
     log = MetricsLog(lambda row: append_line(folder / METRICS, row), held_out, g.eval_every, g.steps)
     shown = [GrpoProgress(op_name, g.steps, g.completions_per_step)] if progress else []
-    trainer = GRPOTrainer(model=str(start), reward_funcs=[_Prefilled(r, op.prefix) for r in rewards],
-                          args=GRPOConfig(**trl_kwargs(spec, folder / CHECKPOINTS, weights, vllm=use_vllm(spec))),
-                          train_dataset=dataset, processing_class=tokenizer, callbacks=[log, *shown, *callbacks],
-                          peft_config=_lora(g.lora))
+    with _trl_deprecations_hidden():
+        trainer = GRPOTrainer(model=str(start), reward_funcs=[_Prefilled(r, op.prefix) for r in rewards],
+                              args=GRPOConfig(**trl_kwargs(spec, folder / CHECKPOINTS, weights, vllm=use_vllm(spec))),
+                              train_dataset=dataset, processing_class=tokenizer, callbacks=[log, *shown, *callbacks],
+                              peft_config=_lora(g.lora))
     for printer in (PrinterCallback, ProgressCallback):  # every step's logs as a dict: metrics.jsonl has them
         trainer.remove_callback(printer)
     if not any(r["kind"] == "eval" and r["step"] == 0 for r in rows):
         held_out(trainer.model, 0)
     started = time.perf_counter()
-    with warnings.catch_warnings():  # trl calls a transformers alias deprecated in v5; nothing for a user to do
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with _trl_deprecations_hidden():
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     final = held_out(trainer.model, g.steps, samples=g.eval_samples)
@@ -233,6 +234,14 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
             "reward_before": first["reward_mean"], "reward_after": final.reward_mean,
             "seconds_per_step": sum(r["seconds"] for r in steps) / max(len(steps), 1),
             "train_seconds": seconds}
+
+
+@contextmanager
+def _trl_deprecations_hidden():
+    """trl calls a transformers alias deprecated in v5 (model and PEFT setup, training): nothing a user can do."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
