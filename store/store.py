@@ -589,35 +589,27 @@ class Store:
     def curves(self, study: str, arm: str | None = None) -> list[dict]:
         """Learning-curve points of a study (optionally one arm), ordered by trial, arm (a row per
         seed), then tokens."""
-        query = (
-            select(Trial.optuna_number.label("trial"), Trial.params_hash, Arm.name.label("arm"), Arm.seed, Arm.kind,
-                   Evaluation.tokens, Evaluation.step, Evaluation.val_loss, Evaluation.train_loss,
-                   Evaluation.effective_tokens, Evaluation.effective_tokens_extrapolated, Evaluation.accuracy,
-                   Evaluation.effective_tokens_accuracy, Evaluation.task_scores)
-            .join(Arm, Evaluation.arm_id == Arm.id)
-            .join(Trial, Arm.trial_id == Trial.id)
-            .join(Study, Trial.study_id == Study.id)
-            .where(Study.name == study)
-            .order_by(Trial.optuna_number.nulls_last(), Trial.id, Arm.id, Evaluation.tokens))
-        if arm is not None:
-            query = query.where(Arm.name == arm)
-        with self.engine.begin() as conn:
-            rows = conn.execute(query).all()
-            if not rows:
-                self._require(conn, study, arm)
-        return [row._asdict() for row in rows]
+        return self._per_arm(Evaluation, [
+            Arm.kind, Evaluation.tokens, Evaluation.step, Evaluation.val_loss, Evaluation.train_loss,
+            Evaluation.effective_tokens, Evaluation.effective_tokens_extrapolated, Evaluation.accuracy,
+            Evaluation.effective_tokens_accuracy, Evaluation.task_scores], Evaluation.tokens, study, arm)
 
     def rounds(self, study: str, arm: str | None = None) -> list[dict]:
         """Refresh rounds of a study's arms (optionally one arm): trial, params_hash, arm, seed, round,
         start_tokens and grpo ({operation: per-step rows}), ordered by trial, arm, then round."""
+        return self._per_arm(RefreshRound, [RefreshRound.round, RefreshRound.start_tokens, RefreshRound.grpo],
+                             RefreshRound.round, study, arm)
+
+    def _per_arm(self, table, columns: list, then, study: str, arm: str | None) -> list[dict]:
+        """Rows of a per-arm table (curve points, refresh rounds) of a study, optionally one arm: trial,
+        params_hash, arm and seed, then `columns`; ordered by trial, arm, then `then`."""
         query = (
-            select(Trial.optuna_number.label("trial"), Trial.params_hash, Arm.name.label("arm"), Arm.seed,
-                   RefreshRound.round, RefreshRound.start_tokens, RefreshRound.grpo)
-            .join(Arm, RefreshRound.arm_id == Arm.id)
+            select(Trial.optuna_number.label("trial"), Trial.params_hash, Arm.name.label("arm"), Arm.seed, *columns)
+            .join(Arm, table.arm_id == Arm.id)
             .join(Trial, Arm.trial_id == Trial.id)
             .join(Study, Trial.study_id == Study.id)
             .where(Study.name == study)
-            .order_by(Trial.optuna_number.nulls_last(), Trial.id, Arm.id, RefreshRound.round))
+            .order_by(Trial.optuna_number.nulls_last(), Trial.id, Arm.id, then))
         if arm is not None:
             query = query.where(Arm.name == arm)
         with self.engine.begin() as conn:

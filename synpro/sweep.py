@@ -13,8 +13,9 @@ Rules (method.md §5):
   `stale_after_seconds` from another host) is failed with the reason recorded (Optuna user attr, the
   MLflow run's tags, the store row `failed`) and queued again, at most `MAX_RETRIES` times; the
   MLflow runs its worker left RUNNING end KILLED and are reused by the retry, whose finished stages
-  make it cheap. Retries are counted per run of the sweep: running it again resumes every point. A worker whose queue is empty while others still run trials waits for them, so
-  the workers together finish the study.
+  make it cheap. Retries are counted per run of the sweep: running it again resumes every point. A
+  worker whose queue is empty while others still run trials waits for them, so the workers together
+  finish the study.
 - SQLite cannot serve parallel workers (the method notes' "database is locked"): one sweep at a
   time holds an Optuna SQLite file and a second is refused at start with what to do instead.
 """

@@ -60,12 +60,17 @@ def test_no_import_cycles_between_modules():
     assert cycle is None, " -> ".join(cycle or [])
 
 
-def test_loading_a_spec_imports_no_heavy_library_and_no_plugin():
-    code = ("import sys; from synpro.spec import load_spec; load_spec(sys.argv[1]); "
-            "print('\\n'.join(sorted(sys.modules)))")
+def _loaded_by(code: str) -> set[str]:
+    """Top-level packages and synpro modules a fresh interpreter has imported after `code` (which gets
+    the quickstart spec's path as sys.argv[1])."""
+    code += "; print('\\n'.join(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code, str(ROOT / "experiments" / "quickstart.yaml")],
                          capture_output=True, text=True, check=True).stdout.split()
-    loaded = {m.split(".")[0] for m in out} | {m for m in out if m.startswith("synpro.")}
+    return {m.split(".")[0] for m in out} | {m for m in out if m.startswith("synpro.")}
+
+
+def test_loading_a_spec_imports_no_heavy_library_and_no_plugin():
+    loaded = _loaded_by("import sys; from synpro.spec import load_spec; load_spec(sys.argv[1])")
     assert not {"torch", "transformers", "mlflow", "optuna", "lm_eval"} & loaded
     assert not {"synpro.arms", "synpro.generation", "synpro.data", "synpro.stages", "synpro.evaluation"} & loaded
 
@@ -73,10 +78,7 @@ def test_loading_a_spec_imports_no_heavy_library_and_no_plugin():
 def test_resolving_a_spec_and_loading_the_sweep_import_no_training_library():
     # What every `synpro sweep` does before it knows whether a trial will run: a re-run with nothing
     # left to do must not pay seconds for torch, transformers, scipy or matplotlib.
-    code = ("import sys; import synpro.sweep; from synpro.resolve import resolve; from synpro.spec import load_spec; "
-            "resolve(load_spec(sys.argv[1])); print('\\n'.join(sorted(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "experiments" / "quickstart.yaml")],
-                         capture_output=True, text=True, check=True).stdout.split()
-    loaded = {m.split(".")[0] for m in out} | {m for m in out if m.startswith("synpro.")}
+    loaded = _loaded_by("import sys; import synpro.sweep; from synpro.resolve import resolve; "
+                        "from synpro.spec import load_spec; resolve(load_spec(sys.argv[1]))")
     assert not {"torch", "transformers", "scipy", "matplotlib", "sentence_transformers", "lm_eval"} & loaded
     assert not {"synpro.pipeline", "synpro.training", "synpro.effective", "synpro.plots"} & loaded
