@@ -342,9 +342,10 @@ def test_two_gloo_ranks_match_one_process(reference, data, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # fork: the children inherit the imported torch/transformers (seconds saved); CPU only, 1 thread
+    # spawn, not fork: by now this process has threads (a jemalloc background thread from earlier tests'
+    # imports), and a forked rank once hung for good on a lock inherited from one. CPU only, 1 thread.
     torch.multiprocessing.start_processes(_ddp_worker, args=(port, data, tmp_path), nprocs=2,
-                                          start_method="fork")
+                                          start_method="spawn")
     assert sorted(p.name for p in tmp_path.glob("on_end-*")) == ["on_end-rank0-of2"]
     parallel = TrainResult.from_json((tmp_path / "run" / "result.json").read_text())
     assert [p.tokens for p in parallel.curve] == [p.tokens for p in result.curve]
