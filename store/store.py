@@ -185,7 +185,9 @@ def _arm_over_seeds(per_seed: dict[int, dict], summary: dict | None) -> dict[str
               for key in ("final_accuracy", "effective_tokens_accuracy", "multiplier_accuracy")},
            "effective_tokens_accuracy_extrapolated": _any([r["effective_tokens_accuracy_extrapolated"] for r in rows]),
            "multiplier_ci": None, "n_seeds": len(rows), "multiplier_method": None, "multiplier_extrapolated": None,
-           "mlflow_run_id": rows[0]["mlflow_run_id"]}
+           "mlflow_run_id": rows[0]["mlflow_run_id"],
+           **{key: _mean([r[key] for r in rows if r.get(key) is not None])
+              for key in ("synthetic_share", "synthetic_tokens")}}
     if summary is not None:
         arm.update({key: summary.get(key) for key in ("multiplier_vs_repetition", "multiplier_ci",
                                                        "multiplier_method", "multiplier_extrapolated", "n_seeds")})

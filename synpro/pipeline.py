@@ -49,6 +49,7 @@ class ArmOutcome:
     multiplier_accuracy: float | None = None
     evaluation: Any = None  # the evaluate stage over every round's snapshots (None without eval tasks)
     synthetic_similarity: float | None = None  # of the sets its last round trained on (None: it trains on none)
+    synthetic: dict[str, Any] = field(default_factory=dict)  # what its synthetic data was (`synthetic_usage`)
 
     def details(self) -> dict[str, Any]:
         """What the store keeps beside the numbers (arms.details): the tail D_eff the multiplier
@@ -58,7 +59,8 @@ class ArmOutcome:
                 "multiplier_method": self.multiplier.method if self.multiplier else None,
                 "multiplier_extrapolated": self.multiplier.extrapolated if self.multiplier else None,
                 "epochs_per_source": self.result.epochs_per_source,
-                **({} if self.synthetic_similarity is None else {"synthetic_similarity": self.synthetic_similarity})}
+                **({} if self.synthetic_similarity is None else {"synthetic_similarity": self.synthetic_similarity}),
+                **self.synthetic}
 
     def summary(self) -> dict[str, Any]:
         """This seed's results; `effective_tokens` is D_eff at the last checkpoint (comparable with
@@ -183,6 +185,35 @@ def synthetic_similarity(stage: Stage, runner: Runner) -> float | None:
     return sum(mean * n for mean, n in scored) / passed if passed else None
 
 
+def synthetic_usage(stages: list[Stage], runner: Runner) -> dict[str, Any]:
+    """What an arm's synthetic data was, so no number rests on a mixture nobody can see: the synthetic
+    tokens it trained on over all its rounds and their share of every token it saw (0 for an arm without
+    sets), and per set its size, tokens seen, filter pass rate and its generator's last held-out pass
+    rate (None: an untrained generator, or no held-out evaluation)."""
+    from synpro.grpo.trainer import read_metrics
+
+    seen: dict[str, int] = {}
+    sets: dict[str, dict[str, Any]] = {}
+    for stage in stages:
+        for name, tokens in runner.run(stage).tokens_per_source.items():
+            seen[name] = seen.get(name, 0) + tokens
+        for name, upstream in stage.inputs.items():
+            if not isinstance(upstream, SynthesizeStage) or name in sets:
+                continue
+            made = runner.run(upstream)
+            generator = upstream.inputs.get("generator")
+            evals = [r for r in read_metrics(runner.folder(generator)) if r.get("kind") == "eval"] if generator else []
+            sets[name] = {"operation": upstream.op_name, "shard": made.shard.name, "tokens": made.shard.n_tokens,
+                          "pass_rate": made.stats.get("pass_rate"),
+                          "heldout_pass_rate": evals[-1]["pass_rate"] if evals else None}
+    total = sum(seen.values())
+    for row in sets.values():  # the loader counts tokens by shard name
+        row["tokens_seen"] = seen.get(row.pop("shard"), 0)
+    synthetic = sum(row["tokens_seen"] for row in sets.values())
+    return {"synthetic_tokens": synthetic, "synthetic_share": synthetic / total if total else 0.0,
+            "synthetic_sets": sets}
+
+
 def _rounds(arm: ArmPlan, runner: Runner, callbacks: list, on_round: Any = None) -> tuple[TrainResult, list[Stage]]:
     """Train the arm round by round (one round unless its recipe refreshes); finished rounds load."""
     builder = arm.builder
@@ -226,7 +257,8 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
     _log_curve(ctx.tracker, run_id, result.curve)
     evaluation = arm.builder.evaluate(stages, label=arm.name)
     return ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, run_id, evaluation=evaluation,
-                      synthetic_similarity=synthetic_similarity(stages[-1], runner))
+                      synthetic_similarity=synthetic_similarity(stages[-1], runner),
+                      synthetic=synthetic_usage(stages, runner))
 
 
 def _log_round(stage, runner: Runner, ended: TrainResult, round_: int, arm_id: int, run_id: str | None,
@@ -497,7 +529,8 @@ def _loaded_outcomes(plan: TrialPlan, trial_id: int, store: Store, runner: Runne
         unique = _unique_tokens(arm.stage, _shards(arm.stage, runner))
         arm_id = store.upsert_arm(trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens, seed=arm.seed)
         outcomes[(arm.name, arm.seed)] = ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, None,
-                                                    synthetic_similarity=synthetic_similarity(stages[-1], runner))
+                                                    synthetic_similarity=synthetic_similarity(stages[-1], runner),
+                      synthetic=synthetic_usage(stages, runner))
     return outcomes
 
 

@@ -248,6 +248,18 @@ def test_synthetic_arms_end_to_end(tmp_path, parrot_model):
     [rephrase_set] = synthetic_sets(workdir, "rephrase")
     records = [json.loads(line) for line in (rephrase_set / "records.jsonl").read_text().splitlines()]
     assert len(records) == 6 and any(r["passed"] for r in records)
+    # Every arm says what its synthetic data was: none for the baselines, the set's share of what it saw else.
+    stats = json.loads((rephrase_set / "stats.json").read_text())["stats"]
+    for name in ("repetition", "oracle"):
+        assert arms[name]["synthetic_share"] == 0.0 and arms[name]["per_seed"]["1"]["synthetic_sets"] == {}
+    for name in ("prompted", "rewrite"):
+        seed = arms[name]["per_seed"]["1"]
+        [(set_name, made)] = seed["synthetic_sets"].items()
+        assert set_name == "rephrase" and made["operation"] == "rephrase" and made["heldout_pass_rate"] is None
+        assert made["pass_rate"] == stats["pass_rate"] and made["tokens"] > 0
+        assert seed["synthetic_tokens"] == made["tokens_seen"] > 0
+        assert 0 < arms[name]["synthetic_share"] == seed["synthetic_share"] == pytest.approx(
+            made["tokens_seen"] / arms[name]["tokens_seen"])
 
     client, runs = mlflow_runs(workdir)
     trial_run = next(r for r in runs if r.data.tags["synpro.level"] == "trial")
