@@ -103,14 +103,15 @@ def throughput(args: argparse.Namespace, spec: Spec) -> None:
     hf.generate(prompts[:1], warm)
     baseline = measure(hf, prompts, sampling)
     del hf
-    ct2 = CTranslate2Backend.load(folder, args.ct2_batch, quantization=args.compute_type)  # converts once
+    ct2 = CTranslate2Backend.load(folder, args.batch_size, quantization=args.compute_type)  # converts once
+    ct2.max_batch_size = args.ct2_batch or ct2.max_batch_size
     ct2.generate(prompts[:1], warm)
     fast = measure(ct2, prompts, sampling)
     print(f"model {spec.generation.generator.model}  op {args.op}  {len(prompts)} windows x {args.window_tokens} "
           f"tokens  max_new_tokens {args.max_new_tokens}  temperature {args.temperature}  top_p 0.9  "
           f"threads {torch.get_num_threads()}")
     rows = ((f"transformers fp32, batch {args.batch_size}", baseline),
-            (f"ctranslate2 {args.compute_type}, batch {args.ct2_batch}", fast))
+            (f"ctranslate2 {args.compute_type}, batch {ct2.max_batch_size}", fast))
     for name, r in rows:
         print(f"{name:>32}: {r['tokens']:6d} tokens in {r['seconds']:7.1f} s = {r['tokens_per_s']:7.1f} tokens/s, "
               f"{r['finished']}/{len(prompts)} finished, peak RSS {r['peak_rss_gib']:.2f} GiB")
@@ -154,7 +155,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=16, help="prompts: this many windows")
     parser.add_argument("--window-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8, help="the transformers backend's batch")
-    parser.add_argument("--ct2-batch", type=int, default=8, help="the CTranslate2 backend's max_batch_size")
+    parser.add_argument("--ct2-batch", type=int, help="CTranslate2's rows per batch (default: what the "
+                        "pipeline takes for --batch-size)")
     parser.add_argument("--compute-type", default="int8", choices=["int8", "int8_float32", "float32"])
     # The quickstart's setting: a 128-token window rewritten at up to ~1.25x its length, plus room.
     parser.add_argument("--max-new-tokens", type=int, default=224)

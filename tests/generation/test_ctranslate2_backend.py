@@ -92,7 +92,7 @@ def test_auto_takes_ctranslate2_on_a_cpu(random_model):
     spec = _spec(random_model, backend="auto", batch_size=3)
     assert resolve_backend(spec) == "ctranslate2"
     backend = make_backend(spec)
-    assert isinstance(backend, CTranslate2Backend) and backend.max_batch_size == 3
+    assert isinstance(backend, CTranslate2Backend) and backend.max_batch_size == 6 and backend.batch_size == 12
     assert backend.threads == torch.get_num_threads()
 
 
