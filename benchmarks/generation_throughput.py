@@ -1,11 +1,15 @@
-"""Generation throughput: the batched transformers backend vs one document at a time, side by side.
+"""Generation throughput: the CTranslate2 CPU backend vs the transformers backend, side by side.
 
-Same model (the packaged default generator unless --model), prompts and seeded sampling; tokens
-are counted up to each answer's end. Prints tokens/s of each, their ratio and each phase's peak RSS.
+Same model (the packaged default generator unless --model), prompts and seeded sampling, at the
+quickstart's settings by default: 128-token windows of builtin documents (CPython's reference topics,
+windowed by the generator's tokenizer) as rephrase prompts, temperature 1.0, top-p 0.9, 224 new
+tokens, batches of 8 for transformers. Tokens are counted up to each answer's end, so a static batch's
+wait for its longest member counts against it. Prints tokens/s of each and each phase's peak RSS; the
+last line is the ratio.
 
-    python benchmarks/generation_throughput.py                  # ~4 minutes on 2 CPU cores
-    python benchmarks/generation_throughput.py --docs 32 --batch-size 16 --threads 2
-    python benchmarks/generation_throughput.py --max-new-tokens 96  # short answers: prefill weighs more
+    python benchmarks/generation_throughput.py                      # ~4 minutes on 2 CPU cores
+    python benchmarks/generation_throughput.py --windows 32 --ct2-batch 16 --threads 2
+    python benchmarks/generation_throughput.py --compute-type int8_float32
     python benchmarks/generation_throughput.py --pass-rates 24  # share of outputs passing the filters
 
 --pass-rates N instead runs both operations through `generate_set` over N builtin documents
@@ -62,31 +66,56 @@ def peak_rss() -> Iterator[dict[str, float]]:
         thread.join()
 
 
-def measure(backend: TransformersBackend, prompts: list, sampling: Sampling, batch_size: int) -> dict[str, float]:
-    backend.batch_size = batch_size
+def measure(backend, prompts: list, sampling: Sampling) -> dict[str, float]:
     with peak_rss() as rss:
         started = time.perf_counter()
         out = backend.generate(prompts, sampling)
         seconds = time.perf_counter() - started
     tokens = sum(c.tokens for c in out)
-    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_rss_gib": rss["peak_gib"]}
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_rss_gib": rss["peak_gib"],
+            "finished": sum(c.finished for c in out)}
+
+
+def window_prompts(folder: Path, op_name: str, n: int, window_tokens: int) -> list:
+    """The operation's messages for the first n windows of the builtin documents, in the generator's tokens."""
+    from transformers import AutoTokenizer
+
+    from synpro.generation.chunking import iter_windows
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    with tempfile.TemporaryDirectory() as tmp:
+        docs = Path(tmp) / "docs.jsonl"
+        docs.write_text("".join(json.dumps({"id": f"topic{k}", "text": d}) + "\n"
+                                for k, d in enumerate(builtin_docs(n, 2000))))
+        windows = list(iter_windows(docs, tokenizer, window_tokens, n))
+    op = OPERATIONS.get(op_name)
+    return [op.messages(w.text) for w in windows]
 
 
 def throughput(args: argparse.Namespace, spec: Spec) -> None:
-    backend = TransformersBackend.load(model_folder(spec), args.batch_size)
-    op = OPERATIONS.get(args.op)
-    prompts = [op.messages(d) for d in builtin_docs(args.docs, args.chars)]
+    from synpro.generation.backends.ctranslate2_backend import CTranslate2Backend
+
+    folder = model_folder(spec)
+    prompts = window_prompts(folder, args.op, args.windows, args.window_tokens)
     sampling = Sampling(temperature=args.temperature, top_p=0.9, max_new_tokens=args.max_new_tokens, seed=0)
-    backend.generate(prompts[:1], Sampling(temperature=0, max_new_tokens=4))  # warm-up
-    single = measure(backend, prompts, sampling, 1)
-    batched = measure(backend, prompts, sampling, args.batch_size)
-    print(f"model {spec.generation.generator.model}  op {args.op}  docs {len(prompts)} x {args.chars} chars  "
-          f"max_new_tokens {args.max_new_tokens}  temperature {args.temperature}  "
-          f"torch threads {torch.get_num_threads()}")
-    for name, r in (("one at a time", single), (f"batched ({args.batch_size})", batched)):
-        print(f"{name:>14}: {r['tokens']:6d} tokens in {r['seconds']:7.1f} s = {r['tokens_per_s']:7.1f} tokens/s, "
-              f"peak RSS {r['peak_rss_gib']:.2f} GiB")
-    print(f"speed-up: {batched['tokens_per_s'] / single['tokens_per_s']:.2f}x")
+    warm = Sampling(temperature=0, max_new_tokens=4)
+    hf = TransformersBackend.load(folder, args.batch_size)
+    hf.generate(prompts[:1], warm)
+    baseline = measure(hf, prompts, sampling)
+    del hf
+    ct2 = CTranslate2Backend.load(folder, args.batch_size, quantization=args.compute_type)  # converts once
+    ct2.max_batch_size = args.ct2_batch or ct2.max_batch_size
+    ct2.generate(prompts[:1], warm)
+    fast = measure(ct2, prompts, sampling)
+    print(f"model {spec.generation.generator.model}  op {args.op}  {len(prompts)} windows x {args.window_tokens} "
+          f"tokens  max_new_tokens {args.max_new_tokens}  temperature {args.temperature}  top_p 0.9  "
+          f"threads {torch.get_num_threads()}")
+    rows = ((f"transformers fp32, batch {args.batch_size}", baseline),
+            (f"ctranslate2 {args.compute_type}, batch {ct2.max_batch_size}", fast))
+    for name, r in rows:
+        print(f"{name:>32}: {r['tokens']:6d} tokens in {r['seconds']:7.1f} s = {r['tokens_per_s']:7.1f} tokens/s, "
+              f"{r['finished']}/{len(prompts)} finished, peak RSS {r['peak_rss_gib']:.2f} GiB")
+    print(f"cpu backend speed-up vs transformers: {fast['tokens_per_s'] / baseline['tokens_per_s']:.2f}x")
 
 
 def pass_rates(args: argparse.Namespace, spec: Spec) -> None:
@@ -123,11 +152,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="packaged name, HF folder or cached id")
     parser.add_argument("--op", default="rephrase", choices=OPERATIONS.names())
-    parser.add_argument("--docs", type=int, default=8)
-    parser.add_argument("--chars", type=int, default=1000, help="characters per source document")
-    parser.add_argument("--batch-size", type=int, default=8)
-    # A rephrase is about as long as its source (~250 generator tokens for 1000 characters): room for 1.25x.
-    parser.add_argument("--max-new-tokens", type=int, default=320)
+    parser.add_argument("--windows", type=int, default=16, help="prompts: this many windows")
+    parser.add_argument("--window-tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8, help="the transformers backend's batch")
+    parser.add_argument("--ct2-batch", type=int, help="CTranslate2's rows per batch (default: what the "
+                        "pipeline takes for --batch-size)")
+    parser.add_argument("--compute-type", default="int8", choices=["int8", "int8_float32", "float32"])
+    # The quickstart's setting: a 128-token window rewritten at up to ~1.25x its length, plus room.
+    parser.add_argument("--max-new-tokens", type=int, default=224)
+    parser.add_argument("--chars", type=int, default=1000, help="characters per source document (--pass-rates)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--pass-rates", type=int, metavar="N", help="measure filter pass rates on N documents")

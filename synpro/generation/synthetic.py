@@ -31,7 +31,7 @@ from synpro.core.hashing import file_digest, stable_hash
 from synpro.data.shards import TokenShard, write_shard
 from synpro.errors import InputError
 from synpro.generation import metrics as set_metrics
-from synpro.generation.backends import Backend, Sampling, make_backend, sampling_of
+from synpro.generation.backends import Backend, Sampling, make_backend, sampling_of, set_identity
 from synpro.generation.chunking import Window, iter_windows, split_chunks
 from synpro.generation.generator import fingerprint, model_identity
 from synpro.generation.operations import OPERATIONS
@@ -86,11 +86,15 @@ def operation_of(spec: Spec, op_name: str) -> Operation:
 def set_config(spec: Spec, op_name: str, generator: str | None = None) -> dict[str, Any]:
     """Everything but the source pool that changes a set's content; nothing that only changes where or how
     fast it is made. `generator` names a generator made upstream (a GRPO stage's key) instead of the
-    spec's model, whose weights do not exist yet when the graph is built."""
+    spec's model, whose weights do not exist yet when the graph is built. The backend samples differently
+    from another, so it is in (resolved: `auto` names what it runs here), except transformers, whose
+    sets were keyed before backends were."""
     op = operation_of(spec, op_name)
     g = spec.generation
+    backend = set_identity(spec)
     return {
         "version": KEY_VERSION,
+        **({"backend": backend} if backend else {}),
         "operation": {"kind": g.operations[op_name].kind, "system_prompt": op.system_prompt, "prompt": op.prompt,
                       "heading": op.heading, "prefix": op.prefix, "filters": vars(op.filters)},
         "generator": generator or model_identity(spec),

@@ -1,7 +1,9 @@
 """Generation backends behind one small interface: chat prompts in, completions out, in order.
 
-`auto` takes vLLM when CUDA and vllm are both importable, else transformers; `openai` talks to any
-OpenAI-compatible server (a `vllm serve`, say) and must be asked for by name.
+`auto` takes vLLM when CUDA and vllm are both importable; on a CPU-only machine, CTranslate2 (int8)
+when it is importable; else transformers. `openai` talks to any OpenAI-compatible server (a `vllm
+serve`, say) and must be asked for by name. Backends sample differently, so a set's key names the
+backend that made it (`set_identity`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import importlib.util
 from synpro.generation.backends.base import Backend, Completion, Sampling, continuation, sampling_of
 from synpro.spec import Spec
 
-__all__ = ["Backend", "Completion", "Sampling", "continuation", "make_backend", "resolve_backend", "sampling_of"]
+__all__ = ["Backend", "Completion", "Sampling", "continuation", "make_backend", "resolve_backend", "sampling_of",
+           "set_identity"]
 
 
 def resolve_backend(spec: Spec) -> str:
@@ -20,7 +23,23 @@ def resolve_backend(spec: Spec) -> str:
         return choice
     import torch
 
-    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "transformers"
+    if torch.cuda.is_available():  # CTranslate2 runs on the CPU only here: transformers' bf16 on the GPU beats it
+        return "vllm" if importlib.util.find_spec("vllm") else "transformers"
+    return "ctranslate2" if importlib.util.find_spec("ctranslate2") else "transformers"
+
+
+def set_identity(spec: Spec) -> str | None:
+    """What a set's key records of the backend that makes it: None for transformers (so sets keyed before
+    backends entered the key keep their keys) and openai (the served model's name already says it), else
+    the resolved backend, with CTranslate2's quantization."""
+    kind = resolve_backend(spec)
+    if kind in ("transformers", "openai"):
+        return None
+    if kind == "ctranslate2":
+        from synpro.generation.backends.ctranslate2_backend import QUANTIZATION
+
+        return f"ctranslate2-{QUANTIZATION}"
+    return kind
 
 
 def make_backend(spec: Spec) -> Backend:
@@ -38,6 +57,10 @@ def make_backend(spec: Spec) -> Backend:
         from synpro.generation.backends.vllm_backend import VllmBackend
 
         return VllmBackend(folder, g.batch_size)
+    if kind == "ctranslate2":
+        from synpro.generation.backends.ctranslate2_backend import CTranslate2Backend
+
+        return CTranslate2Backend.load(folder, g.batch_size, spec=spec)
     from synpro.generation.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend.load(folder, g.batch_size, spec=spec)
