@@ -102,6 +102,37 @@ def test_loader_resumes_exactly_across_epochs_and_splits_ranks(tmp_path):
     assert _ids(next(ranks[0])) + _ids(next(ranks[1])) == _ids(next(make(7)))
 
 
+def test_loader_weights_set_each_sources_share_and_read_its_windows_evenly(tmp_path):
+    """Weights 1:1 over 300 and 100 windows: half the windows from each, b repeated three times as often
+    as a; over a whole epoch every window of a source is read as often as any other (±1)."""
+    shards = _window_shards(tmp_path)
+
+    def make(**kw) -> TokenLoader:
+        return TokenLoader(shards, seq_len=8, batch_size=8, micro_batch_size=4, seed=3, weights=[0.5, 0.5], **kw)
+
+    loader = make()
+    assert loader.n_windows == 1000  # slots per epoch: at least WEIGHT_RESOLUTION, 500 for each source
+    epoch = [i for _ in range(125) for i in _ids(next(loader))]
+    counts = np.bincount(np.array(epoch) - 1000, minlength=600)
+    assert counts[500:600].tolist() == [5] * 100  # b: 500 reads of 100 windows
+    assert sorted(set(counts[:300].tolist())) == [1, 2] and counts[:300].sum() == 500 and counts[300:500].sum() == 0
+    assert 0.4 < sum(i >= 1500 for i in epoch[:400]) / 400 < 0.6  # shuffled: the share holds on any stretch
+    more = [i for _ in range(25) for i in _ids(next(loader))]
+    from_b = 500 + sum(i >= 1500 for i in more)
+    usage = loader.usage()
+    assert usage["a"].tokens + usage["b"].tokens == 1200 * 8
+    assert usage["b"].tokens == from_b * 8 and usage["b"].epochs == pytest.approx(from_b / 100)
+    assert usage["a"].epochs == pytest.approx((1200 - from_b) / 300)
+
+    resumed = make()
+    resumed.load_state_dict(loader.state_dict())
+    assert [_ids(next(resumed)) for _ in range(5)] == [_ids(next(loader)) for _ in range(5)]
+    only_a = TokenLoader(shards, seq_len=8, batch_size=8, micro_batch_size=4, seed=3, weights=[1, 0])
+    assert all(i < 1500 for _ in range(50) for i in _ids(next(only_a)))
+    with pytest.raises(ValueError, match="one non-negative value per source"):
+        TokenLoader(shards, seq_len=8, batch_size=8, micro_batch_size=4, seed=3, weights=[1])
+
+
 def test_loader_rejects_bad_inputs(tmp_path):
     shards = _window_shards(tmp_path)
     with pytest.raises(ValueError, match="distinct names"):
