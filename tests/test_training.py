@@ -104,25 +104,29 @@ def test_loader_resumes_exactly_across_epochs_and_splits_ranks(tmp_path):
 
 def test_loader_weights_set_each_sources_share_and_read_its_windows_evenly(tmp_path):
     """Weights 1:1 over 300 and 100 windows: half the windows from each, b repeated three times as often
-    as a; over a whole epoch every window of a source is read as often as any other (±1)."""
+    as a; over whole epochs every window of a source is read as often as any other (±1)."""
     shards = _window_shards(tmp_path)
 
     def make(**kw) -> TokenLoader:
         return TokenLoader(shards, seq_len=8, batch_size=8, micro_batch_size=4, seed=3, weights=[0.5, 0.5], **kw)
 
     loader = make()
-    assert loader.n_windows == 1000  # slots per epoch: at least WEIGHT_RESOLUTION, 500 for each source
-    epoch = [i for _ in range(125) for i in _ids(next(loader))]
+    assert loader.n_windows == 400  # slots per epoch: 200 for each source
+    epoch = [i for _ in range(50) for i in _ids(next(loader))]
+    assert sum(i >= 1500 for i in epoch) == 200  # exactly the share over an epoch
+    assert 0.4 < sum(i >= 1500 for i in epoch[:200]) / 200 < 0.6  # and about it on any stretch (shuffled)
     counts = np.bincount(np.array(epoch) - 1000, minlength=600)
-    assert counts[500:600].tolist() == [5] * 100  # b: 500 reads of 100 windows
-    assert sorted(set(counts[:300].tolist())) == [1, 2] and counts[:300].sum() == 500 and counts[300:500].sum() == 0
-    assert 0.4 < sum(i >= 1500 for i in epoch[:400]) / 400 < 0.6  # shuffled: the share holds on any stretch
-    more = [i for _ in range(25) for i in _ids(next(loader))]
-    from_b = 500 + sum(i >= 1500 for i in more)
+    assert counts[500:600].tolist() == [2] * 100 and sorted(set(counts[:300].tolist())) == [0, 1]
+    three = epoch + [i for _ in range(100) for i in _ids(next(loader))]
+    counts = np.bincount(np.array(three) - 1000, minlength=600)
+    assert counts[:300].tolist() == [2] * 300 and counts[500:600].tolist() == [6] * 100  # a read in turn
     usage = loader.usage()
-    assert usage["a"].tokens + usage["b"].tokens == 1200 * 8
+    assert usage["a"].tokens == usage["b"].tokens == 600 * 8
+    assert usage["a"].epochs == 2.0 and usage["b"].epochs == 6.0
+    from_b = 600 + sum(i >= 1500 for i in _ids(next(loader)))  # into the fourth epoch
+    usage = loader.usage()
     assert usage["b"].tokens == from_b * 8 and usage["b"].epochs == pytest.approx(from_b / 100)
-    assert usage["a"].epochs == pytest.approx((1200 - from_b) / 300)
+    assert usage["a"].epochs == pytest.approx((1208 - from_b) / 300)
 
     resumed = make()
     resumed.load_state_dict(loader.state_dict())

@@ -125,3 +125,7 @@ def test_the_synthetic_share_keys_only_the_rounds_that_read_sets(random_model):
     assert shared[1].config["synthetic_share"] == 0.25 and shared[1].key != plain[1].key
     [static] = _rounds(_spec(random_model, {"kind": "synpro", "refresh": False, "synthetic_share": 0.5}))
     assert static.config["synthetic_share"] == 0.5
+    # A search samples it like any field: `arms.<arm name>.synthetic_share`.
+    searched = _rounds(_spec(random_model, {"kind": "synpro", "operations": ["rephrase"]}).with_params(
+        {"arms.synpro.synthetic_share": 0.25}))
+    assert [s.key for s in searched] == [s.key for s in shared]
