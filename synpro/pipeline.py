@@ -135,32 +135,50 @@ def _point_row(point: EvalPoint) -> dict[str, Any]:
 
 
 def record_synthetic(plan: TrialPlan, runner: Runner, ctx: TrialContext) -> None:
-    """Make every synthetic set the trial needs, refuse unusable ones, and log their metrics."""
+    """Make every synthetic set the trial's first rounds need (refresh rounds make theirs as they come,
+    see `_rounds`), refuse unusable ones, and log their metrics."""
     for stage in plan.graph:
         if isinstance(stage, SynthesizeStage):
             synthetic = runner.run(stage)
-            _require_output(plan, stage.op_name, synthetic)
+            require_output(plan.spec, stage, synthetic, 0)
             op = stage.op_name
             ctx.tracker.log_values(ctx.trial_run_id, {f"synthetic/{op}/{k}": v for k, v in synthetic.metrics.items()})
             ctx.tracker.log_dict(ctx.trial_run_id, synthetic.stats, f"synthetic/{op}/stats.json")
             ctx.tracker.log_table(ctx.trial_run_id, synthetic.samples(20), f"synthetic/{op}/samples.json")
 
 
-def _require_output(plan: TrialPlan, op: str, synthetic: SyntheticSet) -> None:
+def require_sets(spec: Spec, stage: Stage, runner: Runner, round_: int, arm: str | None = None) -> None:
+    """Make the synthetic sets a pretraining round reads and refuse unusable ones, before it trains."""
+    for upstream in stage.inputs.values():
+        if isinstance(upstream, SynthesizeStage):
+            require_output(spec, upstream, runner.run(upstream), round_, arm)
+
+
+def require_output(spec: Spec, stage: SynthesizeStage, synthetic: SyntheticSet, round_: int,
+                   arm: str | None = None) -> None:
     """A set with less usable output than one training sequence is bad input, not an arm equal to
-    repetition: the loader trains on whole `seq_len` windows, so such a set would never be seen."""
-    seq_len = plan.spec.training.seq_len
+    repetition: the loader trains on whole `seq_len` windows, so such a set would never be seen.
+    Every set a round trains on is checked here: the first round's, the initial sets and every refresh's."""
+    seq_len = spec.training.seq_len
     if synthetic.shard.n_tokens >= seq_len:
         return
-    stats = synthetic.stats
+    op, stats = stage.op_name, synthetic.stats
+    passed, windows = stats.get("passed", 0), stats.get("windows", 0)
     failures = {k: v for k, v in stats.get("failures", {}).items() if v}
+    trained = "generator" in stage.inputs
+    generator = f"GRPO-trained generator ({stage.inputs['generator'].dirname})" if trained else "generator"
+    where = f"round {round_}" + (f" of arm {arm!r}" if arm else "")
     raise InputError.one(
-        f"the generator produced too little usable {op!r} output to train on: {stats.get('passed', 0)} of "
-        f"{stats.get('windows', 0)} windows passed the filters, {synthetic.shard.n_tokens} tokens, less than one "
-        f"training sequence (training.seq_len = {seq_len}); rejected: "
-        f"{', '.join(f'{k}: {v}' for k, v in failures.items()) or 'no reasons recorded'}; see {synthetic.records}",
-        file=plan.spec.source_file, key=f"generation.operations.{op}",
-        hint="rewrite more of the pool (raise generation.max_windows or drop it); 'truncated' means "
+        f"the {generator} produced too little usable {op!r} output to train on in {where}: {passed} of "
+        f"{windows} windows passed the filters (pass rate {passed / windows if windows else 0:.0%}), "
+        f"{synthetic.shard.n_tokens} tokens, less than one training sequence (training.seq_len = {seq_len}); "
+        f"rejected: {', '.join(f'{k}: {v}' for k, v in failures.items()) or 'no reasons recorded'}; "
+        f"see {synthetic.records}",
+        file=spec.source_file, key=f"generation.operations.{op}",
+        hint=("the GRPO run taught the generator to fail the filters: check its rewards (rewards.weights, "
+              "rewards.length.min_ratio), grpo.lr and grpo.steps, and its held-out pass rate per step; " if trained
+              else "") +
+             "rewrite more of the pool (raise generation.max_windows or drop it); 'truncated' means "
              "generation.generator.max_new_tokens is too small for the windows (or lower generation.window_tokens); "
              "otherwise check the model and the prompt")
 
@@ -215,11 +233,13 @@ def synthetic_usage(stages: list[Stage], runner: Runner) -> dict[str, Any]:
 
 
 def _rounds(arm: ArmPlan, runner: Runner, callbacks: list, on_round: Any = None) -> tuple[TrainResult, list[Stage]]:
-    """Train the arm round by round (one round unless its recipe refreshes); finished rounds load."""
+    """Train the arm round by round (one round unless its recipe refreshes); finished rounds load.
+    Each round's synthetic sets are made and checked (`require_sets`) before it trains."""
     builder = arm.builder
     rounds = arm.arm.rounds(builder)
     stages = [next(rounds)]
     while True:
+        require_sets(builder.spec, stages[-1], runner, len(stages) - 1, arm.name)
         result = runner.run(stages[-1], callbacks=callbacks)
         try:
             stages.append(rounds.send(result))

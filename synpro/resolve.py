@@ -83,6 +83,7 @@ def _plugins(spec: Spec) -> None:
         if missing:
             problems.append(Problem(f"{missing} are not in generation.operations "
                                     f"({', '.join(spec.generation.operations)})", f"arms.{i}.operations"))
+    problems += _searched_arm_options(spec)
     has_reference = any(ARMS.get(a.kind).is_reference for a in spec.arms if a.kind in ARMS)
     kinds = {a.name: a.kind for a in spec.arms}
     for key, objective in spec.search.targets():
@@ -93,6 +94,32 @@ def _plugins(spec: Spec) -> None:
                                     f"{objective.arm!r} ({kinds[objective.arm]}) trains on none", f"{key}.metric"))
     if problems:
         raise InputError(problems, file=spec.source_file)
+
+
+def _searched_arm_options(spec: Spec) -> list[Problem]:
+    """A search over an arm option (`arms.<name>.<option>`): the ends of its range (or every choice) must be
+    values the arm accepts, or every trial would fail when it builds its arm."""
+    from pydantic import ValidationError
+
+    from synpro.arms import ARMS
+
+    problems: list[Problem] = []
+    lines = _lines(spec)
+    for path, param in spec.search.params.items():
+        parts = path.split(".")
+        arm = next((a for i, a in enumerate(spec.arms) if len(parts) == 3 and parts[0] == "arms"
+                    and parts[1] in (a.name, str(i))), None)
+        if arm is None or arm.kind not in ARMS:
+            continue
+        values = param.choices if param.type == "categorical" else [param.low, param.high]
+        for value in dict.fromkeys(values):
+            try:
+                ARMS.get(arm.kind).Options.model_validate({**(arm.model_extra or {}), parts[2]: value})
+            except ValidationError as err:
+                reasons = "; ".join(e["msg"] for e in err.errors())
+                problems.append(Problem(f"{value!r} is not a valid {parts[2]!r} for a {arm.kind} arm: {reasons}",
+                                        f"search.params.{path}", lines.get(("search", "params", path))))
+    return problems
 
 
 def _rewards(spec: Spec) -> None:

@@ -34,6 +34,13 @@ CASES = {
     "arm-option": ("arms: [{kind: repetition, epochs: 3}]\nsearch: {objective: {arm: repetition}}\n", "arms.0.epochs"),
     "arm-operation": ("arms: [{kind: prompted, operations: [summarize]}]\nsearch: {objective: {arm: prompted}}\n",
                       "arms.0.operations"),
+    "synthetic-share": ("arms: [{kind: repetition}, {kind: synpro, synthetic_share: 1.5}]\n"
+                        "search: {objective: {arm: synpro}}\n", "arms.1.synthetic_share"),
+    "initial-sets": ("arms: [{kind: synpro, initial_sets: sometimes}]\nsearch: {objective: {arm: synpro}}\n",
+                     "arms.0.initial_sets"),
+    "searched-share": ("arms: [{kind: prompted}]\nsearch:\n  objective: {arm: prompted}\n  params:\n"
+                       "    arms.prompted.synthetic_share: {type: float, low: 0.0, high: 0.5, step: 0.25}\n",
+                       "search.params.arms.prompted.synthetic_share"),
     "unknown-operation": (REPETITION + "generation: {operations: {poem: {kind: sonnet}}}\n",
                           "generation.operations.poem.kind"),
     "objective-needs-oracle": ("arms: [{kind: repetition}]\nsearch: {objective: {arm: repetition, "
@@ -67,12 +74,15 @@ def test_unrunnable_specs_fail_resolution_with_key_and_line(tmp_path, case):
     problems = {p.key: p for p in caught.value.problems}
     assert key in problems, str(caught.value)
     assert problems[key].line is not None and caught.value.file == str(path)
+    if case == "searched-share":  # the line of that very parameter, and the value at fault
+        assert path.read_text().splitlines()[problems[key].line - 1].strip().startswith("arms.prompted.synthetic_share")
+        assert "0.0" in problems[key].message and "greater than 0" in problems[key].message
     if case == "synthetic-metric-without-sets":  # the line of that very objective
         assert path.read_text().splitlines()[problems[key].line - 1].strip().startswith("- {arm: repetition")
 
 
 @pytest.mark.parametrize("case", ["jsonl-missing", "budget-too-big", "generator-offline", "store-url",
-                                  "synthetic-metric-without-sets"])
+                                  "synthetic-metric-without-sets", "synthetic-share"])
 def test_validate_and_sweep_exit_2_and_write_nothing(tmp_path, case):
     body, key = CASES[case]
     path = _write_case(tmp_path, body)

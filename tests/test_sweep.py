@@ -445,3 +445,75 @@ def test_synpro_and_its_ablations_finish_side_by_side(tmp_path, parrot_model):
     # from the base model: the same runs for repro and static
     assert sorted(grpo) == ["reformat", "reformat", "rephrase", "rephrase"]
     assert len(list(workdir.glob("stages/probe-*/_stage.json"))) == 1  # repro and static run no probe
+
+
+# One refresh at 2,048 tokens, CPU-sized probe and GRPO, for the rephrase operation alone.
+REFRESH = ABLATIONS[:ABLATIONS.index("arms:")].replace(", reformat: {format: 1.0, influence: 1.0}", "")
+
+
+def refresh_spec(tmp_path: Path, generator: Path, arms: str, objective: str) -> Path:
+    """The synthetic spec with one operation, SynPro's refresh settings and the given arms."""
+    spec = synthetic_spec(tmp_path, generator)
+    text = spec.read_text().replace(
+        "arms: [{kind: repetition}, {kind: oracle}, {kind: prompted}, {kind: prompted, name: rewrite}]\n",
+        REFRESH + arms)
+    spec.write_text(text.replace("arm: repetition, metric: final_val_loss", f"arm: {objective}, metric: final_val_loss"))
+    return spec
+
+
+def test_a_refresh_set_without_usable_output_stops_the_sweep_before_training_on_it(tmp_path, random_model):
+    """No set exists before the refresh (round 0 is organic only), so the first set is made at round 1, by a
+    GRPO-trained random model: its garbage fails the filters, and the sweep stops there with exit 2."""
+    spec = refresh_spec(tmp_path, random_model, "arms: [{kind: synpro, operations: [rephrase]}]\n", "synpro")
+    workdir = tmp_path / "wd"
+    result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert "generation.operations.rephrase" in message and "too little usable 'rephrase' output" in message
+    assert "in round 1 of arm 'synpro'" in message and "0 of 6 windows passed the filters (pass rate 0%)" in message
+    assert "GRPO-trained generator (grpo-" in message
+    [round_0] = [p for p in workdir.glob("stages/pretrain-*") if p.is_dir()]  # round 1 never started
+    assert json.loads((round_0 / "_stage.json").read_text())["config"]["mixture"] == ["organic"]
+    assert len(list(workdir.glob("stages/grpo-*/_stage.json"))) == 1  # the refresh ran up to the set
+
+
+def test_initial_sets_train_round_0_on_synthetic_tokens_at_the_share_asked(tmp_path, parrot_model):
+    """`initial_sets`: GRPO and a set before the first pretraining (shared by key with a static arm), and
+    round 0 reads them; `synthetic_share: 0.5` puts half of the tokens trained on the set instead of its
+    token-count share (a few percent here)."""
+    arms = """\
+arms:
+  - {kind: synpro, name: initial, operations: [rephrase], initial_sets: true}
+  - {kind: synpro, name: half, operations: [rephrase], initial_sets: true, synthetic_share: 0.5}
+  - {kind: synpro, name: static, operations: [rephrase], refresh: false}
+"""
+    spec = refresh_spec(tmp_path, parrot_model, arms, "initial")
+    spec.write_text(spec.read_text().replace("max_rounds: 1", "max_rounds: 0"))  # round 0 runs to T
+    workdir = tmp_path / "wd"
+    plan = synpro("plan", str(spec), "--workdir", str(workdir), "--format", "json", cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    rows = json.loads(plan.stdout)
+    kinds = [r["kind"] for r in rows]
+    first = next(i for i, r in enumerate(rows) if r["arm"] == "initial")
+    assert kinds.count("grpo") == 1 and kinds.count("synthesize") == 1  # one generator and set for all three
+    assert kinds.index("grpo") < kinds.index("synthesize") < first and rows[first]["kind"] == "pretrain"
+
+    result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifests = {m["label"]: m for m in (json.loads(p.read_text()) for p in workdir.glob("stages/pretrain-*/_stage.json"))}
+    [rephrase_set] = synthetic_sets(workdir, "rephrase")
+    shares = {}
+    for name in ("initial", "half"):
+        manifest = manifests[name]
+        assert manifest["config"]["mixture"] == ["organic", "rephrase-r0"]
+        assert manifest["inputs"]["rephrase-r0"] == rephrase_set.name.removeprefix("synthesize-")
+        assert manifest["metrics"]["epochs_per_source"][rephrase_set.name] > 0
+        shares[name] = manifest["metrics"]["synthetic_token_share"]
+    assert 0 < shares["initial"] < 0.2 and 0.4 < shares["half"] < 0.6
+    assert manifests["half"]["config"]["synthetic_share"] == 0.5 and "synthetic_share" not in manifests["initial"]["config"]
+    [trial] = results_json(workdir)
+    epochs = {n: trial["arms"][n]["per_seed"]["1"]["epochs_per_source"][rephrase_set.name] for n in ("initial", "half")}
+    # The set is repeated to fill its share of T: its epochs grow with the share, organic's shrink.
+    assert epochs["half"] / epochs["initial"] == pytest.approx(shares["half"] / shares["initial"])
+    assert epochs["half"] > 2 * epochs["initial"]

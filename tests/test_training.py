@@ -102,6 +102,41 @@ def test_loader_resumes_exactly_across_epochs_and_splits_ranks(tmp_path):
     assert _ids(next(ranks[0])) + _ids(next(ranks[1])) == _ids(next(make(7)))
 
 
+def test_loader_weights_set_each_sources_share_and_read_its_windows_evenly(tmp_path):
+    """Weights 1:1 over 300 and 100 windows: half the windows from each, b repeated three times as often
+    as a; over whole epochs every window of a source is read as often as any other (±1)."""
+    shards = _window_shards(tmp_path)
+
+    def make(**kw) -> TokenLoader:
+        return TokenLoader(shards, seq_len=8, batch_size=8, micro_batch_size=4, seed=3, weights=[0.5, 0.5], **kw)
+
+    loader = make()
+    assert loader.n_windows == 400  # slots per epoch: 200 for each source
+    epoch = [i for _ in range(50) for i in _ids(next(loader))]
+    assert sum(i >= 1500 for i in epoch) == 200  # exactly the share over an epoch
+    assert 0.4 < sum(i >= 1500 for i in epoch[:200]) / 200 < 0.6  # and about it on any stretch (shuffled)
+    counts = np.bincount(np.array(epoch) - 1000, minlength=600)
+    assert counts[500:600].tolist() == [2] * 100 and sorted(set(counts[:300].tolist())) == [0, 1]
+    three = epoch + [i for _ in range(100) for i in _ids(next(loader))]
+    counts = np.bincount(np.array(three) - 1000, minlength=600)
+    assert counts[:300].tolist() == [2] * 300 and counts[500:600].tolist() == [6] * 100  # a read in turn
+    usage = loader.usage()
+    assert usage["a"].tokens == usage["b"].tokens == 600 * 8
+    assert usage["a"].epochs == 2.0 and usage["b"].epochs == 6.0
+    from_b = 600 + sum(i >= 1500 for i in _ids(next(loader)))  # into the fourth epoch
+    usage = loader.usage()
+    assert usage["b"].tokens == from_b * 8 and usage["b"].epochs == pytest.approx(from_b / 100)
+    assert usage["a"].epochs == pytest.approx((1208 - from_b) / 300)
+
+    resumed = make()
+    resumed.load_state_dict(loader.state_dict())
+    assert [_ids(next(resumed)) for _ in range(5)] == [_ids(next(loader)) for _ in range(5)]
+    only_a = TokenLoader(shards, seq_len=8, batch_size=8, micro_batch_size=4, seed=3, weights=[1, 0])
+    assert all(i < 1500 for _ in range(50) for i in _ids(next(only_a)))
+    with pytest.raises(ValueError, match="one non-negative value per source"):
+        TokenLoader(shards, seq_len=8, batch_size=8, micro_batch_size=4, seed=3, weights=[1])
+
+
 def test_loader_rejects_bad_inputs(tmp_path):
     shards = _window_shards(tmp_path)
     with pytest.raises(ValueError, match="distinct names"):

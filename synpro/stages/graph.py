@@ -83,11 +83,12 @@ class GraphBuilder:
                                    previous=previous if spec.grpo.init == "previous" else None))
 
     def pretrain(self, sources: dict[str, Stage], *, label: str, parent: Stage | None = None,
-                 stop: dict | None = None) -> Stage:
-        """Pretraining on organic + `sources` to T; with a parent, continuing from where it ended."""
+                 stop: dict | None = None, synthetic_share: float | None = None) -> Stage:
+        """Pretraining on organic + `sources` to T; with a parent, continuing from where it ended.
+        `synthetic_share`: the share of its tokens drawn from the synthetic sets (None: by token count)."""
         return self._add(PretrainStage(self.spec, self.total_tokens, self.pools, sources, label=label,
                                        parent=parent, continue_at="end" if parent is not None else None,
-                                       stop=stop))
+                                       stop=stop, synthetic_share=synthetic_share))
 
     def probe(self, pretrain: Stage, *, label: str = "") -> Stage:
         """θ → θ′ on the reference task, from where `pretrain` ended."""

@@ -5,6 +5,11 @@ The mixture is a list of input names: `organic` (the pools' organic shard), `ext
 run's checkpoint at `continue_at` tokens (model, optimizer, step and token count) on this mixture,
 so the two read as one learning curve. Observing callbacks (the store and MLflow sinks) travel in
 the context and never enter the key.
+
+Sources are mixed by token count unless `synthetic_share` is set (and the mixture holds a
+`synthesize` input): then that share of the windows trained comes from the synthetic sets, split
+among them by their usable tokens, and the rest from the other sources (organic) by theirs. The
+share enters the config (and so the key) only when it applies; the measured share is a metric.
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ class PretrainStage(Stage):
 
     def __init__(self, spec: "Spec", total_tokens: int, pools: Stage, sources: Mapping[str, Stage], *,
                  label: str = "", keep_tokens: tuple[int, ...] = (), parent: Stage | None = None,
-                 continue_at: int | str | None = None, stop: Mapping | None = None):
+                 continue_at: int | str | None = None, stop: Mapping | None = None,
+                 synthetic_share: float | None = None):
         inputs: dict[str, Stage] = {"pools": pools, **sources}
         if parent is not None:
             inputs["parent"] = parent
-        super().__init__({
+        config = {
             "model": spec.model.model_dump(mode="json"),
             "training": spec.training.model_dump(mode="json", exclude={"device", "compile"}),
             "total_tokens": total_tokens, "seed": spec.experiment.seed,
@@ -43,7 +49,10 @@ class PretrainStage(Stage):
             # Model snapshots for downstream evaluation, at its (coarser) interval; none without tasks.
             "snapshot_every": (spec.eval.interval_tokens or spec.training.eval_interval_tokens) if spec.eval.tasks
             else None,
-        }, inputs, label=label)
+        }
+        if synthetic_share is not None and _synthetic(sources):  # absent otherwise: keys as before the knob
+            config["synthetic_share"] = synthetic_share
+        super().__init__(config, inputs, label=label)
         self.spec = spec
 
     def shards(self, inputs: Mapping[str, object]) -> list:
@@ -54,11 +63,31 @@ class PretrainStage(Stage):
             out.append(getattr(value, "shard", value))  # a synthetic set carries its shard
         return out
 
+    def weights(self, shards: list) -> list[float] | None:
+        """Each source's share of the windows trained (None: by token count); see the module docstring."""
+        share = self.config.get("synthetic_share")
+        if share is None:
+            return None
+        seq_len = self.spec.training.seq_len
+        names = self.config["mixture"]
+        synthetic = set(_synthetic({n: self.inputs[n] for n in names if n != ORGANIC}))
+        windows = {n: shard.n_tokens // seq_len for n, shard in zip(names, shards)}
+        groups = {True: sum(windows[n] for n in synthetic), False: sum(windows[n] for n in names if n not in synthetic)}
+        if not groups[True] or not groups[False]:
+            return None  # one side holds no full window: only the other can be read
+        return [(share if n in synthetic else 1 - share) * windows[n] / groups[n in synthetic] for n in names]
+
     def run(self, ctx: StageContext) -> dict:
         result = self._train(ctx.folder, ctx.inputs, ctx.callbacks, ctx.progress)
+        synthetic = _synthetic({n: self.inputs[n] for n in self.config["mixture"] if n != ORGANIC})
+        trained = sum(result.tokens_per_source.values())
+        shards = dict(zip(self.config["mixture"], self.shards(ctx.inputs)))
+        seen = sum(result.tokens_per_source.get(shards[n].name, 0) for n in synthetic)
         return {"final_val_loss": result.final_val_loss, "tokens_seen": result.tokens_seen,
                 "epochs_per_source": result.epochs_per_source, "stopped_early": result.stopped_early,
-                "resumed_at_tokens": result.resumed_at_tokens}
+                "resumed_at_tokens": result.resumed_at_tokens,
+                # of the tokens this run trained (a continued run: since its parent), from the synthetic sets
+                "synthetic_token_share": seen / trained if trained else 0.0}
 
     def load(self, folder: Path, inputs):
         from synpro.training import TrainResult
@@ -76,12 +105,18 @@ class PretrainStage(Stage):
             at = self.config["continue_at"]
             continue_from = Path(parent.last_checkpoint if at == "end" else parent.tagged[str(at)])  # type: ignore[attr-defined]
         stops, keep = _stops(self.config["stop"])
+        sources = self.shards(inputs)
         return train(model=self.spec.model, training=self.spec.training, vocab=pools.vocab,
-                     sources=self.shards(inputs), total_tokens=self.config["total_tokens"],
+                     sources=sources, source_weights=self.weights(sources), total_tokens=self.config["total_tokens"],
                      validation=pools.validation, out_dir=folder, seed=self.config["seed"],
                      callbacks=[*stops, *callbacks], continue_from=continue_from,
                      keep_tokens=sorted({*self.config["keep_tokens"], *keep}),
                      snapshot_every=self.config["snapshot_every"], progress=progress)
+
+
+def _synthetic(sources: Mapping[str, Stage]) -> list[str]:
+    """The names of the sources that are synthetic sets."""
+    return [name for name, stage in sources.items() if stage.kind == "synthesize"]
 
 
 def _stops(stop: Mapping | None) -> tuple[list, list[int]]:

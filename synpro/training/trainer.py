@@ -79,8 +79,12 @@ def train(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: li
           total_tokens: int, validation: TokenShard, out_dir: Path, seed: int,
           callbacks: Sequence[Callback] = (), init_from: Path | None = None,
           continue_from: Path | None = None, keep_tokens: Sequence[int] = (),
-          snapshot_every: int | None = None, progress: bool = True) -> TrainResult:
+          snapshot_every: int | None = None, progress: bool = True,
+          source_weights: Sequence[float] | None = None) -> TrainResult:
     """Train (or resume, or return the finished result of) the run kept in `out_dir`.
+
+    `source_weights` (one per source): each source's share of the windows trained (`TokenLoader`); None
+    mixes the sources by token count.
 
     Under torchrun (WORLD_SIZE > 1) every rank calls this; the global batch is split across ranks
     and only rank 0 writes files or calls callbacks.
@@ -88,7 +92,8 @@ def train(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: li
     out_dir = Path(out_dir)
     config = _run_config(model=model, training=training, vocab=vocab, sources=sources,
                          total_tokens=total_tokens, validation=validation, seed=seed, init_from=init_from,
-                         continue_from=continue_from, keep_tokens=keep_tokens, snapshot_every=snapshot_every)
+                         continue_from=continue_from, keep_tokens=keep_tokens, snapshot_every=snapshot_every,
+                         source_weights=source_weights)
     _check_same_run(out_dir, config)
     if (out_dir / RESULT).exists():
         return TrainResult.from_json((out_dir / RESULT).read_text())
@@ -103,7 +108,8 @@ def train(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: li
                            total_tokens=total_tokens, validation=validation, out_dir=out_dir,
                            seed=seed, init_from=init_from, continue_from=continue_from,
                            keep_tokens=keep_tokens, snapshot_every=snapshot_every, device=device, rank=rank,
-                           world_size=world_size, callbacks=list(callbacks) if rank == 0 else [])
+                           world_size=world_size, callbacks=list(callbacks) if rank == 0 else [],
+                           source_weights=source_weights)
         if progress and rank == 0:
             with RichProgress(trainer.n_steps * training.tokens_per_step, trainer.tokens) as bar:
                 trainer.callbacks.append(bar)
@@ -116,7 +122,8 @@ class _Trainer:
                  sources: list[TokenShard], total_tokens: int, validation: TokenShard,
                  out_dir: Path, seed: int, init_from: Path | None, continue_from: Path | None,
                  keep_tokens: Sequence[int], snapshot_every: int | None, device: torch.device,
-                 rank: int, world_size: int, callbacks: list[Callback]):
+                 rank: int, world_size: int, callbacks: list[Callback],
+                 source_weights: Sequence[float] | None = None):
         self.training = training
         self.total_tokens = total_tokens
         self.validation = validation
@@ -155,7 +162,7 @@ class _Trainer:
             fused=device.type == "cuda")
         self.loader = TokenLoader(sources, seq_len=training.seq_len, batch_size=training.batch_size,
                                   micro_batch_size=micro, seed=seed, rank=rank, world_size=world_size,
-                                  pin_memory=device.type == "cuda")
+                                  pin_memory=device.type == "cuda", weights=source_weights)
 
         self.tokens = 0
         self.step = 0
@@ -445,9 +452,9 @@ def _curve_line(point: EvalPoint) -> str:
 def _run_config(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: list[TokenShard],
                 total_tokens: int, validation: TokenShard, seed: int,
                 init_from: Path | None, continue_from: Path | None, keep_tokens: Sequence[int],
-                snapshot_every: int | None) -> dict[str, Any]:
+                snapshot_every: int | None, source_weights: Sequence[float] | None = None) -> dict[str, Any]:
     """What determines the run's result (device and compile do not)."""
-    return {
+    config = {
         "model": model.model_dump(mode="json"),
         "training": training.model_dump(mode="json", exclude={"device", "compile"}),
         "vocab": asdict(vocab),
@@ -460,6 +467,9 @@ def _run_config(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sourc
         "keep_tokens": sorted(set(keep_tokens)),
         "snapshot_every": snapshot_every,
     }
+    if source_weights is not None:  # absent when mixing by token count, so earlier runs' folders still match
+        config["source_weights"] = [float(w) for w in source_weights]
+    return config
 
 
 def _check_same_run(out_dir: Path, config: dict[str, Any]) -> None:

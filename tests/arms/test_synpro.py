@@ -76,3 +76,56 @@ def test_ablations_train_generators_without_the_influence_reward(random_model, o
     assert generator.key != full[-1].inputs["rephrase-r1"].inputs["generator"].key
     if options.get("refresh") is False:  # static generators: one round, sets from the start
         assert len(stages) == 1 and stages[0].config["stop"] is None
+
+
+def test_initial_sets_train_round_0_on_static_generators_and_later_rounds_refresh(random_model):
+    """`initial_sets`: round 0 reads a first generation of sets made by generators GRPO-trained before
+    pretraining (no probe, no influence): the very stages of a `refresh: false` arm (same keys)."""
+    arm = {"kind": "synpro", "operations": ["rephrase"], "initial_sets": True}
+    first, second, third = _rounds(_spec(random_model, arm, max_rounds=2))
+    assert first.config["mixture"] == ["organic", "rephrase-r0"] and first.config["stop"] == {"at_tokens": 4096}
+    initial = first.inputs["rephrase-r0"].inputs["generator"]
+    assert initial.kind == "grpo" and "probe" not in initial.inputs and "previous" not in initial.inputs
+    [static] = _rounds(_spec(random_model, {"kind": "synpro", "operations": ["rephrase"], "refresh": False}))
+    assert static.inputs["rephrase"].key == first.inputs["rephrase-r0"].key
+    # Refreshes as without initial sets (from the base model by default), on a cumulative pool.
+    assert third.config["mixture"] == ["organic", "rephrase-r0", "rephrase-r1", "rephrase-r2"]
+    plain = _rounds(_spec(random_model, {"kind": "synpro", "operations": ["rephrase"]}, max_rounds=2))
+    assert second.inputs["rephrase-r1"].inputs["generator"].config == plain[1].inputs["rephrase-r1"].inputs[
+        "generator"].config
+    assert "previous" not in second.inputs["rephrase-r1"].inputs["generator"].inputs
+    # grpo.init: previous continues from the initial generator; pool: latest drops the initial sets.
+    spec = _spec(random_model, arm).with_params({"grpo.init": "previous"})
+    start, refreshed = _rounds(spec)
+    assert refreshed.inputs["rephrase-r1"].inputs["generator"].inputs["previous"] is \
+        start.inputs["rephrase-r0"].inputs["generator"]
+    _, latest = _rounds(_spec(random_model, {**arm, "pool": "latest"}))
+    assert latest.config["mixture"] == ["organic", "rephrase-r1"]
+
+
+def test_default_keys_do_not_move_and_a_refresh_that_remakes_a_set_adds_it_once(random_model):
+    plain = _rounds(_spec(random_model, {"kind": "synpro", "operations": ["rephrase"]}))
+    explicit = _rounds(_spec(random_model, {"kind": "synpro", "operations": ["rephrase"], "initial_sets": False,
+                                            "synthetic_share": None}))
+    assert [s.key for s in plain] == [s.key for s in explicit]
+    # No influence and generators from the base model: every refresh's GRPO run is the initial one, so
+    # its set is too, and the pool holds it once (a source twice would be refused by the loader).
+    arm = {"kind": "synpro", "operations": ["rephrase"], "initial_sets": True, "influence": False}
+    stages = _rounds(_spec(random_model, arm, max_rounds=2))
+    assert [s.config["mixture"] for s in stages] == [["organic", "rephrase-r0"]] * 3
+    repro = _rounds(_spec(random_model, {"kind": "synpro", "operations": ["rephrase"], "influence": False},
+                          max_rounds=2))
+    assert repro[-1].config["mixture"] == ["organic", "rephrase-r1"]
+
+
+def test_the_synthetic_share_keys_only_the_rounds_that_read_sets(random_model):
+    plain = _rounds(_spec(random_model, {"kind": "synpro", "operations": ["rephrase"]}))
+    shared = _rounds(_spec(random_model, {"kind": "synpro", "operations": ["rephrase"], "synthetic_share": 0.25}))
+    assert shared[0].key == plain[0].key and "synthetic_share" not in shared[0].config  # organic only: one run
+    assert shared[1].config["synthetic_share"] == 0.25 and shared[1].key != plain[1].key
+    [static] = _rounds(_spec(random_model, {"kind": "synpro", "refresh": False, "synthetic_share": 0.5}))
+    assert static.config["synthetic_share"] == 0.5
+    # A search samples it like any field: `arms.<arm name>.synthetic_share`.
+    searched = _rounds(_spec(random_model, {"kind": "synpro", "operations": ["rephrase"]}).with_params(
+        {"arms.synpro.synthetic_share": 0.25}))
+    assert [s.key for s in searched] == [s.key for s in shared]
