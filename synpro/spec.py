@@ -471,7 +471,7 @@ class GrpoSpec(_Strict):
     save_every: int = Field(default=10, gt=0, description="checkpoint interval in steps (resume only)")
     backend: Literal["auto", "transformers", "vllm"] = Field(default="auto", description="generation during "
                                                             "training; auto: vLLM where CUDA and vllm exist")
-    seed: int | None = Field(default=None, description="default: experiment.seed")
+    seed: int | None = Field(default=None, description="default: the data seed (a generator makes data)")
 
     @model_validator(mode="after")
     def _micro_divides(self) -> "GrpoSpec":

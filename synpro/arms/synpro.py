@@ -14,6 +14,10 @@ The recipe (method.md §2), one pretraining stage per round:
   run) brings the same set, which the pool holds once;
 - after `refresh.max_rounds` refreshes the last round runs to T.
 
+Replicates share their data: a refresh probes the data seed's run (`experiment.data_seed`) where its
+round ended, so its generators and sets are made once and every training seed continues from its own
+θ on them (under a plateau schedule a seed may refresh at another point than the run it shares with).
+
 Ablations are options, not code paths: `influence: false` drops the influence reward (no probe; the
 authors' earlier RePro recipe), `refresh: false` trains the generators once before pretraining
 (static generators: no probe, so no influence reward), `operations: [rephrase]` keeps one
@@ -58,12 +62,16 @@ class SynPro(SyntheticArm):
             for op in self.operations():
                 generators[op] = graph.grpo(op, influence=False)
                 sets[f"{op}-r0"] = graph.synthetic(op, generator=generators[op])
+        # Refreshes probe the data seed's run (its twin here), so every training seed trains on the same
+        # sets and replicates differ only in pretraining; with one seed the twin is the stage itself.
+        twin_graph = graph.data_seeded()
         stage = graph.pretrain(sets, label=self.name, stop=refresh.stop(0), synthetic_share=share)
+        twin = twin_graph.pretrain(sets, label=self.name, stop=refresh.stop(0), synthetic_share=share)
         result = yield stage
         round_ = 0
         while result.stopped_early and round_ < refresh.max_rounds:
             round_ += 1
-            probe = graph.probe(stage, label=f"{self.name}-r{round_}") if self.options.influence else None
+            probe = twin_graph.probe(twin, label=f"{self.name}-r{round_}") if self.options.influence else None
             new = {}
             for op in self.operations():
                 generators[op] = graph.grpo(op, probe=probe, previous=generators.get(op),
@@ -76,4 +84,6 @@ class SynPro(SyntheticArm):
                 sets = new
             stage = graph.pretrain(sets, label=self.name, parent=stage, stop=refresh.stop(round_),
                                    synthetic_share=share)
+            twin = twin_graph.pretrain(sets, label=self.name, parent=twin, stop=refresh.stop(round_),
+                                       synthetic_share=share)
             result = yield stage

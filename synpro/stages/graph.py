@@ -27,8 +27,10 @@ def _seeded(spec: "Spec", seed: int) -> "Spec":
 class GraphBuilder:
     """Hands arms the trial's shared stages, each built once.
 
-    Data stages (pools, extra, synthetic sets, task data) take the data seed, training stages the
-    training seed, so replicates share every data stage and differ only in what they train.
+    Data stages (pools, extra, synthetic sets, task data, and the GRPO runs that train the generators
+    of those sets) take the data seed, training stages the training seed, so replicates share every
+    data stage and differ only in what they train (a GRPO run with a probe still differs per seed:
+    its probe's θ does).
     """
 
     def __init__(self, spec: "Spec", total_tokens: int, *, seed: int | None = None,
@@ -44,6 +46,10 @@ class GraphBuilder:
     def seeded(self, seed: int) -> "GraphBuilder":
         """The same graph, handing out training stages that train with `seed`."""
         return GraphBuilder(self.base_spec, self.total_tokens, seed=seed, stages=self._stages)
+
+    def data_seeded(self) -> "GraphBuilder":
+        """The same graph at the data seed: the run whose checkpoints a shared refresh probes."""
+        return self.seeded(self.base_spec.experiment.resolved_data_seed())
 
     def for_spec(self, spec: "Spec") -> "GraphBuilder":
         """The same graph for another spec (a fixed reference): stages both need appear once."""
@@ -73,7 +79,7 @@ class GraphBuilder:
         """The GRPO-trained generator of op_name: from the base model, or from `previous` (the last round's
         grpo stage) when grpo.init is "previous"; `probe` serves the influence reward. Without influence
         (the RePro ablation, or generators trained before any checkpoint exists) its weight is dropped."""
-        spec = self.spec
+        spec = self.data_spec
         if not influence:
             from synpro.rewards.scoring import weights_for
 

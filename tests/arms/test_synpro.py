@@ -129,3 +129,22 @@ def test_the_synthetic_share_keys_only_the_rounds_that_read_sets(random_model):
     searched = _rounds(_spec(random_model, {"kind": "synpro", "operations": ["rephrase"]}).with_params(
         {"arms.synpro.synthetic_share": 0.25}))
     assert [s.key for s in searched] == [s.key for s in shared]
+
+
+def test_replicates_share_each_refresh_probed_on_the_data_seed(random_model):
+    """Seeds 0 and 1 with data seed 0: both continue from their own θ on one set, made by one generator
+    that learnt from one probe of seed 0's round 0."""
+    spec = _spec(random_model, {"kind": "synpro", "operations": ["rephrase"]})
+    spec = spec.model_copy(update={"experiment": spec.experiment.model_copy(update={"seeds": [0, 1], "data_seed": 0})})
+    arm = make_arm(spec.arms[1])
+    graph = GraphBuilder(spec, spec.budget.resolve(spec.model)[1])
+    by_seed = {}
+    for seed in (0, 1):
+        rounds = arm.rounds(graph.seeded(seed))
+        by_seed[seed] = [next(rounds), rounds.send(_ended())]
+    (first0, second0), (first1, second1) = by_seed[0], by_seed[1]
+    assert first0.key != first1.key and second0.key != second1.key  # each seed trains its own model
+    assert second0.inputs["parent"] is first0 and second1.inputs["parent"] is first1
+    assert second0.inputs["rephrase-r1"] is second1.inputs["rephrase-r1"]  # one set for both
+    generator = second1.inputs["rephrase-r1"].inputs["generator"]
+    assert generator.inputs["probe"].inputs["pretrain"] is first0  # probed where the data seed's run ended
