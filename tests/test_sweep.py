@@ -414,11 +414,14 @@ arms:
 def test_synpro_and_its_ablations_finish_side_by_side(tmp_path, parrot_model):
     """Every ablation is an option of one arm: a sweep with all of them stores each next to repetition, and
     ablations that agree up to a stage share that stage (one GRPO run, not one per arm). The parrot
-    generator's rephrases pass the filters, which the static arm's sets (made before pretraining) must."""
+    generator's rephrases pass the filters, which every set a round trains on must. It answers in prose
+    only, so a real reformat set would hold no entries (refused before its round trains): the operation
+    the arms call `reformat` is a second rephrase here, with its own rewards and so its own GRPO runs."""
     spec = synthetic_spec(tmp_path, parrot_model)
     arms = "arms: [{kind: repetition}, {kind: oracle}, {kind: prompted}, {kind: prompted, name: rewrite}]\n"
     text = spec.read_text().replace(arms, ABLATIONS)
-    text = text.replace("min_similarity: -1}\n", "min_similarity: -1}\n    reformat: {kind: reformat}\n")
+    rephrase = "{kind: rephrase, min_chars: 10, min_length_ratio: 0, min_similarity: -1}\n"
+    text = text.replace(rephrase, rephrase + "    reformat: " + rephrase)
     spec.write_text(text.replace("arm: repetition, metric: final_val_loss", "arm: synpro, metric: final_val_loss"))
     workdir = tmp_path / "wd"
     result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
