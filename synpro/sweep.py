@@ -185,7 +185,9 @@ def _preflight(spec: Spec, progress: bool) -> None:
     with file_lock(spec.workdir / ".sweep-setup.lock"):
         points = search.grid_points(spec) if spec.search.sampler == "grid" else [{}]
         plan = plan_trial(spec.with_params(points[0]))
-        runner = Runner(plan.stages_dir, progress=progress)
+        from synpro.executors import make_executor
+
+        runner = Runner(plan.stages_dir, progress=progress, executor=make_executor(plan.spec))
         for stage in plan.graph:
             if isinstance(stage, (PoolsStage, ExtraStage)):
                 runner.run(stage)
