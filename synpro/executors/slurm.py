@@ -71,6 +71,7 @@ class SlurmExecutor(Executor):
         while True:
             stage.observe(folder, callbacks, observed)
             if is_done(stage, runner.root):
+                write_job(folder, {**record, "stage_done": True, "ended": time.time()})
                 return
             state = slurm_state(job)
             if state != record.get("state"):
@@ -78,6 +79,7 @@ class SlurmExecutor(Executor):
                 write_job(folder, record)
             if state in ENDED:
                 if is_done(stage, runner.root):
+                    write_job(folder, {**record, "stage_done": True, "ended": time.time()})
                     return
                 log = Path(str(job.paths.stdout))
                 raise StageFailed(f"{stage!r}: Slurm job {job.job_id} ended {state} without finishing the stage "
