@@ -199,3 +199,39 @@ def test_a_preemption_signal_checkpoints_at_once_and_the_resumed_run_is_the_same
     resumed = run(tmp_path / "run")
     assert resumed.resumed_at_tokens == 5 * 256
     assert resumed.curve == reference.curve  # train losses too: the partial sum travelled
+
+
+# ---- torchrun from `synpro sweep` ------------------------------------------------------------------
+
+def _pretrain_folder(workdir: Path) -> Path:
+    (folder,) = (workdir / "stages").glob("pretrain-*")
+    return folder
+
+
+def _curve(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "curve.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_a_two_rank_torchrun_sweep_has_the_curve_of_one_process_and_resumes_after_a_rank_is_killed(tmp_path):
+    one = synpro("sweep", str(_spec(tmp_path / "one")), "--workdir", str(tmp_path / "one" / "wd"), "--no-progress",
+                 cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    spec = _spec(tmp_path / "two", "resources: {pretrain: {processes: 2}}\n")
+    workdir = tmp_path / "two" / "wd"
+    # Rank 0 dies (SIGKILL) right after committing its second checkpoint; torchrun takes rank 1 down.
+    killed = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path,
+                    env={"SYNPRO_KILL_AT": "pretrain.checkpoint:2"})
+    assert killed.returncode != 0 and "torchrun with 2 ranks exited" in killed.stderr + killed.stdout
+    folder = _pretrain_folder(workdir)
+    assert read_manifest(folder) is None and (folder / "checkpoints" / "LATEST").read_text() == "step-000000008"
+    resumed = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    manifest = read_manifest(folder)
+    assert folder.name == _pretrain_folder(tmp_path / "one" / "wd").name  # resources are in no key
+    assert manifest["metrics"]["resumed_at_tokens"] == 2048
+    assert sorted(p.name for p in (folder / ".executor" / "ranks").glob("rank-*.pid")) == ["rank-0.pid", "rank-1.pid"]
+    two, ref = _curve(folder), _curve(_pretrain_folder(tmp_path / "one" / "wd"))
+    assert [p["tokens"] for p in two] == [p["tokens"] for p in ref]
+    assert [p["val_loss"] for p in two] == pytest.approx([p["val_loss"] for p in ref], abs=2e-4)
+    assert [p["train_loss"] for p in two[1:]] == pytest.approx([p["train_loss"] for p in ref[1:]], abs=2e-4)
