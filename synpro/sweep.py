@@ -455,10 +455,15 @@ def run_workers(spec: Spec, workers: int, *, n_trials: int | None = None, progre
     _hide_secrets(spec)
     _preflight(spec, progress)
     payload = json.dumps({"spec": spec.to_dict(), "source_file": spec.source_file, "n_trials": n_trials})
+    from synpro.executors.local import split_gpus, visible_gpus
+
+    gpus = visible_gpus()  # each worker sees only its own share of this machine's GPUs
+    shares = split_gpus(gpus, workers)
     procs = []
     for i in range(workers):
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(shares[i])} if gpus else None
         proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--name", f"worker {i + 1}/{workers}"],
-                                stdin=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, text=True, env=env)
         proc.stdin.write(payload)
         proc.stdin.close()
         procs.append(proc)
