@@ -44,6 +44,7 @@ from optuna.trial import TrialState
 
 from synpro import search
 from synpro.core.faults import kill_point
+from synpro.core.preempt import Preempted
 from synpro.core.fs import file_lock
 from synpro.core.secrets import hide, mask
 from synpro.errors import InputError
@@ -431,7 +432,7 @@ def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, An
             tracker.finish(trial_run, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         with suppress(Exception):
             trial.set_user_attr(REASON_ATTR, reason)
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, (KeyboardInterrupt, Preempted)):  # no failure of the point: no retry used up
                 trial.set_user_attr(INTERRUPTED_ATTR, True)
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
