@@ -22,6 +22,7 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from synpro.core.fs import sqlite_url  # noqa: E402
+from synpro.core.preempt import Preempted  # noqa: E402
 from synpro.core.secrets import mask  # noqa: E402
 from synpro.display import fmt, seed_estimate  # noqa: E402
 from synpro.errors import InputError  # noqa: E402
@@ -88,6 +89,10 @@ def guarded(command: Callable) -> Callable:
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: finished work is kept; run the same command again to resume.")
             raise typer.Exit(130) from None
+        except Preempted as exc:
+            err.print(f"[yellow]pre-empted[/]: {escape(mask(str(exc)))}; its checkpoint is kept: run the same "
+                      "command again to resume.", highlight=False, soft_wrap=True)
+            raise typer.Exit(143) from None
         except typer.Exit:
             raise
         except Exception as exc:  # noqa: BLE001 - last resort: short message, full trace in a file

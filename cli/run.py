@@ -16,6 +16,18 @@ from synpro.core.secrets import mask
 from synpro.errors import InputError
 
 
+EXECUTOR_HELP = ("Where stages run, over the spec's executor.kind: local, slurm (a job per stage through submitit), "
+                 "or the local executor's mode: inline (in this process), subprocess (a process per stage).")
+
+
+def _executor_kind(value: Optional[str]) -> Optional[str]:
+    from synpro.executors import KINDS
+
+    if value is not None and value not in KINDS:
+        raise InputError.one(f"--executor {value!r}: expected one of {', '.join(KINDS)}")
+    return value
+
+
 @app.command()
 @guarded
 def validate(spec_path: Path = SpecArg,
@@ -89,8 +101,10 @@ def validate(spec_path: Path = SpecArg,
 @app.command()
 @guarded
 def plan(spec_path: Path = SpecArg, workdir: Optional[Path] = WorkdirOpt,
-         format: Format = typer.Option(Format.table, "--format", "-f", help="table or json.")) -> None:
-    """Print a trial's stage graph (kind, key, inputs, folder, done) without running anything.
+         format: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
+         executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP)) -> None:
+    """Print a trial's stage graph (kind, key, inputs, folder, done, executor, resources, last job)
+    without running anything.
 
     The spec as written is the first trial; grid points only change the stages they touch.
 
@@ -101,19 +115,22 @@ def plan(spec_path: Path = SpecArg, workdir: Optional[Path] = WorkdirOpt,
     from synpro import search
     from synpro.plan import plan_trial
 
-    spec = load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None})
+    from synpro.executors import with_kind
+
+    spec = with_kind(load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None}),
+                     _executor_kind(executor))
     points = search.grid_points(spec) if spec.search.sampler == "grid" else [{}]
     rows = plan_trial(spec.with_params(points[0])).describe()
     if format == Format.json:
         out.print_json(data=rows)
         return
     table = Table(title=f"stage graph of {spec_path} (first trial)", title_justify="left")
-    for col in ("kind", "key", "arm", "inputs", "done", "path"):
+    for col in ("kind", "key", "arm", "inputs", "done", "executor", "resources", "path"):
         table.add_column(col)
     for row in rows:
         table.add_row(row["kind"], row["key"], row["arm"] or row["label"] or "",
                       ", ".join(f"{n}={k}" for n, k in row["inputs"].items()), "yes" if row["done"] else "no",
-                      row["path"])
+                      row["executor"], " ".join(f"{k}={v}" for k, v in row["resources"].items()), row["path"])
     out.print(table)
 
 
@@ -129,6 +146,7 @@ def sweep(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes (more than one needs "
                                 "PostgreSQL for the store and Optuna; any number of sweeps may also share them)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
 ) -> None:
     """Run every trial of a spec (resumable: run it again to continue or to do nothing new).
 
@@ -137,8 +155,11 @@ def sweep(
       synpro sweep experiments/paper-400m.yaml --workers 4 --store postgresql+psycopg://user@host/synpro \\
         --optuna-storage postgresql+psycopg://user@host/synpro_optuna
     """
-    spec = load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None, "store.url": store,
-                             "store.optuna_url": optuna_storage, "tracking.mlflow_uri": mlflow_uri})
+    from synpro.executors import with_kind
+
+    spec = with_kind(load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None,
+                                                "store.url": store, "store.optuna_url": optuna_storage,
+                                                "tracking.mlflow_uri": mlflow_uri}), _executor_kind(executor))
     from synpro.sweep import MAX_RETRIES, run_sweep, run_workers
 
     announce = lambda line: out.rule(f"[bold]{escape(mask(line))}", align="left")  # noqa: E731

@@ -513,7 +513,9 @@ def _log_figures(plan: TrialPlan, outcomes: Outcomes, ctx: TrialContext) -> None
 
 
 def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
-    runner = Runner(plan.stages_dir, progress=ctx.progress)
+    from synpro.executors import make_executor
+
+    runner = Runner(plan.stages_dir, progress=ctx.progress, executor=make_executor(plan.spec))
     record_synthetic(plan, runner, ctx)
     outcomes = {(arm.name, arm.seed): run_arm(plan, arm, runner, ctx) for arm in plan.arms}
     analysis = analyze(plan, outcomes)

@@ -66,13 +66,21 @@ class TrialPlan:
 
     def describe(self) -> list[dict[str, Any]]:
         """The graph as rows for `synpro plan` (done is read from the stage folders)."""
+        from synpro.executors import make_executor, read_job
         from synpro.stages import is_done
 
         several = len(self.seeds) > 1
         by_stage = {s.key: f"{a.name} (seed {a.seed})" if several else a.name
                     for a in self.arms for s in (a.stage, a.evaluation) if s is not None}
-        return [{**stage.describe(), "arm": by_stage.get(stage.key), "path": str(self.folder(stage)),
-                 "done": is_done(stage, self.stages_dir)} for stage in self.graph]
+        executor = make_executor(self.spec)
+        rows = []
+        for stage in self.graph:
+            job = read_job(self.folder(stage))
+            rows.append({**stage.describe(), "arm": by_stage.get(stage.key), "path": str(self.folder(stage)),
+                         "done": is_done(stage, self.stages_dir), "executor": executor.describe(stage),
+                         "resources": executor.resources(stage).shown(),
+                         "job": {k: job[k] for k in ("executor", "job_id", "pid", "state") if k in job} if job else None})
+        return rows
 
 
 def make_arm(arm_spec: ArmSpec) -> Arm:

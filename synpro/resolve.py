@@ -25,8 +25,8 @@ def resolve(spec: Spec, *, machine: bool = True) -> None:
     for a spec meant for another one (a GPU cluster's corpus, hub models, database servers)."""
     problems: list[Problem] = []
     hints: list[str] = []
-    checks = ((_plugins, _rewards, _corpus_and_budget, _tokenizer, _generator, _urls, _eval_tasks, _grpo) if machine
-              else (_plugins, _rewards))
+    checks = ((_plugins, _rewards, _resources, _corpus_and_budget, _tokenizer, _generator, _urls, _eval_tasks, _grpo)
+              if machine else (_plugins, _rewards, _resources))
     for check in checks:
         try:
             check(spec)
@@ -120,6 +120,32 @@ def _searched_arm_options(spec: Spec) -> list[Problem]:
                 problems.append(Problem(f"{value!r} is not a valid {parts[2]!r} for a {arm.kind} arm: {reasons}",
                                         f"search.params.{path}", lines.get(("search", "params", path))))
     return problems
+
+
+def _resources(spec: Spec) -> None:
+    """`resources` names stage kinds (or `default`), and only stages that run under torchrun get ranks."""
+    from synpro.stages import STAGES
+
+    problems = []
+    for kind, entry in spec.resources.items():
+        if kind != "default" and kind not in STAGES:
+            problems.append(Problem(f"unknown stage kind {kind!r}; known: default, {', '.join(STAGES.names())}",
+                                    f"resources.{kind}"))
+        elif kind != "default" and (entry.processes or 1) > 1 and not STAGES.get(kind).distributed:
+            problems.append(Problem(f"{kind} stages run in one process; only "
+                                    f"{', '.join(n for n in STAGES.names() if STAGES.get(n).distributed)} "
+                                    "take processes > 1", f"resources.{kind}.processes"))
+    processes = spec.resources_for("pretrain")["processes"]
+    micro = spec.training.micro_batch_size or spec.training.batch_size // processes
+    if processes > 1 and (spec.training.batch_size % processes or spec.training.batch_size % (micro * processes)):
+        problems.append(Problem(f"training.batch_size {spec.training.batch_size} does not split into {processes} ranks of "
+                                f"whole micro-batches ({micro})", "resources.pretrain.processes"))
+    default = spec.resources.get("default")
+    if default is not None and (default.processes or 1) > 1:
+        problems.append(Problem("processes > 1 belongs to a stage kind that supports it (e.g. resources.pretrain), "
+                                "not to every stage", "resources.default.processes"))
+    if problems:
+        raise InputError(problems, file=spec.source_file)
 
 
 def _rewards(spec: Spec) -> None:

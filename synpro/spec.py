@@ -162,6 +162,9 @@ class TrainingSpec(_Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     eval_interval_tokens: int = Field(default=50_000, gt=0)
+    checkpoint_minutes: float | None = Field(default=None, gt=0, description=(
+        "also checkpoint every N minutes of wall-clock time between evaluations (a time-limit kill loses at "
+        "most that); not part of the run's identity: results are the same"))
     device: str = "auto"
 
     @model_validator(mode="after")
@@ -505,6 +508,54 @@ class ArmSpec(BaseModel):
         return self
 
 
+# ---- where and with what stages run (synpro.executors); never part of a stage key or a trial's identity ----
+
+class ResourceSpec(_Strict):
+    """What one stage asks for. Unset fields come from `resources.default`, then from these defaults:
+    one process, no GPU, one node, the scheduler's own CPUs, memory and time."""
+
+    processes: int | None = Field(default=None, ge=1, description=(
+        "ranks; above 1 the stage runs under torchrun (DDP): only stages that support it (pretrain)"))
+    gpus: int | None = Field(default=None, ge=0, description="GPUs in all; each rank gets gpus / processes")
+    nodes: int | None = Field(default=None, ge=1, description="Slurm nodes (1 only, for now)")
+    cpus: int | None = Field(default=None, ge=1, description="CPU cores per process")
+    mem_gb: float | None = Field(default=None, gt=0, description="memory per node, GB")
+    time_min: int | None = Field(default=None, gt=0, description="wall-clock limit of one Slurm job, minutes")
+
+    @model_validator(mode="after")
+    def _fits(self) -> "ResourceSpec":
+        if self.gpus and self.processes and self.gpus % self.processes:
+            raise ValueError(f"[gpus] {self.gpus} GPUs do not split evenly over {self.processes} processes")
+        if self.nodes is not None and self.nodes > 1:
+            raise ValueError("[nodes] multi-node stages are not supported yet: one node per stage")
+        return self
+
+
+RESOURCE_DEFAULTS = {"processes": 1, "gpus": 0, "nodes": 1, "cpus": None, "mem_gb": None, "time_min": None}
+
+
+class ExecutorSpec(_Strict):
+    """How a ready stage is launched (`synpro sweep --executor` overrides `kind`).
+
+    local: in the sweep process (`mode: inline`) or a fresh Python process per stage (`subprocess`,
+    whose GPU memory is returned when it ends); `auto` is inline without CUDA and subprocess with it.
+    slurm: every stage a Slurm job through submitit, with its resources; the options below are
+    passed to sbatch. Either way a stage with `processes > 1` runs its ranks under torchrun."""
+
+    kind: Literal["local", "slurm"] = "local"
+    mode: Literal["auto", "inline", "subprocess"] = "auto"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: list[str] = Field(default=[], description="shell lines run before each Slurm job (module load, ...)")
+    sbatch: dict[str, Any] = Field(default={}, description="more sbatch options, e.g. {exclusive: true}")
+    signal_delay_s: int = Field(default=120, ge=0, description="Slurm sends SIGUSR2 this long before the "
+                                "time limit: training checkpoints and the job is requeued")
+    max_requeues: int = Field(default=3, ge=0, description="requeues after time-outs or pre-emptions")
+    poll_seconds: float = Field(default=2.0, gt=0, description="how often the sweep looks at a job it waits for")
+
+
 class TrackingSpec(_Strict):
     mlflow_uri: str | None = None  # default: sqlite inside the workdir
     enabled: bool = True
@@ -709,6 +760,9 @@ class Spec(_Strict):
     refresh: RefreshSpec = Field(default_factory=RefreshSpec)
     arms: list[ArmSpec] = Field(default_factory=lambda: [ArmSpec(kind="repetition"), ArmSpec(kind="oracle")])
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    # Per stage kind (pools, synthesize, pretrain, probe, grpo, evaluate, ...) and `default`.
+    resources: dict[str, ResourceSpec] = {}
     store: StoreSpec = Field(default_factory=StoreSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
@@ -779,8 +833,9 @@ class Spec(_Strict):
     def content_hash(self) -> str:
         """Identity of what a trial computes: everything but names, locations and the search block."""
         data = self.to_dict()
-        for volatile in ("tracking", "store", "search", "analysis"):
-            data.pop(volatile)
+        for volatile in ("tracking", "store", "search", "analysis", "executor", "resources"):
+            data.pop(volatile, None)
+        data["training"].pop("checkpoint_minutes", None)
         data["experiment"] = {"seed": self.experiment.seed}
         seeds, data_seed = self.experiment.training_seeds(), self.experiment.resolved_data_seed()
         if seeds != [self.experiment.seed] or data_seed != self.experiment.seed:  # one seed: hash as before
@@ -803,6 +858,14 @@ class Spec(_Strict):
 
     def arm(self, name: str) -> ArmSpec:
         return next(a for a in self.arms if a.name == name)
+
+    def resources_for(self, kind: str) -> dict[str, Any]:
+        """What a stage of `kind` asks for: its own entry over `resources.default` over RESOURCE_DEFAULTS."""
+        out = dict(RESOURCE_DEFAULTS)
+        for entry in (self.resources.get("default"), self.resources.get(kind)):
+            if entry is not None:
+                out.update({k: getattr(entry, k) for k in entry.model_fields_set if getattr(entry, k) is not None})
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

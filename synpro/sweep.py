@@ -44,6 +44,7 @@ from optuna.trial import TrialState
 
 from synpro import search
 from synpro.core.faults import kill_point
+from synpro.core.preempt import Preempted
 from synpro.core.fs import file_lock
 from synpro.core.secrets import hide, mask
 from synpro.errors import InputError
@@ -185,7 +186,9 @@ def _preflight(spec: Spec, progress: bool) -> None:
     with file_lock(spec.workdir / ".sweep-setup.lock"):
         points = search.grid_points(spec) if spec.search.sampler == "grid" else [{}]
         plan = plan_trial(spec.with_params(points[0]))
-        runner = Runner(plan.stages_dir, progress=progress)
+        from synpro.executors import make_executor
+
+        runner = Runner(plan.stages_dir, progress=progress, executor=make_executor(plan.spec))
         for stage in plan.graph:
             if isinstance(stage, (PoolsStage, ExtraStage)):
                 runner.run(stage)
@@ -429,7 +432,7 @@ def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, An
             tracker.finish(trial_run, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         with suppress(Exception):
             trial.set_user_attr(REASON_ATTR, reason)
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, (KeyboardInterrupt, Preempted)):  # no failure of the point: no retry used up
                 trial.set_user_attr(INTERRUPTED_ATTR, True)
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
@@ -453,10 +456,15 @@ def run_workers(spec: Spec, workers: int, *, n_trials: int | None = None, progre
     _hide_secrets(spec)
     _preflight(spec, progress)
     payload = json.dumps({"spec": spec.to_dict(), "source_file": spec.source_file, "n_trials": n_trials})
+    from synpro.executors.local import split_gpus, visible_gpus
+
+    gpus = visible_gpus()  # each worker sees only its own share of this machine's GPUs
+    shares = split_gpus(gpus, workers)
     procs = []
     for i in range(workers):
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(shares[i])} if gpus else None
         proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--name", f"worker {i + 1}/{workers}"],
-                                stdin=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, text=True, env=env)
         proc.stdin.write(payload)
         proc.stdin.close()
         procs.append(proc)

@@ -35,6 +35,9 @@ class StageContext:
 class Stage:
     kind: ClassVar[str]
     version: ClassVar[int] = 1
+    # Whether `run` may be called on every rank of a torchrun group (rank 0 writing the files), so that
+    # `resources.<kind>.processes > 1` is allowed (synpro.executors).
+    distributed: ClassVar[bool] = False
 
     def __init__(self, config: Mapping[str, Any], inputs: Mapping[str, "Stage"] | None = None, *,
                  label: str = ""):
@@ -54,6 +57,10 @@ class Stage:
     def load(self, folder: Path, inputs: Mapping[str, Any]) -> Any:
         """The output of a finished stage folder."""
         raise NotImplementedError
+
+    def observe(self, folder: Path, callbacks: list[Any], seen: dict[str, Any]) -> None:
+        """While another process runs this stage, tell `callbacks` what it has done so far (read from
+        `folder`; `seen` is this watcher's own memory between calls). Default: nothing to tell."""
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "key": self.key, "label": self.label,

@@ -30,6 +30,7 @@ ORGANIC = "organic"
 class PretrainStage(Stage):
     kind = "pretrain"
     version = 1
+    distributed = True  # the trainer splits the batch over torchrun's ranks; rank 0 writes
 
     def __init__(self, spec: "Spec", total_tokens: int, pools: Stage, sources: Mapping[str, Stage], *,
                  label: str = "", keep_tokens: tuple[int, ...] = (), parent: Stage | None = None,
@@ -40,7 +41,7 @@ class PretrainStage(Stage):
             inputs["parent"] = parent
         config = {
             "model": spec.model.model_dump(mode="json"),
-            "training": spec.training.model_dump(mode="json", exclude={"device", "compile"}),
+            "training": spec.training.model_dump(mode="json", exclude={"device", "compile", "checkpoint_minutes"}),
             "total_tokens": total_tokens, "seed": spec.experiment.seed,
             "mixture": [ORGANIC, *sources], "keep_tokens": sorted(keep_tokens), "continue_at": continue_at,
             # Where the run may end before total_tokens: {"plateau": {window, min_improvement, min_tokens}}
@@ -88,6 +89,29 @@ class PretrainStage(Stage):
                 "resumed_at_tokens": result.resumed_at_tokens,
                 # of the tokens this run trained (a continued run: since its parent), from the synthetic sets
                 "synthetic_token_share": seen / trained if trained else 0.0}
+
+    def observe(self, folder: Path, callbacks: list, seen: dict) -> None:
+        """New curve points (curve.jsonl) to the observers' `on_eval`, as the trainer would call it."""
+        if not callbacks:
+            return
+        import json
+
+        from synpro.training.result import EvalPoint
+
+        try:
+            lines = (folder / "curve.jsonl").read_text().splitlines()
+        except OSError:
+            return
+        done = seen.setdefault("tokens", set())
+        for line in lines:
+            try:
+                point = EvalPoint(**json.loads(line))
+            except (ValueError, TypeError):
+                continue  # a line being written
+            if point.tokens not in done:
+                done.add(point.tokens)
+                for callback in callbacks:
+                    callback.on_eval(point)
 
     def load(self, folder: Path, inputs):
         from synpro.training import TrainResult

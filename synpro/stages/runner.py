@@ -48,7 +48,8 @@ def is_done(stage: Stage, root: Path) -> bool:
 def _outputs(folder: Path) -> dict[str, dict[str, Any]]:
     files = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != MANIFEST and not path.name.startswith("."):
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)  # e.g. .executor/
+        if path.is_file() and path.name != MANIFEST and not hidden:
             size = path.stat().st_size
             entry: dict[str, Any] = {"size": size}
             if size <= HASH_LIMIT:
@@ -73,10 +74,12 @@ class Runner:
     """Runs stages under `root`, inputs first, each once per process (outputs are memoised by key)."""
 
     def __init__(self, root: Path, *, progress: bool = True,
-                 on_start: Callable[[Stage], None] | None = None):
+                 on_start: Callable[[Stage], None] | None = None, executor: Any = None):
         self.root = Path(root)
         self.progress = progress
         self.on_start = on_start
+        # Where a stage's work runs (synpro.executors); None: right here, as `stage.run(ctx)`.
+        self.executor = executor
         self._outputs: dict[str, Any] = {}
 
     def folder(self, stage: Stage) -> Path:
@@ -87,6 +90,9 @@ class Runner:
             return self._outputs[stage.key]
         inputs = {name: self.run(upstream) for name, upstream in stage.inputs.items()}
         folder = self.folder(stage)
+        if self.executor is not None and self.executor.remote(stage) and not is_done(stage, self.root):
+            # Its own process (or Slurm job) runs it under this same protocol; we load what it left.
+            self.executor.run_remote(self, stage, list(callbacks or []))
         with dir_lock(folder):
             manifest = read_manifest(folder)
             if manifest is not None and manifest.get("key") == stage.key:
@@ -103,7 +109,8 @@ class Runner:
             if self.on_start:
                 self.on_start(stage)
             started = time.time()
-            metrics = stage.run(StageContext(folder, inputs, self.progress, list(callbacks or [])))
+            ctx = StageContext(folder, inputs, self.progress, list(callbacks or []))
+            metrics = self.executor.launch(stage, ctx, self.root) if self.executor is not None else stage.run(ctx)
             finished = time.time()
             write_atomic(folder / MANIFEST, json.dumps({
                 "kind": stage.kind, "version": stage.version, "key": stage.key, "label": stage.label,

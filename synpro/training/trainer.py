@@ -29,6 +29,11 @@ Choices worth knowing (see also the loader and schedule modules):
   as a finished run with `stopped_early` set. Callbacks that have `state_dict`/`load_state_dict`
   are saved in every checkpoint, so a plateau detector survives a kill.
 - `out_dir/run.json` records what the run trains; reusing a folder for a different run is an error.
+- Pre-emption (`synpro.core.preempt`): on SIGTERM or SIGUSR2 the run checkpoints after the step in
+  flight and raises `Preempted`; every rank agrees on the step (one all-reduce per step). With
+  `training.checkpoint_minutes` it also checkpoints when that much wall-clock time passed since the
+  last checkpoint. Such a checkpoint adds no curve point and keeps the partial train-loss sum (its
+  mean over ranks), so a resumed run gives the same curve as an uninterrupted one.
 
 Layout of `out_dir`: run.json, curve.jsonl, checkpoints/LATEST (names the committed checkpoint),
 checkpoints/TAGS, checkpoints/step-NNNNNNNNN/{model/, state.pt}, snapshots/tokens-N/ (HF model
@@ -52,6 +57,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from synpro.core import preempt
 from synpro.core.faults import kill_point
 from synpro.core.fs import atomic_dir, link_tree, write_atomic
 from synpro.data.shards import TokenShard
@@ -133,7 +139,8 @@ class _Trainer:
         self.world_size = world_size
         self.callbacks = callbacks
         self.n_steps = max(1, math.ceil(total_tokens / training.tokens_per_step))
-        micro = training.micro_batch_size or training.batch_size
+        # Unset, a rank's micro-batch is its share of the batch: the same step under any number of ranks.
+        micro = training.micro_batch_size or max(1, training.batch_size // world_size)
         self.eval_batch_size = micro
         for shard in [*sources, validation]:
             if shard.vocab_size > vocab.size:
@@ -192,21 +199,48 @@ class _Trainer:
                               enabled=self.training.precision == "bf16")
 
     def fit(self) -> TrainResult:
+        with preempt.handling():
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         started = time.perf_counter()
         step_callbacks = [c for c in self.callbacks if type(c).on_step is not Callback.on_step]
         if not self.curve:
             self._record(EvalPoint(0, 0, self._evaluate(), None))
         interval = self.training.eval_interval_tokens
+        every = self.training.checkpoint_minutes * 60 if self.training.checkpoint_minutes else None
+        last_checkpoint = time.monotonic()
         while self.step < self.n_steps and not self._stop:
             before = self.tokens
             loss, lr = self._train_step(next(self.loader))
             for callback in step_callbacks:
                 callback.on_step(self.step, self.tokens, loss, lr)
             crossed_tag = any(before < t <= self.tokens for t in self.keep_tokens)
+            seconds = self._seconds_before + time.perf_counter() - started
             if self.tokens // interval > before // interval or crossed_tag or self.step == self.n_steps:
                 point = EvalPoint(self.tokens, self.step, self._evaluate(), self._mean_train_loss())
-                self._record(point, checkpoint_seconds=self._seconds_before + time.perf_counter() - started)
+                self._record(point, checkpoint_seconds=seconds)
+                last_checkpoint = time.monotonic()
+                stop, due = self._agree(preempt.requested() is not None, False)
+            else:
+                stop, due = self._agree(preempt.requested() is not None,
+                                        every is not None and time.monotonic() - last_checkpoint >= every)
+                if stop or due:
+                    self._save_checkpoint(seconds, interim=True)
+                    last_checkpoint = time.monotonic()
+            if stop and self.step < self.n_steps:
+                log.warning("%s: pre-empted at step %d (%d tokens): checkpointed, stopping", self.out_dir,
+                            self.step, self.tokens)
+                raise preempt.Preempted(f"{self.out_dir}: stopped at step {self.step} on a pre-emption signal")
         return self._finish(self._seconds_before + time.perf_counter() - started)
+
+    def _agree(self, stop: bool, due: bool) -> tuple[bool, bool]:
+        """Every rank's (pre-empted, interim checkpoint due), or-ed over ranks: all act at the same step."""
+        if self.world_size == 1:
+            return stop, due
+        flags = torch.tensor([float(stop), float(due)], device=self.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags[0].item()), bool(flags[1].item())
 
     def _train_step(self, micro_batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
         lr = learning_rate(self.tokens + self.training.tokens_per_step, training=self.training,
@@ -279,9 +313,15 @@ class _Trainer:
             for callback in self.callbacks:
                 callback.on_checkpoint(path, point)
 
-    def _save_checkpoint(self, seconds: float) -> Path:
+    def _save_checkpoint(self, seconds: float, interim: bool = False) -> Path:
+        """Commit a checkpoint; `interim` ones (pre-emption, wall-clock) fall between evaluations: no
+        snapshot, and the train-loss sum since the last point (its mean over ranks) travels with them."""
         root = self.out_dir / CHECKPOINTS
         name = f"step-{self.step:09d}"
+        loss_sum = self._loss_sum.clone()
+        if self.world_size > 1:
+            dist.all_reduce(loss_sum)
+            loss_sum /= self.world_size
         if self.rank == 0:
             with atomic_dir(root / name) as tmp:  # replaces debris of an interrupted earlier attempt
                 _save_model(self.model, tmp / "model")
@@ -295,13 +335,14 @@ class _Trainer:
                     "curve": [asdict(p) for p in self.curve],
                     "seconds": seconds,
                     "start_tokens": self.start_tokens,
+                    "loss_sum": loss_sum.item(), "loss_steps": self._loss_steps,
                     "callbacks": {_callback_name(c): c.state_dict() for c in self.callbacks
                                   if hasattr(c, "state_dict")},
                 }, tmp / "state.pt")
             # The snapshot before the commit: a run resumed from this checkpoint never makes it again.
             previous = self.curve[-2].tokens if len(self.curve) > 1 else 0
-            if self.snapshot_every and (self.tokens // self.snapshot_every > previous // self.snapshot_every
-                                        or self.step >= self.n_steps):
+            if not interim and self.snapshot_every and (
+                    self.tokens // self.snapshot_every > previous // self.snapshot_every or self.step >= self.n_steps):
                 link_tree(root / name / "model", self.out_dir / SNAPSHOTS / f"tokens-{self.tokens:012d}")
             tags = {**self.tagged, **{str(t): name for t in self.keep_tokens
                                       if t <= self.tokens and str(t) not in self.tagged}}
@@ -340,6 +381,9 @@ class _Trainer:
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self._seconds_before = state["seconds"]
+        # An interim checkpoint's partial train-loss sum (every rank takes the mean over ranks).
+        self._loss_sum.fill_(state.get("loss_sum", 0.0))
+        self._loss_steps = state.get("loss_steps", 0)
 
     def _finish(self, seconds: float) -> TrainResult:
         final_dir = self.out_dir / FINAL
@@ -456,7 +500,7 @@ def _run_config(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sourc
     """What determines the run's result (device and compile do not)."""
     config = {
         "model": model.model_dump(mode="json"),
-        "training": training.model_dump(mode="json", exclude={"device", "compile"}),
+        "training": training.model_dump(mode="json", exclude={"device", "compile", "checkpoint_minutes"}),
         "vocab": asdict(vocab),
         "sources": [{"name": s.name, "tokens": s.n_tokens} for s in sources],
         "validation": {"name": validation.name, "tokens": validation.n_tokens},
