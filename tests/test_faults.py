@@ -113,7 +113,6 @@ def _training(workdir: Path) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("faults-uninterrupted")  # one worker runs them all: `uninterrupted` is a sweep, made once
 @pytest.mark.parametrize("moment", [
     pytest.param(("poll", _data_started), id="data-prep"),
     pytest.param(("poll", _training), id="training"),

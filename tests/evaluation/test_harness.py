@@ -15,9 +15,6 @@ from synpro.evaluation.harness import evaluate_checkpoint, evaluate_model
 from synpro.models import ModelSpec
 from synpro.spec import EvalTaskSpec
 
-# On one pytest-xdist worker: every test reads the module's `checkpoints`, trained once (~10 s).
-pytestmark = pytest.mark.xdist_group("harness-checkpoints")
-
 SEQ = 64
 CLOZE = [EvalTaskSpec(name="synpro_cloze")]
 DOCS = [text for _, text in sorted(topics.items()) if 1500 <= len(text) <= 4000]

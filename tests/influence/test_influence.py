@@ -37,7 +37,6 @@ def shuffled_words(text: str, rng: random.Random) -> str:
 
 
 @pytest.mark.slow  # pretrains θ and probes it: ~25 s on an idle core
-@pytest.mark.xdist_group("influence-probed")  # on one pytest-xdist worker: `probed` is made once
 def test_probe_lowers_the_reference_loss_and_is_reused(probed):
     theta, tokenizer, result, _, config, pairs = probed
     assert result.loss_after < result.loss_before and not result.reused
@@ -48,7 +47,6 @@ def test_probe_lowers_the_reference_loss_and_is_reused(probed):
 
 
 @pytest.mark.slow  # pretrains θ and probes it: ~25 s on an idle core
-@pytest.mark.xdist_group("influence-probed")  # on one pytest-xdist worker: `probed` is made once
 def test_texts_like_the_reference_score_positive_and_noise_does_not(probed):
     from pydoc_data.topics import topics
 
@@ -61,7 +59,6 @@ def test_texts_like_the_reference_score_positive_and_noise_does_not(probed):
 
 
 @pytest.mark.slow  # pretrains θ and probes it: ~25 s on an idle core
-@pytest.mark.xdist_group("influence-probed")  # on one pytest-xdist worker: `probed` is made once
 def test_a_score_does_not_depend_on_its_batch(probed, tmp_path):
     theta, tokenizer, result, held, _, _ = probed
     scorer = InfluenceScorer(theta, result.out_dir, tokenizer, max_tokens=256, batch_size=8)
@@ -79,7 +76,6 @@ def test_a_score_does_not_depend_on_its_batch(probed, tmp_path):
 
 
 @pytest.mark.slow  # pretrains θ and probes it: ~25 s on an idle core
-@pytest.mark.xdist_group("influence-probed")  # on one pytest-xdist worker: `probed` is made once
 def test_the_service_answers_like_the_scorer(probed):
     theta, tokenizer, result, held, _, _ = probed
     scorer = InfluenceScorer(theta, result.out_dir, tokenizer, max_tokens=256)
