@@ -10,6 +10,13 @@ export OMP_NUM_THREADS ?= 1
 # Byte-code caching keeps the many short CLI processes in tests from recompiling transformers.
 unexport PYTHONDONTWRITEBYTECODE
 export TOKENIZERS_PARALLELISM ?= false
+# Tests run in two pytest-xdist worker processes of one thread each (OMP_NUM_THREADS above; tests/conftest.py
+# sets torch's threads to 1): more processes oversubscribe a 2-core machine. `--dist load` hands out runs of
+# consecutive tests, so a module's tests (and its module-scoped fixtures) mostly stay on one worker; no test
+# needs a worker of its own. (`loadgroup` is no use on pytest 9.2: pytest-xdist#1386 drops its groups.)
+# `make test TEST_WORKERS=0` runs them all in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist load
 
 .PHONY: install browser quickstart test test-fast benchmarks clean
 
@@ -35,10 +42,10 @@ browser:
 	  || echo "no chromium: the browser test will skip"
 
 test: install browser
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 benchmarks: install
 	$(PY) benchmarks/train_throughput.py

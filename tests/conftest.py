@@ -31,6 +31,18 @@ torch.set_num_threads(1)
 
 from generators import parrot_model, random_model  # noqa: E402,F401  (session fixtures for every test file)
 
+@pytest.fixture(scope="session", autouse=True)
+def _error_log(tmp_path_factory) -> None:
+    """A CLI internal error writes its traceback into this session's temp folder (one per pytest-xdist
+    worker), not into the user's ~/.cache/synpro, where parallel workers would overwrite each other's."""
+    if "SYNPRO_ERROR_LOG" in os.environ:  # the caller chose a place
+        return
+    path = tmp_path_factory.getbasetemp() / "last-error.log"
+    os.environ["SYNPRO_ERROR_LOG"] = str(path)  # every CLI process the tests start
+    if "cli.app" in sys.modules:  # this process: the path is read when cli.app is imported
+        sys.modules["cli.app"].ERROR_LOG = path
+
+
 POSTGRES_URL = os.environ.get("SYNPRO_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,20 +60,43 @@ def _llama(vocab_size: int, seed: int):
     return LlamaForCausalLM(config)
 
 
-@pytest.fixture(scope="session")
-def random_model(tmp_path_factory) -> Path:
-    """A tiny random chat model: mechanics only (its outputs fail every filter)."""
-    folder = tmp_path_factory.mktemp("random-model")
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name`, made by `build` once per test session: under pytest-xdist the workers share one
+    (the first builds it under a lock, the others wait for it), so tests must only read it."""
+    from synpro.core.fs import dir_lock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's base is a folder of the session's own
+        root = root.parent
+    folder, built = root / name, root / f".{name}.built"  # the mark beside the folder: its files are hashed
+    with dir_lock(folder):
+        if not built.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that died half way
+            folder.mkdir()
+            build(folder)
+            built.touch()
+    return folder
+
+
+def _build_random_model(folder: Path) -> None:
     tokenizer = _chat_tokenizer()
     _llama(len(tokenizer), seed=0).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    return folder
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory) -> Path:
+    """A tiny random chat model: mechanics only (its outputs fail every filter)."""
+    return built_once(tmp_path_factory, "random-model", _build_random_model)
 
 
 @pytest.fixture(scope="session")
 def parrot_model(tmp_path_factory) -> Path:
     """A tiny chat model trained to continue any rephrase prompt's heading with PARROT_ANSWER, so outputs pass."""
-    folder = tmp_path_factory.mktemp("parrot-model")
+    return built_once(tmp_path_factory, "parrot-model", _build_parrot_model)
+
+
+def _build_parrot_model(folder: Path) -> None:
     tokenizer = _chat_tokenizer()
     model = _llama(len(tokenizer), seed=1)
     answer = tokenizer(PARROT_ANSWER, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -94,4 +120,3 @@ def parrot_model(tmp_path_factory) -> Path:
     model.eval()
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    return folder

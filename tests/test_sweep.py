@@ -32,6 +32,9 @@ SIZES = {"vocab": 512, "unique": 6000, "total": 24000, "validation": 4000, "warm
          "every": 4096, "stale": 2}
 # Ten times the tokens: a sweep that is still training when a test interrupts it or starts a second one.
 LONGER = {**SIZES, "total": 240000}
+# Twice the tokens, for a test that interrupts a sweep and then runs it to the end: after the first
+# checkpoint (4096 tokens) there are still ~170 steps of two arms to train, seconds against a 0.2 s poll.
+INTERRUPTIBLE = {**SIZES, "total": 48000}
 # A quarter of the tokens, for tests that run a sweep many times (tests/test_faults.py).
 SMALLER = {"vocab": 300, "unique": 2000, "total": 6000, "validation": 1000, "warmup": 1000, "seq_len": 32,
            "every": 2048, "stale": 10}
@@ -178,7 +181,7 @@ def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path):
 
 
 def test_ctrl_c_exits_130_and_the_next_run_finishes(tmp_path):
-    spec, workdir = write_spec(tmp_path, sizes=LONGER), tmp_path / "wd"
+    spec, workdir = write_spec(tmp_path, sizes=INTERRUPTIBLE), tmp_path / "wd"
     proc = start_sweep(spec, workdir)
     wait_for(lambda: any(workdir.glob("stages/pretrain-*/checkpoints/LATEST")), 300, proc)
     proc.send_signal(signal.SIGINT)

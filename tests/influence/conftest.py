@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from generators import built_once
 
 PRETRAIN_STEPS = 60
 
@@ -38,4 +39,5 @@ def pretrain_tiny(folder: Path, steps: int = PRETRAIN_STEPS, seed: int = 0) -> t
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
-    return pretrain_tiny(tmp_path_factory.mktemp("theta"))
+    folder = built_once(tmp_path_factory, "theta", pretrain_tiny)  # one for every pytest-xdist worker
+    return folder / "theta", folder / "tokenizer"
