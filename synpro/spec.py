@@ -74,8 +74,8 @@ class CorpusSpec(_Strict):
     workers: int | None = Field(default=None, ge=1, description=(
         "tokenizer processes for the pools and extra stages; default: this machine's cores (one for "
         "small pools). Speed only: the pools are the same for any count, and no stage key holds it"))
-    shard_tokens: int = Field(default=1 << 27, ge=1024, description=(
-        "tokens per pool shard (uint16: 256 MB); a killed pools or extra stage resumes from its last "
+    shard_tokens: int = Field(default=1 << 26, ge=1024, description=(
+        "tokens per pool shard (128 MB as uint16, 256 MB as uint32: each is hashed once); a killed pools or extra stage resumes from its last "
         "complete shard. Layout only: no stage key holds it"))
 
     # How the pools are made, not what they hold (the same pools for any value): in no key.
