@@ -27,6 +27,7 @@ from synpro.spec import Spec
 
 MAX_DOC_CHARS = 8000  # textdir files longer than this become several documents (paragraph blocks)
 SURVEY_CHARS = 32 << 20  # validation reads at most this much text; beyond it, sizes are extrapolated
+_READ = 1 << 16  # compressed bytes read at a time
 SURVEY_FILES = 512  # validation opens at most this many files (evenly spread) to check they read
 _SOURCE_KEY = {"builtin": "corpus.name", "jsonl": "corpus.path", "parquet": "corpus.path",
                "textdir": "corpus.path", "hf": "corpus.dataset"}
@@ -187,17 +188,13 @@ class _Files(Source):
 
 class _Jsonl(_Files):
     def _file_rows(self, file: Path, first_only: bool = False) -> Iterator[str]:
-        field = self.spec.corpus.text_field
         line = 0
         try:
             with open(file, "rb") as raw:
                 for line, data in enumerate(_decompressed(file, raw), 1):
                     if not data.strip():
                         continue
-                    row = json.loads(data)
-                    if not isinstance(row, dict):
-                        raise ValueError(f"a JSON line must be an object, not {type(row).__name__}")
-                    text = _text_of(self, row, f"{file}, line {line}")
+                    text = self._text(file, line, data)
                     if first_only:
                         yield text or ""
                         return
@@ -206,9 +203,20 @@ class _Jsonl(_Files):
                         yield text
         except InputError:
             raise
-        except Exception as exc:  # noqa: BLE001 - bad JSON or UTF-8, a corrupt .gz (zlib) or .zst (ZstdError)
-            raise self.error(f"cannot read {file}, line {line + 1}: {_reason(exc)}",
+        except Exception as exc:  # noqa: BLE001 - unreadable, or a corrupt .gz (zlib, EOFError) or .zst (ZstdError)
+            where = f"after line {line}" if line else "at its start"
+            raise self.error(f"cannot read {file} {where}: {_reason(exc)}",
                              hint="fix or remove the file (shards finished before it are kept)") from None
+
+    def _text(self, file: Path, line: int, data: bytes) -> str | None:
+        try:
+            row = json.loads(data)
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise self.error(f"{file}, line {line}: not a JSON line ({_reason(exc)})",
+                             hint="fix or remove the file (shards finished before it are kept)") from None
+        if not isinstance(row, dict):
+            raise self.error(f"{file}, line {line}: a JSON line must be an object, not {type(row).__name__}")
+        return _text_of(self, row, f"{file}, line {line}")
 
 
 class _Parquet(_Files):
@@ -361,7 +369,9 @@ def _decompressed(file: Path, raw: io.BufferedReader) -> Iterable[bytes]:
     if name.endswith(".zst"):
         import zstandard
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), 1 << 20)
+        # Small reads keep raw.tell() close to what was decoded (validation's size estimate).
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=_READ, read_across_frames=True)
+        return io.BufferedReader(reader, _READ)
     return raw
 
 

@@ -21,8 +21,9 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-BATCH_CHARS = 1 << 20  # text per batch: big enough that pipes and Python cost little per token
-BATCH_DOCS = 1024
+BATCH_CHARS = 1 << 18  # text per batch: enough that pipes and calls cost little per token, and a
+# batch's encodings (tens of bytes a token in `tokenizers`) stay a few MB
+BATCH_DOCS = 256
 _SERIAL = "TOKENIZERS_PARALLELISM"
 
 T = TypeVar("T")
