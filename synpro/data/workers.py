@@ -14,6 +14,7 @@ same function runs in the stage's own process: nothing to start.
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 from itertools import chain
@@ -27,6 +28,7 @@ BATCH_DOCS = 256
 _SERIAL = "TOKENIZERS_PARALLELISM"
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def default_workers() -> int:
@@ -109,9 +111,12 @@ class Tokenizing:
         self._pipes: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> "Tokenizing":
-        if self.workers > 1:
-            import multiprocessing
+        import multiprocessing
 
+        if self.workers > 1 and multiprocessing.current_process().daemon:
+            log.info("tokenizing in this process: a daemonic process may not start workers")
+            self.workers = 1
+        if self.workers > 1:
             ctx = multiprocessing.get_context("spawn")
             for _ in range(self.workers):
                 task_r, task_w = ctx.Pipe(duplex=False)
