@@ -156,9 +156,7 @@ def build_pools(spec: Spec, out_dir: Path, *, progress: bool = True) -> None:
             for name in need:
                 bars.add(name, need[name], writers[name])
             todo = ((i, text) for i, text in docs if i >= next_doc)
-            for indices, texts, flat, lengths in pool.map(batches(todo)):
-                if all(full.values()):
-                    break
+            for indices, texts, flat, lengths in ([] if all(full.values()) else pool.map(batches(todo))):
                 for i, text, ids in zip(indices, texts, np.split(flat, np.cumsum(lengths)[:-1])):
                     chars += len(text)
                     tokens_read += len(ids)
@@ -176,6 +174,8 @@ def build_pools(spec: Spec, out_dir: Path, *, progress: bool = True) -> None:
                     if all(full.values()):
                         break
                 bars.advance(len(indices))
+                if all(full.values()):
+                    break
     except BaseException:
         for writer in writers.values():
             writer.abandon()
