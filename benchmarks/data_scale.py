@@ -202,6 +202,8 @@ def main() -> None:
               f"{r['tokens'] / r['seconds']:,.0f} tok/s; peak RSS {r['peak_mib']:,.0f} MiB; "
               f"{r['extra_shards']} extra shards")
 
+        print(f"load average (1/5/15 min) at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} on "
+              f"{os.cpu_count()} cores: other work on the cores bounds the 2-worker speed-up")
         one, two = (runs[n]["tokens"] / runs[n]["seconds"] for n in ("1 worker", "2 workers"))
         label = f"{big / 1e6:g}M/{small / 1e6:g}M"
         print(f"tokens/s per worker vs raw tokenizers: {one / raw:.2f}")
