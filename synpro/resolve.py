@@ -155,30 +155,29 @@ def _rewards(spec: Spec) -> None:
 
 
 def _corpus_and_budget(spec: Spec) -> None:
-    """The corpus exists and holds text, and it can hold the pools: U + V (+ the oracle's T − U).
+    """The corpus exists and reads, and it can hold the pools: U + V (+ the oracle's T − U).
 
     Token counts need the tokenizer, which is trained later; a byte-level BPE never makes more
     tokens than UTF-8 bytes (plus one EOS a document), so that bound proves a budget impossible
-    without tokenizing, and reading stops as soon as the bound is met."""
+    without tokenizing. Only the corpus's first documents are read (`synpro.data.corpus.survey`):
+    beyond them the bound is extrapolated from file sizes or dataset metadata, never downloaded."""
     from synpro.arms import ARMS
-    from synpro.data.corpus import iter_documents
+    from synpro.data.corpus import survey
 
     unique, total = spec.budget.resolve(spec.model)
     oracle = any(ARMS.get(a.kind).is_reference for a in spec.arms if a.kind in ARMS)
     need = unique + spec.budget.validation_tokens + (total - unique if oracle else 0)
-    bound = docs = 0
-    for text in iter_documents(spec):  # raises InputError for a missing, unreadable or empty corpus
-        bound += len(text.encode()) + 1
-        docs += 1
-        if bound >= need:
-            return
+    found = survey(spec, need)  # raises InputError for a missing, unreadable or empty corpus
+    if found.bound is None or found.bound >= need:
+        return
     key = ("budget.total_tokens" if spec.budget.total_tokens is not None else "budget.epochs") if oracle else \
         ("budget.unique_tokens" if spec.budget.unique_tokens is not None else "budget.unique_fraction")
     parts = f"U={unique:,} + V={spec.budget.validation_tokens:,}" + (f" + T-U={total - unique:,} for the oracle"
                                                                       if oracle else "")
-    raise _fail(spec, f"the corpus is too small for the budget: its {docs:,} documents hold at most {bound:,} "
-                      f"tokens (UTF-8 bytes + one EOS each; about {bound // 4:,} at ~4 bytes a token), but the "
-                      f"pools need {need:,} ({parts})", key,
+    held = (f"its {found.docs:,} documents hold at most {found.bound:,} tokens" if found.complete else
+            f"it holds at most about {found.bound:,} tokens ({found.how})")
+    raise _fail(spec, f"the corpus is too small for the budget: {held} (UTF-8 bytes + one EOS each; about "
+                      f"{found.bound // 4:,} at ~4 bytes a token), but the pools need {need:,} ({parts})", key,
                 hint="lower budget.unique_tokens / budget.total_tokens"
                      + (" or drop the oracle arm" if oracle else "") + ", or use a bigger corpus")
 

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -71,6 +71,19 @@ class CorpusSpec(_Strict):
     split: str = "train"
     text_field: str = "text"
     min_chars: int = Field(default=200, ge=0)
+    workers: int | None = Field(default=None, ge=1, description=(
+        "tokenizer processes for the pools and extra stages; default: this machine's cores (one for "
+        "small pools). Speed only: the pools are the same for any count, and no stage key holds it"))
+    shard_tokens: int = Field(default=1 << 26, ge=1024, description=(
+        "tokens per pool shard (128 MB as uint16, 256 MB as uint32: each is hashed once); a killed pools or extra stage resumes from its last "
+        "complete shard. Layout only: no stage key holds it"))
+
+    # How the pools are made, not what they hold (the same pools for any value): in no key.
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"workers", "shard_tokens"})
+
+    def content(self) -> dict[str, Any]:
+        """The settings that decide what the corpus yields: what stage keys and trial hashes take."""
+        return self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS))
 
     @model_validator(mode="after")
     def _source_fields(self) -> "CorpusSpec":
@@ -837,6 +850,8 @@ class Spec(_Strict):
             data.pop(volatile, None)
         data["training"].pop("checkpoint_minutes", None)
         data["experiment"] = {"seed": self.experiment.seed}
+        for name in CorpusSpec.RUNTIME_FIELDS:
+            data["corpus"].pop(name, None)
         seeds, data_seed = self.experiment.training_seeds(), self.experiment.resolved_data_seed()
         if seeds != [self.experiment.seed] or data_seed != self.experiment.seed:  # one seed: hash as before
             data["experiment"] |= {"seeds": seeds, "data_seed": data_seed}

@@ -283,12 +283,12 @@ def test_half_written_or_truncated_pools_are_redone(prepared, tmp_path):
     first = prepare_data(spec, tmp_path)
     folder = first.tokenizer_dir.parent
     (folder / MANIFEST).unlink()  # as if killed before the stage finished
-    first.organic.bin_path.write_bytes(b"\0" * 10)
+    first.organic.shards()[0].bin_path.write_bytes(b"\0" * 10)
     again = prepare_data(spec, tmp_path)
     assert (folder / MANIFEST).exists() and again.organic.n_tokens == U
     assert np.array_equal(again.organic.tokens(), data.organic.tokens())  # and it is deterministic
     assert np.array_equal(again.validation.tokens(), data.validation.tokens())
-    with open(again.organic.bin_path, "r+b") as f:  # a finished stage whose shard lost its tail
+    with open(again.organic.shards()[-1].bin_path, "r+b") as f:  # a finished stage whose shard lost its tail
         f.truncate(100)
     rebuilt = prepare_data(spec, tmp_path)
     assert np.array_equal(rebuilt.organic.tokens(), data.organic.tokens())

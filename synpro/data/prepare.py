@@ -1,43 +1,55 @@
-"""Carve the validation, organic and extra pools from the corpus: tokenized, disjoint and exact-sized.
+"""Carve the validation, organic and extra pools from one stream of the corpus: tokenized, disjoint,
+exact-sized, written shard by shard, resumable.
 
 Two stages use this module: `pools` (tokenizer, validation, organic) and `extra` (the oracle's
 further unique tokens). Keeping the extra pool apart means adding or dropping an oracle arm never
 changes the organic pool's key, and so never the key of anything trained or generated from it.
 
-The order of work makes sure a trained tokenizer sees organic text only (the data-bound setting):
+Which pool a document joins is decided as the stream goes, from its position and token count only
+(`_Lanes`), never from a shuffle of everything read, so no stage needs the corpus at hand:
 
-1. Read the corpus and shuffle its documents with experiment.seed.
-2. Every pool is a run of that shuffled order. Validation is carved first, from the far end;
-   organic from the front. Organic thus starts at the first shuffled document whatever the
-   tokenizer turns out to be. `order.npy` keeps the shuffled order of what was read.
-3. A trained tokenizer is fitted on a front prefix sized by a characters-per-token estimate. Its own
-   token counts then check that the whole prefix lies within the first U tokens; if not, the prefix
-   is re-sized from the measured characters per token and training repeats. So its training text is
-   always a part of the organic pool (the organic pool's last document may be cut; its tail joins no pool).
-4. Each pool is exactly the first N tokens of its stream of documents, each followed by EOS: only a
-   pool's last document is cut (and the cut may fall before its EOS). If the pools would run into
-   each other, the corpus is too small: InputError with the numbers.
-5. The extra pool continues the same shuffled order after the organic pool's documents, up to the
-   innermost validation document, then takes documents the pools stage never read, in a seeded
-   shuffle of their own. It never holds an organic or validation document.
+1. Document i is *held out* when a uniform number seeded by (experiment.seed, i) falls below
+   share = V / (U + V), so validation fills at the pace organic does. A held-out document joins
+   validation while validation lacks tokens; every other document joins organic while organic
+   lacks tokens; once both are full the pools stage stops. Each pool is exactly the first N tokens
+   of its documents, each followed by EOS: only a pool's last document is cut (maybe before its EOS).
+2. The extra pool is every later document the pools did not take: from the first document after
+   organic's last, skipping the held-out ones while validation was still filling. It never holds an
+   organic or validation document, and the extra stage skips everything before without tokenizing.
+3. A trained tokenizer is fitted on the non-held-out documents of a front range sized by a
+   characters-per-token estimate; its own token counts then check (replaying step 1) that all of
+   them land in organic; if not, the range is re-sized from the measured characters per token and
+   training repeats. So its training text is always a part of the organic pool.
+4. Tokenizing runs in `corpus.workers` processes (`synpro.data.workers`), results taken back in
+   document order, so the pools are the same for any worker count. Tokens go straight into the
+   open shard of their pool; when a shard holds `corpus.shard_tokens` the stage completes every
+   open shard and records how far it got (`_progress.json`, atomically). A killed stage continues
+   from there: complete shards are kept, anything written after them is redone. Memory is the
+   workers' batches plus one shard's offsets, whatever the corpus or the pools (a trained
+   tokenizer also needs its training range in memory: about U tokens of text).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from collections import deque
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.text import Text
 
+from synpro.core.faults import kill_point
 from synpro.core.fs import write_atomic
 from synpro.data.corpus import iter_documents
-from synpro.data.shards import TokenShard, token_dtype, write_shard
-from synpro.data.tokenizer import (encode_batch, load_pretrained, prefix_text, save_tokenizer, train_bpe)
+from synpro.data.shards import Part, PoolWriter, TokenShard, token_dtype
+from synpro.data.tokenizer import (encode_batch, load_pretrained, load_tokenizer, prefix_text, save_tokenizer, train_bpe,
+                                   vocab_of)
+from synpro.data.workers import BATCH_DOCS, Tokenizing, batches, default_workers
 from synpro.errors import InputError
 from synpro.models import Vocab
 from synpro.spec import Spec
@@ -46,17 +58,14 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 POOLS_META = "pools.json"
-ORDER = "order.npy"
+PROGRESS = "_progress.json"
 TOKENIZER_DIR = "tokenizer"
 ORGANIC_DOCS = "organic_docs.jsonl"
-# Reading stops after max(READ_MIN_CHARS, READ_CHARS_PER_TOKEN × tokens needed) characters: no tokenizer
-# compresses text 16-fold, so a bigger corpus has enough tokens, and memory stays bounded.
-READ_MIN_CHARS = 1 << 26
-READ_CHARS_PER_TOKEN = 16
 FIRST_CHARS_PER_TOKEN = 4.0  # a byte-level BPE of a few thousand tokens on English text
-TRAIN_FILL = (0.9, 0.97)  # the tokenizer's training prefix aims at 97% of U tokens and takes 90-100%
+TRAIN_FILL = (0.9, 0.97)  # the tokenizer's training text aims at 97% of U tokens and takes 90-100%
 MAX_FITS = 5
-BATCH_DOCS = 64
+PARALLEL_MIN_TOKENS = 1 << 21  # below this, starting worker processes costs more than it saves (auto workers)
+_LANE_BLOCK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -69,85 +78,126 @@ class PreparedData:
     extra: TokenShard | None  # the oracle's further unique tokens (the `extra` stage), else None
     validation: TokenShard  # budget.validation_tokens held-out tokens
     organic_docs: Path  # JSONL {"id", "text", "n_tokens"}: the text of each organic-shard document
-    order: Path  # the shuffled corpus order the pools were cut from (for the extra pool)
     stats: dict[str, Any]
 
 
-@dataclass
-class _Pool:
-    """Documents (by shuffled position) and their token ids, EOS included, the last one possibly cut."""
+class _Lanes:
+    """Step 1's seeded draw: whether document i is held out (a candidate for validation)."""
 
-    positions: list[int] = field(default_factory=list)
-    docs: list[np.ndarray] = field(default_factory=list)
+    def __init__(self, seed: int, share: float):
+        self.seed, self.share = seed, share
+        self._block: tuple[int, np.ndarray] | None = None
 
-    @property
-    def n_tokens(self) -> int:
-        return sum(len(d) for d in self.docs)
+    def held_out(self, i: int) -> bool:
+        block = i // _LANE_BLOCK
+        if self._block is None or self._block[0] != block:
+            self._block = (block, np.random.default_rng([self.seed, 18, block]).random(_LANE_BLOCK))
+        return bool(self._block[1][i % _LANE_BLOCK] < self.share)
 
+    def pool_of(self, i: int, full: dict[str, bool]) -> str | None:
+        """validation / organic / None (the extra pool's) given which pools are already full."""
+        if not full["validation"] and self.held_out(i):
+            return "validation"
+        return "organic" if not full["organic"] else None
+
+    def is_extra(self, i: int, organic_end: int, validation_end: int) -> bool:
+        """Step 2: a document after organic's last that validation did not take."""
+        return i >= organic_end and not (i < validation_end and self.held_out(i))
+
+
+# ---- the pools stage ---------------------------------------------------------------------------
 
 def build_pools(spec: Spec, out_dir: Path, *, progress: bool = True) -> None:
-    """Tokenizer, validation and organic pools into out_dir (the `pools` stage's work; redone whole)."""
-    unique = spec.budget.resolve(spec.model)[0]
-    need = {"validation": spec.budget.validation_tokens, "organic": unique}
-    texts, fully_read = _read(spec, sum(need.values()))
-    order = np.random.default_rng(spec.experiment.seed).permutation(len(texts))
-    shuffled = [texts[i] for i in order]
-
-    if spec.tokenizer.kind == "train":
-        tokenizer, n_train = _fit_tokenizer(shuffled, unique, spec.tokenizer.vocab_size)
+    """Tokenizer, validation and organic pools into out_dir (the `pools` stage's work), continuing a
+    killed attempt from its last complete shards."""
+    out_dir = Path(out_dir)
+    unique, held = spec.budget.resolve(spec.model)[0], spec.budget.validation_tokens
+    need = {"validation": held, "organic": unique}
+    lanes = _Lanes(spec.experiment.seed, held / (unique + held))
+    state = _load_progress(out_dir)
+    docs: Iterator[tuple[int, str]]
+    if state is None:
+        stream = enumerate(iter_documents(spec))
+        if spec.tokenizer.kind == "train":
+            head = _Head(stream)
+            tokenizer, train = _fit_tokenizer(head, lanes, need, spec.tokenizer.vocab_size)
+            docs = head.replay()
+        else:
+            tokenizer, train, docs = load_pretrained(spec), {"docs": 0, "chars": 0}, stream
+        save_tokenizer(tokenizer, out_dir / TOKENIZER_DIR)
+        state = {"next_doc": 0, "chars": 0, "tokens_read": 0, "tokenizer": train, "organic_docs_bytes": 0,
+                 "ends": {"validation": 0, "organic": 0}, "pools": {"validation": [], "organic": []}}
     else:
-        tokenizer, n_train = load_pretrained(spec), 0
+        tokenizer = load_tokenizer(out_dir / TOKENIZER_DIR)
+        docs = enumerate(iter_documents(spec))
+    vocab = vocab_of(tokenizer)
+    writers = {name: PoolWriter(out_dir / name, vocab.size, name, (Part(**p) for p in state["pools"][name]))
+               for name in need}
+    organic_docs = _reopen(out_dir / ORGANIC_DOCS, state["organic_docs_bytes"])
+    workers = _workers(spec, sum(need.values()) - sum(w.n_tokens for w in writers.values()))
+    ends = dict(state["ends"])
+    chars, tokens_read, next_doc = state["chars"], state["tokens_read"], state["next_doc"]
+    read_docs = next_doc
 
-    with _progress_bar(progress) as bar:
-        cut = _Cutter(shuffled, tokenizer, bar)
-        pools = {"validation": cut("validation", range(len(shuffled) - 1, -1, -1), need["validation"])}
-        inner = pools["validation"].positions[-1] if pools["validation"].positions else 0
-        pools["organic"] = cut("organic", range(inner), need["organic"])
-    if any(pools[name].n_tokens < need[name] for name in pools):
-        raise _too_small(spec, need, shuffled, tokenizer, fully_read)
+    def checkpoint(upto: int) -> None:
+        for writer in writers.values():
+            writer.cut()
+        organic_docs.flush()
+        os.fsync(organic_docs.fileno())
+        _save_progress(out_dir, {**state, "next_doc": upto, "chars": chars, "tokens_read": tokens_read,
+                                 "organic_docs_bytes": organic_docs.tell(), "ends": ends,
+                                 "pools": {n: [asdict(p) for p in w.parts] for n, w in writers.items()}})
+        kill_point("pools.shard")
 
-    vocab = save_tokenizer(tokenizer, out_dir / TOKENIZER_DIR)
-    for name, pool in pools.items():
-        write_shard(out_dir / name, pool.docs, vocab.size, name=name)
-    organic_chars = _write_organic_docs(out_dir / ORGANIC_DOCS, pools["organic"], shuffled, order, tokenizer)
-    np.save(out_dir / ORDER, order)
+    full = {name: writers[name].n_tokens >= n for name, n in need.items()}
+    try:
+        with _Bars(progress) as bars, Tokenizing(tokenizer.backend_tokenizer.to_str(), tokenizer.eos_token_id,
+                                                 token_dtype(vocab.size), workers) as pool:
+            for name in need:
+                bars.add(name, need[name], writers[name])
+            todo = ((i, text) for i, text in docs if i >= next_doc)
+            for indices, texts, flat, lengths in ([] if all(full.values()) else pool.map(batches(todo))):
+                for i, text, ids in zip(indices, texts, np.split(flat, np.cumsum(lengths)[:-1])):
+                    chars += len(text)
+                    tokens_read += len(ids)
+                    read_docs = i + 1
+                    name = lanes.pool_of(i, full)
+                    if name is not None:
+                        ids = ids[:need[name] - writers[name].n_tokens]
+                        writers[name].add(ids)
+                        ends[name] = i + 1
+                        full[name] = writers[name].n_tokens >= need[name]
+                        if name == "organic":
+                            _write_organic_doc(organic_docs, i, text, ids, tokenizer, cut=full[name])
+                    if all(full.values()) or any(w.open_tokens >= spec.corpus.shard_tokens for w in writers.values()):
+                        checkpoint(i + 1)
+                    if all(full.values()):
+                        break
+                bars.advance(len(indices))
+                if all(full.values()):
+                    break
+    except BaseException:
+        for writer in writers.values():
+            writer.abandon()
+        organic_docs.close()
+        raise
+    organic_docs.close()
+    if not all(full.values()):
+        raise _too_small(spec, need, tokens_read, read_docs)
+    pools = {name: writer.finish() for name, writer in writers.items()}
     stats = {
         "seed": spec.experiment.seed,
-        "corpus": {"source": spec.corpus.source, "docs": len(texts), "chars": sum(map(len, texts)),
-                   "fully_read": fully_read},
-        "tokenizer": {"kind": spec.tokenizer.kind, "vocab_size": vocab.size, "train_docs": n_train,
-                      "train_chars": sum(map(len, shuffled[:n_train]))},
-        "pools": {name: {"docs": len(pool.docs), "tokens": pool.n_tokens} for name, pool in pools.items()},
-        "organic_chars_per_token": round(organic_chars / need["organic"], 3),
-        # Where the extra pool may start and must stop, in the shuffled order (see step 5).
-        "organic_end": len(pools["organic"].positions), "validation_inner": inner,
+        "corpus": {"source": spec.corpus.source, "docs": max(ends.values()), "chars": chars},
+        "tokenizer": {"kind": spec.tokenizer.kind, "vocab_size": vocab.size, "train_docs": state["tokenizer"]["docs"],
+                      "train_chars": state["tokenizer"]["chars"]},
+        "pools": {name: {"docs": pool.n_docs, "tokens": pool.n_tokens, "shards": len(pool.parts)}
+                  for name, pool in pools.items()},
+        "organic_chars_per_token": round(_organic_chars(out_dir / ORGANIC_DOCS) / unique, 3),
+        # Where each pool's last document is (plus one) and the held-out share: the extra pool's rule (step 2).
+        "organic_end": ends["organic"], "validation_end": ends["validation"], "validation_share": lanes.share,
     }
     write_atomic(out_dir / POOLS_META, json.dumps({"stats": stats, "vocab": asdict(vocab)}, indent=1))
-
-
-def build_extra(spec: Spec, pools: PreparedData, n_tokens: int, out_dir: Path, *, progress: bool = True) -> None:
-    """The oracle's `n_tokens` further unique tokens into out_dir (the `extra` stage's work)."""
-    texts, _ = _read(spec, spec.budget.resolve(spec.model)[0] + spec.budget.validation_tokens + n_tokens)
-    meta = pools.stats
-    order = np.load(pools.order)
-    if len(order) > len(texts) or meta["corpus"]["docs"] > len(texts):
-        raise RuntimeError(f"the corpus now has fewer documents than when {pools.order.parent} was built")
-    unread = np.arange(len(order), len(texts))
-    unread = unread[np.random.default_rng([spec.experiment.seed, 1]).permutation(len(unread))]
-    sequence = [int(i) for i in order[meta["organic_end"]:meta["validation_inner"]]] + [int(i) for i in unread]
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(pools.tokenizer_dir))
-    with _progress_bar(progress) as bar:
-        pool = _Cutter([texts[i] for i in sequence], tokenizer, bar)("extra", range(len(sequence)), n_tokens)
-    if pool.n_tokens < n_tokens:
-        key = "budget.total_tokens" if spec.budget.total_tokens is not None else "budget.epochs"
-        raise InputError.one(
-            f"the corpus is too small for the oracle arm: after the organic and validation pools it has "
-            f"{pool.n_tokens:,} more unique tokens, but the oracle needs {n_tokens:,} (T - U)",
-            file=spec.source_file, key=key,
-            hint="lower budget.total_tokens (or budget.epochs), drop the oracle arm, or use a bigger corpus")
-    write_shard(out_dir / "extra", pool.docs, pools.vocab.size, name="extra")
+    (out_dir / PROGRESS).unlink()
 
 
 def load_pools(out_dir: Path) -> PreparedData:
@@ -160,117 +210,219 @@ def load_pools(out_dir: Path) -> PreparedData:
         extra=None,
         validation=TokenShard.open(out_dir / "validation"),
         organic_docs=out_dir / ORGANIC_DOCS,
-        order=out_dir / ORDER,
         stats=meta["stats"],
     )
 
 
-def _read(spec: Spec, tokens_needed: int) -> tuple[list[str], bool]:
-    """Corpus documents up to the read limit, and whether the corpus was read to its end."""
-    limit = max(READ_MIN_CHARS, READ_CHARS_PER_TOKEN * tokens_needed)
-    texts: list[str] = []
-    chars = 0
-    for text in iter_documents(spec):
-        if chars >= limit:
-            return texts, False
-        texts.append(text)
-        chars += len(text)
-    return texts, True
+# ---- the extra stage ---------------------------------------------------------------------------
+
+def build_extra(spec: Spec, pools: PreparedData, n_tokens: int, out_dir: Path, *, progress: bool = True) -> None:
+    """The oracle's `n_tokens` further unique tokens into out_dir (the `extra` stage's work), continuing
+    a killed attempt from its last complete shard."""
+    out_dir = Path(out_dir)
+    meta = pools.stats
+    lanes = _Lanes(meta["seed"], meta["validation_share"])
+    state = _load_progress(out_dir) or {"next_doc": meta["organic_end"], "parts": []}
+    writer = PoolWriter(out_dir / "extra", pools.vocab.size, "extra", (Part(**p) for p in state["parts"]))
+    tokenizer_json = (pools.tokenizer_dir / "tokenizer.json").read_text()
+    workers = _workers(spec, n_tokens - writer.n_tokens)
+
+    def checkpoint(upto: int) -> None:
+        writer.cut()
+        _save_progress(out_dir, {"next_doc": upto, "parts": [asdict(p) for p in writer.parts]})
+        kill_point("extra.shard")
+
+    start = state["next_doc"]
+    todo = ((i, text) for i, text in enumerate(iter_documents(spec))
+            if i >= start and lanes.is_extra(i, meta["organic_end"], meta["validation_end"]))
+    try:
+        with _Bars(progress) as bars, Tokenizing(tokenizer_json, pools.vocab.eos_id, token_dtype(pools.vocab.size),
+                                                 workers) as pool:
+            bars.add("extra", n_tokens, writer)
+            if writer.n_tokens < n_tokens:
+                for indices, _texts, flat, lengths in pool.map(batches(todo)):
+                    for i, ids in zip(indices, np.split(flat, np.cumsum(lengths)[:-1])):
+                        writer.add(ids[:n_tokens - writer.n_tokens])
+                        if writer.n_tokens >= n_tokens or writer.open_tokens >= spec.corpus.shard_tokens:
+                            checkpoint(i + 1)
+                        if writer.n_tokens >= n_tokens:
+                            break
+                    bars.advance(len(indices))
+                    if writer.n_tokens >= n_tokens:
+                        break
+    except BaseException:
+        writer.abandon()
+        raise
+    if writer.n_tokens < n_tokens:
+        writer.abandon()
+        key = "budget.total_tokens" if spec.budget.total_tokens is not None else "budget.epochs"
+        raise InputError.one(
+            f"the corpus is too small for the oracle arm: after the organic and validation pools it has "
+            f"{writer.n_tokens:,} more unique tokens, but the oracle needs {n_tokens:,} (T - U)",
+            file=spec.source_file, key=key,
+            hint="lower budget.total_tokens (or budget.epochs), drop the oracle arm, or use a bigger corpus")
+    writer.finish()
+    (out_dir / PROGRESS).unlink(missing_ok=True)
 
 
-def _fit_tokenizer(texts: Sequence[str], unique: int, vocab_size: int) -> tuple["PreTrainedTokenizerFast", int]:
-    """A BPE trained on the longest front prefix that its own token counts place inside organic (step 3)."""
-    ends = np.cumsum([len(t) for t in texts])
+# ---- the tokenizer (step 3) --------------------------------------------------------------------
+
+class _Head:
+    """The front of the stream, kept while the tokenizer is fitted, then handed on without a re-read."""
+
+    def __init__(self, stream: Iterator[tuple[int, str]]):
+        self.stream, self.docs, self.ended = stream, deque(), False
+
+    def take_until(self, lanes: _Lanes, train_chars: float) -> int:
+        """Extend the head until its non-held-out documents hold train_chars (or the stream ends)."""
+        have = sum(len(t) for i, t in self.docs if not lanes.held_out(i))
+        while have < train_chars and not self.ended:
+            item = next(self.stream, None)
+            if item is None:
+                self.ended = True
+                break
+            self.docs.append(item)
+            if not lanes.held_out(item[0]):
+                have += len(item[1])
+        n = len(self.docs)
+        for k, (i, text) in enumerate(self.docs):  # the range ends with the document that reaches train_chars
+            if not lanes.held_out(i):
+                train_chars -= len(text)
+                if train_chars <= 0:
+                    n = k + 1
+                    break
+        return n
+
+    def replay(self) -> Iterator[tuple[int, str]]:
+        while self.docs:
+            yield self.docs.popleft()
+        yield from self.stream
+
+
+def _fit_tokenizer(head: _Head, lanes: _Lanes, need: dict[str, int],
+                   vocab_size: int) -> tuple["PreTrainedTokenizerFast", dict[str, int]]:
+    """A BPE trained on the longest front range whose training documents its own token counts place
+    inside the organic pool (step 3); with how many documents and characters it was trained on."""
+    unique = need["organic"]
     chars_per_token = FIRST_CHARS_PER_TOKEN
-    best: tuple["PreTrainedTokenizerFast", int] | None = None
+    best: tuple["PreTrainedTokenizerFast", dict[str, int]] | None = None
     for _ in range(MAX_FITS):
-        n_docs = min(int(np.searchsorted(ends, TRAIN_FILL[1] * unique * chars_per_token)) + 1, len(texts))
-        tokenizer = train_bpe(texts[:n_docs], vocab_size)
-        counts = [len(ids) + 1 for ids in encode_batch(tokenizer, texts[:n_docs])]
-        tokens = sum(counts)
-        if tokens - counts[-1] < unique:  # every training document starts within the first U tokens
-            if best is None or n_docs > best[1]:
-                best = (tokenizer, n_docs)
-            if tokens >= TRAIN_FILL[0] * unique or n_docs == len(texts):
+        n = head.take_until(lanes, TRAIN_FILL[1] * unique * chars_per_token)
+        span = list(head.docs)[:n]
+        train = [text for i, text in span if not lanes.held_out(i)]
+        tokenizer = train_bpe(train, vocab_size)
+        counts = [len(ids) + 1 for start in range(0, n, BATCH_DOCS)
+                  for ids in encode_batch(tokenizer, (t for _, t in span[start:start + BATCH_DOCS]))]
+        have = dict.fromkeys(need, 0)
+        inside = True  # every training document joins organic (replaying step 1)
+        tokens = 0
+        for (i, _), count in zip(span, counts):
+            name = lanes.pool_of(i, {k: have[k] >= need[k] for k in need})
+            if name is not None:
+                have[name] += count
+            if not lanes.held_out(i):
+                inside = inside and name == "organic"
+                tokens += count
+        if inside:
+            if best is None or len(train) > best[1]["docs"]:
+                best = (tokenizer, {"docs": len(train), "chars": sum(map(len, train))})
+            if tokens >= TRAIN_FILL[0] * unique or (head.ended and n == len(head.docs)):
                 return best
-        chars_per_token = ends[n_docs - 1] / tokens
+        chars_per_token = sum(map(len, train)) / tokens
     if best is None:
-        raise RuntimeError(f"no tokenizer training prefix fitted inside the organic pool in {MAX_FITS} tries")
+        raise RuntimeError(f"no tokenizer training range fitted inside the organic pool in {MAX_FITS} tries")
     return best
 
 
-class _Cutter:
-    """Tokenizes shuffled documents in batches and cuts pools of exact token counts from them."""
+# ---- helpers -----------------------------------------------------------------------------------
 
-    def __init__(self, texts: Sequence[str], tokenizer: "PreTrainedTokenizerFast", bar: Progress):
-        self.texts, self.tokenizer, self.bar = texts, tokenizer, bar
-        self.dtype = token_dtype(len(tokenizer))
-        self.eos = tokenizer.eos_token_id
-
-    def __call__(self, name: str, positions: Sequence[int], n_tokens: int) -> _Pool:
-        """The first n_tokens of the EOS-joined stream of these documents (fewer if they run out)."""
-        pool = _Pool()
-        task = self.bar.add_task(name, total=n_tokens, docs=0)
-        have = 0
-        if n_tokens == 0:  # an oracle with T = U needs no extra tokens
-            return pool
-        for start in range(0, len(positions), BATCH_DOCS):
-            batch = positions[start:start + BATCH_DOCS]
-            for position, ids in zip(batch, encode_batch(self.tokenizer, (self.texts[p] for p in batch))):
-                doc = np.asarray([*ids, self.eos], dtype=self.dtype)[:n_tokens - have]
-                pool.positions.append(position)
-                pool.docs.append(doc)
-                have += len(doc)
-                self.bar.update(task, advance=len(doc), docs=len(pool.docs))
-                if have == n_tokens:
-                    return pool
-        return pool
+def _workers(spec: Spec, tokens_to_make: int) -> int:
+    """corpus.workers, or by default every core unless the job is too small to pay for processes.
+    Only speed depends on it: the result is the same for any count."""
+    if spec.corpus.workers is not None:
+        return spec.corpus.workers
+    return default_workers() if tokens_to_make >= PARALLEL_MIN_TOKENS else 1
 
 
-def _too_small(spec: Spec, need: dict[str, int], texts: Sequence[str],
-               tokenizer: "PreTrainedTokenizerFast", fully_read: bool) -> InputError:
-    have = sum(len(ids) + 1 for start in range(0, len(texts), BATCH_DOCS)
-               for ids in encode_batch(tokenizer, texts[start:start + BATCH_DOCS]))
+def _load_progress(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / PROGRESS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _save_progress(out_dir: Path, state: dict[str, Any]) -> None:
+    write_atomic(out_dir / PROGRESS, json.dumps(state, indent=1))
+
+
+def _reopen(path: Path, size: int):
+    """The organic documents file, cut back to what the last checkpoint recorded."""
+    handle = open(path, "r+b" if path.exists() else "w+b")
+    handle.truncate(size)
+    handle.seek(size)
+    return handle
+
+
+def _write_organic_doc(handle, i: int, text: str, ids: np.ndarray, tokenizer: "PreTrainedTokenizerFast",
+                       cut: bool) -> None:
+    """One JSON line per organic-shard document; the pool's last one keeps only the text its tokens cover."""
+    if cut:
+        content = len(ids) - int(ids[-1] == tokenizer.eos_token_id)
+        text = prefix_text(tokenizer, text, content)
+    handle.write((json.dumps({"id": str(i), "text": text, "n_tokens": len(ids)}) + "\n").encode())
+
+
+def _organic_chars(path: Path) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(len(json.loads(line)["text"]) for line in f)
+
+
+def _too_small(spec: Spec, need: dict[str, int], have: int, docs: int) -> InputError:
     budget = spec.budget
     key = "budget.unique_tokens" if budget.unique_tokens is not None else "budget.unique_fraction"
     error = InputError.one(
-        f"the corpus is too small: it has {'at least ' if not fully_read else ''}{have:,} tokens "
-        f"({len(texts):,} documents) with this tokenizer, but the pools need {sum(need.values()):,} "
-        f"(U={need['organic']:,} organic + V={need['validation']:,} validation)", file=spec.source_file, key=key,
+        f"the corpus is too small: it has {have:,} tokens ({docs:,} documents) with this tokenizer, but the "
+        f"pools need {sum(need.values()):,} (U={need['organic']:,} organic + V={need['validation']:,} validation)",
+        file=spec.source_file, key=key,
         hint="lower budget.unique_tokens (or budget.validation_tokens), or use a bigger corpus")
     error.details.update(have_tokens=have, need_tokens=sum(need.values()), **{f"need_{k}": v for k, v in need.items()})
     return error
 
 
-def _write_organic_docs(path: Path, pool: _Pool, texts: Sequence[str], order: np.ndarray,
-                        tokenizer: "PreTrainedTokenizerFast") -> int:
-    """One JSON line per organic-shard document, the last one's text cut where its tokens end; total chars."""
-    chars = 0
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for i, (position, doc) in enumerate(zip(pool.positions, pool.docs)):
-            text = texts[position]
-            if i == len(pool.docs) - 1:
-                content = len(doc) - (doc[-1] == tokenizer.eos_token_id)
-                text = prefix_text(tokenizer, text, content)
-            chars += len(text)
-            f.write(json.dumps({"id": str(order[position]), "text": text, "n_tokens": len(doc)}) + "\n")
-    os.replace(tmp, path)
-    return chars
-
-
 # ---- progress ----------------------------------------------------------------------------------
 
-class _TokensPerSecond(ProgressColumn):
-    """Average over the whole task: rich's windowed estimate is noise for sub-second pools."""
+class _Rates(ProgressColumn):
+    """Documents and tokens per second, averaged over the whole task (rich's window is noise for short pools)."""
 
     def render(self, task: Task) -> Text:
         elapsed = task.finished_time if task.finished else task.elapsed  # elapsed runs on once finished
-        speed = task.completed / elapsed if elapsed else 0.0
-        return Text(f"{speed:,.0f} tok/s", style="progress.data.speed")
+        docs, tokens = (task.fields["docs"] / elapsed, task.completed / elapsed) if elapsed else (0.0, 0.0)
+        return Text(f"{docs:,.0f} doc/s {tokens:,.0f} tok/s", style="progress.data.speed")
 
 
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description:<10}"), BarColumn(bar_width=20),
-                    TextColumn("{task.completed:,.0f} tok, {task.fields[docs]:,} docs"),
-                    _TokensPerSecond(), TimeElapsedColumn(), disable=not enabled)
+class _Bars:
+    """One bar per pool: tokens against the pool's size, documents, shards, both rates and the ETA."""
+
+    def __init__(self, enabled: bool):
+        self.progress = Progress(
+            TextColumn("{task.description:<10}"), BarColumn(bar_width=20),
+            TextColumn("{task.completed:,.0f} tok {task.fields[docs]:,} docs {task.fields[shards]} shards"),
+            _Rates(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled)
+        self.tasks: list[tuple[int, PoolWriter]] = []
+
+    def __enter__(self) -> "_Bars":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.advance(0)
+        self.progress.__exit__(*exc)
+
+    def add(self, name: str, total: int, writer: PoolWriter) -> None:
+        task = self.progress.add_task(name, total=total, docs=writer.n_docs, shards=len(writer.parts),
+                                      completed=writer.n_tokens)
+        self.tasks.append((task, writer))
+
+    def advance(self, _docs: int) -> None:
+        for task, writer in self.tasks:
+            self.progress.update(task, completed=writer.n_tokens, docs=writer.n_docs,
+                                 shards=len(writer.parts) + (writer.open_tokens > 0))
+

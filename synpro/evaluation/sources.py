@@ -3,7 +3,7 @@
 Both come from the data stage's token shards, decoded with its tokenizer (SynPro's byte-level
 BPE round-trips text exactly), so the data stage needs to write nothing more.
 
-- held out: the validation pool — carved from the far end of the shuffled corpus, disjoint by
+- held out: the validation pool — the held-out documents of the corpus stream, disjoint by
   document from every pretraining pool;
 - pretraining: the organic pool (every arm trains on it) and the oracle's extra pool (an item the
   oracle had read would flatter the very curve that effective tokens invert). They serve as the

@@ -1,4 +1,4 @@
-"""`extra`: the oracle's further unique tokens, continuing the pools' shuffled order (never organic)."""
+"""`extra`: the oracle's further unique tokens, the documents of the stream after the pools (never organic)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 @STAGES.register("extra")
 class ExtraStage(Stage):
     kind = "extra"
-    version = 1
+    version = 2  # the stream's documents after the pools, written as shards
 
     def __init__(self, spec: "Spec", pools: Stage, n_tokens: int):
         super().__init__({"tokens": n_tokens}, {"pools": pools})
@@ -28,4 +28,4 @@ class ExtraStage(Stage):
     def load(self, folder, inputs):
         from synpro.data.shards import TokenShard
 
-        return TokenShard.open(folder / "extra")
+        return TokenShard.open(folder / "extra")  # a pool of shards, read as one stream

@@ -14,13 +14,13 @@ if TYPE_CHECKING:
 @STAGES.register("pools")
 class PoolsStage(Stage):
     kind = "pools"
-    version = 2
+    version = 3  # pools drawn from one stream (held-out lanes), written as shards
 
     def __init__(self, spec: "Spec"):
         unique = spec.budget.resolve(spec.model)[0]
         # The builtin corpus is CPython's own docs: another Python version is another corpus.
         corpus_id = str(spec.corpus_path() or "") or f"builtin-py{sys.version_info.major}.{sys.version_info.minor}"
-        super().__init__({"corpus": spec.corpus.model_dump(mode="json"), "corpus_id": corpus_id,
+        super().__init__({"corpus": spec.corpus.content(), "corpus_id": corpus_id,
                           "tokenizer": spec.tokenizer.model_dump(mode="json"), "unique_tokens": unique,
                           "validation_tokens": spec.budget.validation_tokens, "seed": spec.experiment.seed})
         self.spec = spec

@@ -1,10 +1,16 @@
 """Run a graph of stages: each at most once, under a lock, resumable, complete only by its manifest.
 
 One completion convention for every stage: `<folder>/_stage.json`, written last and atomically,
-holding the key, the inputs' keys, the config, every output file's size (and sha256 up to
-`HASH_LIMIT` bytes), the metrics and the timings. A folder without it is unfinished work, which the
-stage resumes (training, generation) or redoes. A folder whose files no longer match their
+holding the key, the inputs' keys, the config, every output file's size and mtime (and sha256 up
+to `HASH_LIMIT` bytes), the metrics and the timings. A folder without it is unfinished work, which
+the stage resumes (training, generation) or redoes. A folder whose files no longer match their
 manifest (a truncated shard, a deleted checkpoint) is rebuilt, with a warning naming the files.
+
+Loading a finished stage checks every file's size, always, and re-reads a file's content only when
+its mtime is not the one recorded: a file rewritten in place (any write moves its mtime) is hashed
+and found, while an untouched one costs a `stat`, so re-running a sweep over paper-scale pools (tens
+of GB of shards) reads none of them. Each file is hashed once, when its stage finishes; a re-hash
+that matches (a copied workdir, a `touch`) records the new mtime, so it happens once too.
 
 Stages live in `<root>/<kind>-<key>/`; the lock is a sibling file, so two workers asking for one
 stage run it once and the second one loads the result.
@@ -51,7 +57,7 @@ def _outputs(folder: Path) -> dict[str, dict[str, Any]]:
         hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)  # e.g. .executor/
         if path.is_file() and path.name != MANIFEST and not hidden:
             size = path.stat().st_size
-            entry: dict[str, Any] = {"size": size}
+            entry: dict[str, Any] = {"size": size, "mtime_ns": path.stat().st_mtime_ns}
             if size <= HASH_LIMIT:
                 entry["sha256"] = file_digest(path)
             files[path.relative_to(folder).as_posix()] = entry
@@ -59,14 +65,20 @@ def _outputs(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def verify(folder: Path, manifest: dict[str, Any]) -> list[str]:
-    """Output files that are missing or differ from what the manifest recorded."""
+    """Output files that are missing or differ from what the manifest recorded: sizes always, content
+    only where the mtime moved (then a matching file's new mtime goes into `manifest`)."""
     bad = []
     for name, entry in manifest.get("outputs", {}).items():
         path = folder / name
-        if not path.is_file() or path.stat().st_size != entry["size"]:
+        stat = path.stat() if path.is_file() else None
+        if stat is None or stat.st_size != entry["size"]:
             bad.append(name)
+        elif entry.get("mtime_ns") == stat.st_mtime_ns:
+            continue
         elif "sha256" in entry and file_digest(path) != entry["sha256"]:
             bad.append(name)
+        else:
+            entry["mtime_ns"] = stat.st_mtime_ns
     return bad
 
 
@@ -96,8 +108,11 @@ class Runner:
         with dir_lock(folder):
             manifest = read_manifest(folder)
             if manifest is not None and manifest.get("key") == stage.key:
+                recorded = json.dumps(manifest.get("outputs"), sort_keys=True)
                 bad = verify(folder, manifest)
                 if not bad:
+                    if json.dumps(manifest.get("outputs"), sort_keys=True) != recorded:  # re-hashed: trust the new mtimes
+                        write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1, default=str))
                     return self._keep(stage, stage.load(folder, inputs))
                 log.warning("stage %s: %d output file(s) fail their integrity check (%s); rebuilding it",
                             folder, len(bad), ", ".join(bad[:5]))

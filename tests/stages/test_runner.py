@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -70,6 +71,30 @@ def test_damaged_outputs_are_rebuilt_and_temp_debris_cleared(tmp_path):
     assert not is_done(stage, tmp_path)
     Runner(tmp_path).run(stage)
     assert not (folder / ".tmp-scratch").exists() and len(log.read_text().split()) == 3
+
+
+def test_loading_a_finished_stage_reads_only_files_whose_mtime_moved(tmp_path):
+    """Sizes always; content only for a file whose mtime is not the recorded one (then once)."""
+    log = tmp_path / "runs.log"
+    stage = Count(3, log=log)
+    Runner(tmp_path).run(stage)
+    folder = tmp_path / stage.dirname
+    manifest = json.loads((folder / MANIFEST).read_text())
+    entry = manifest["outputs"]["numbers.txt"]
+    assert entry["mtime_ns"] == (folder / "numbers.txt").stat().st_mtime_ns
+    entry["sha256"] = "0" * 64  # a digest the file cannot match: only a re-read would notice
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert Runner(tmp_path).run(stage) == 3 and len(log.read_text().split()) == 1  # untouched: not read
+    stat = (folder / "numbers.txt").stat()
+    os.utime(folder / "numbers.txt", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: read, and wrong
+    assert Runner(tmp_path).run(stage) == 3 and len(log.read_text().split()) == 2
+
+    before = json.loads((folder / MANIFEST).read_text())["outputs"]["numbers.txt"]
+    stat = (folder / "numbers.txt").stat()
+    os.utime(folder / "numbers.txt", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched, same content
+    assert Runner(tmp_path).run(stage) == 3 and len(log.read_text().split()) == 2  # re-hashed, kept
+    after = json.loads((folder / MANIFEST).read_text())["outputs"]["numbers.txt"]
+    assert after["sha256"] == before["sha256"] and after["mtime_ns"] == before["mtime_ns"] + 10**9
 
 
 def test_a_folder_holding_another_key_is_never_overwritten(tmp_path):
