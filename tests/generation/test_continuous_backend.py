@@ -1,6 +1,6 @@
 """The continuous-batching CPU backend on tiny real models: exact top-p, seeding, per-prompt streams
 independent of the batch, greedy agreement with transformers at fp32, finished/tokens semantics, `auto`
-on a CPU and the set key naming the backend and its dtype."""
+on a CPU and the set key naming the backend and its precision."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from generators import PARROT_ANSWER, doc_topics
 from synpro.errors import InputError
 from synpro.generation.backends import Sampling, make_backend, resolve_backend
-from synpro.generation.backends.continuous_backend import (ContinuousBackend, dtype_for_cpu, dtype_name,
-                                                           sample_rows, top_p_filter)
+from synpro.generation.backends.continuous_backend import (ContinuousBackend, precision_for_cpu, sample_rows,
+                                                           top_p_filter)
 from synpro.generation.backends.transformers_backend import TransformersBackend
 from synpro.generation.operations import OPERATIONS
 from synpro.generation.synthetic import set_config
@@ -76,7 +76,7 @@ def test_sampling_draws_from_the_renormalised_nucleus():
 
 
 def test_seeded_sampling_is_reproducible_and_independent_of_the_batch(random_model):
-    backend = ContinuousBackend.load(random_model, batch_size=2, dtype=torch.float32)
+    backend = ContinuousBackend.load(random_model, batch_size=2, precision="fp32")
     prompts = _prompts(8)
     sampled = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=12, seed=3)
     first = backend.generate(prompts, sampled)
@@ -93,18 +93,18 @@ def test_greedy_matches_the_transformers_backend_at_fp32(random_model, parrot_mo
     greedy = Sampling(temperature=0, max_new_tokens=12)
     for model in (random_model, parrot_model):
         reference = TransformersBackend.load(model, batch_size=2).generate(_prompts(), greedy)
-        fast = ContinuousBackend.load(model, batch_size=1, dtype=torch.float32)  # 4 slots for 5 prompts: a refill
+        fast = ContinuousBackend.load(model, batch_size=1, precision="fp32")  # 4 slots for 5 prompts: a refill
         assert [c.text for c in fast.generate(_prompts(), greedy)] == [c.text for c in reference]
-    # bf16 weights round differently, but the trained answer survives them
-    bf16 = ContinuousBackend.load(parrot_model, batch_size=1, dtype=torch.bfloat16)
-    out = bf16.generate(_prompts(3), Sampling(temperature=0, max_new_tokens=80))
-    assert all(c.finished and c.text.startswith(PARROT_ANSWER[:40]) for c in out)
+    for precision in ("bf16", "int8"):  # weights round differently, but the trained answer survives them
+        rounded = ContinuousBackend.load(parrot_model, batch_size=1, precision=precision)
+        out = rounded.generate(_prompts(3), Sampling(temperature=0, max_new_tokens=80))
+        assert all(c.finished and c.text.startswith(PARROT_ANSWER[:40]) for c in out)
 
 
 def test_finished_and_tokens_count_the_stop_token(parrot_model):
     long = Sampling(temperature=0, max_new_tokens=100)
     reference = TransformersBackend.load(parrot_model, batch_size=4).generate(_prompts(4), long)
-    fast = ContinuousBackend.load(parrot_model, batch_size=1, dtype=torch.float32)
+    fast = ContinuousBackend.load(parrot_model, batch_size=1, precision="fp32")
     assert fast.generate(_prompts(4), long) == reference and all(c.finished for c in reference)
     cut = fast.generate(_prompts(2), Sampling(temperature=0, max_new_tokens=5))
     assert all(c.tokens == 5 and not c.finished for c in cut)
@@ -117,10 +117,10 @@ def test_auto_on_a_cpu_and_the_set_key(random_model):
     spec = _spec(random_model, backend="auto", batch_size=3)
     assert resolve_backend(spec) == "continuous"
     backend = make_backend(spec)
-    assert isinstance(backend, ContinuousBackend) and backend.slots == 12 and backend.batch_size == 48
-    assert backend.dtype == dtype_for_cpu()
+    assert isinstance(backend, ContinuousBackend) and backend.slots == 12 and backend.batch_size == 24
+    assert backend.precision == precision_for_cpu()
     key = set_config(_spec(random_model), "rephrase")
-    assert key["backend"] == f"continuous-{dtype_name(dtype_for_cpu())}"
+    assert key["backend"] == f"continuous-{precision_for_cpu()}"
     assert set_config(spec, "rephrase") == key
     transformers = set_config(_spec(random_model, backend="transformers"), "rephrase")
     assert "backend" not in transformers and {k: v for k, v in key.items() if k != "backend"} == transformers

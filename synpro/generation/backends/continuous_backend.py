@@ -46,23 +46,56 @@ SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 # Rows decoded together and prompts handed over per call, per spec batch_size (sized for the transformers
 # backend). Measured in benchmarks/generation_throughput.py (SmolLM2-135M, bf16, one thread).
 SLOTS_PER_BATCH = 4
-PROMPTS_PER_SLOT = 4
+PROMPTS_PER_SLOT = 2
 PREFILL_TOKENS = 2048  # prompt tokens prefilled in one forward at most (bounds activation memory)
 TOP_K_FIRST = 128  # top-p looks for the nucleus among this many tokens before sorting the whole vocabulary
 
 
+PRECISIONS = ("bf16", "int8", "fp32")
+
+
 @functools.cache
-def dtype_for_cpu() -> torch.dtype:
-    """bf16 where the CPU multiplies bf16 natively (AVX-512 BF16 or AMX), else fp32 (bf16 would be emulated)."""
+def native_bf16() -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 would be emulated."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return torch.float32
-    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+def precision_for_cpu() -> str:
+    """The precision `load` takes by default: bf16 where the CPU multiplies it natively, else fp32."""
+    return "bf16" if native_bf16() else "fp32"
+
+
+def implements(spec: "Spec") -> bool:
+    """Whether this decoder implements the spec's generator (True where its config cannot be read: loading
+    it reports that)."""
+    import json
+
+    from synpro.generation.generator import model_folder
+
+    try:
+        config = json.loads((model_folder(spec) / "config.json").read_text())
+    except (InputError, OSError, ValueError):
+        return True
+    return _implemented(config)
+
+
+def _implemented(config: dict) -> bool:
+    """A supported architecture attending to every earlier token (Qwen's configs name a window they do not use)."""
+    qwen = config.get("model_type", "").startswith("qwen")
+    windowed = config.get("use_sliding_window") if qwen else config.get("sliding_window")
+    return config.get("model_type") in SUPPORTED and not windowed
+
+
+def _quantize_linears(model: "PreTrainedModel") -> None:
+    """Every Linear (LM head included) to int8 weights per output channel, activations quantized per call."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())  # untie from the embeddings
+    quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
 
 
 def top_p_filter(probs: torch.Tensor, top_p: float, k: int = TOP_K_FIRST) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +149,7 @@ def row_generator(seed: int, index: int) -> torch.Generator:
 class _Decoder:
     """The model's forward over a KV cache of `slots` rows of up to `capacity` tokens."""
 
-    def __init__(self, model: "PreTrainedModel", slots: int, capacity: int):
+    def __init__(self, model: "PreTrainedModel", slots: int, capacity: int, cache_dtype: torch.dtype):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         self.rope = apply_rotary_pos_emb
@@ -128,10 +161,9 @@ class _Decoder:
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scale = getattr(self.layers[0].self_attn, "scaling", self.head_dim ** -0.5)
-        dtype = self.lm_head.weight.dtype
         shape = (len(self.layers), slots, self.kv_heads, capacity, self.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype)
-        self.v = torch.zeros(shape, dtype=dtype)
+        self.k = torch.zeros(shape[:3] + shape[:2:-1], dtype=cache_dtype)  # keys stored transposed: q @ k is plain
+        self.v = torch.zeros(shape, dtype=cache_dtype)
 
     def _project(self, attn, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
         rows, length, _ = x.shape
@@ -154,15 +186,16 @@ class _Decoder:
         return x + layer.mlp(layer.post_attention_layernorm(x))
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Softmax attention of q [rows, heads, length, dim] over k, v [rows, kv_heads, keys, dim], each
+        """Softmax attention of q [rows, heads, length, dim] over k [rows, kv_heads, dim, keys] (transposed)
+        and v [rows, kv_heads, keys, dim], each
         key-value head serving its group of query heads, with fp32 scores plus `bias` (0 or -inf,
         broadcast over [rows, kv_heads, group * length, keys]). Plain matmuls: CPU SDPA is several times
         slower for bf16 single-token queries over a masked cache."""
         rows, _, length, dim = q.shape
-        grouped = q.reshape(rows, self.kv_heads, self.heads // self.kv_heads * length, dim)
-        scores = torch.matmul(grouped, k.transpose(-1, -2)).float() * self.scale + bias
+        grouped = q.reshape(rows, self.kv_heads, self.heads // self.kv_heads * length, dim).to(k.dtype)
+        scores = torch.matmul(grouped, k).float() * self.scale + bias
         weights = torch.softmax(scores, dim=-1).to(v.dtype)
-        return torch.matmul(weights, v).view(rows, self.heads, length, dim)
+        return torch.matmul(weights, v).view(rows, self.heads, length, dim).to(q.dtype)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.norm(hidden)).float()
@@ -180,9 +213,10 @@ class _Decoder:
         for n, layer in enumerate(self.layers):
             def attend(attn, h, n=n):
                 q, k, v = self._project(attn, h, positions)
-                self.k[n, index, :, :longest] = k
+                k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # attend to the keys as the cache holds them
+                self.k[n, index, :, :, :longest] = k.transpose(-1, -2)
                 self.v[n, index, :, :longest] = v
-                return self._attend(q, k, v, causal)
+                return self._attend(q, k.transpose(-1, -2), v, causal)
             x = self._layer(layer, x, attend)
         last = x[torch.arange(len(prompts)), torch.tensor([len(p) - 1 for p in prompts])]
         return self._logits(last)
@@ -190,7 +224,7 @@ class _Decoder:
     def step(self, tokens: torch.Tensor, lengths: torch.Tensor, rows: int) -> torch.Tensor:
         """Decode one token for the first `rows` slots: tokens [rows] at positions `lengths` [rows] (each
         slot's filled length); logits [rows, vocab]. Keys past a slot's length are masked out."""
-        visible = torch.arange(self.k.shape[3]).unsqueeze(0) <= lengths.unsqueeze(1)
+        visible = torch.arange(self.v.shape[3]).unsqueeze(0) <= lengths.unsqueeze(1)
         mask = torch.zeros(visible.shape).masked_fill(~visible, float("-inf")).view(rows, 1, 1, -1)
         positions = lengths.view(rows, 1)
         index = torch.arange(rows)
@@ -198,15 +232,15 @@ class _Decoder:
         for n, layer in enumerate(self.layers):
             def attend(attn, h, n=n):
                 q, k, v = self._project(attn, h, positions)
-                self.k[n, index, :, lengths] = k[:, :, 0]
-                self.v[n, index, :, lengths] = v[:, :, 0]
+                self.k[n, index, :, :, lengths] = k[:, :, 0].to(self.k.dtype)
+                self.v[n, index, :, lengths] = v[:, :, 0].to(self.v.dtype)
                 return self._attend(q, self.k[n, :rows], self.v[n, :rows], mask)
             x = self._layer(layer, x, attend)
         return self._logits(x[:, 0])
 
     def move(self, source: int, target: int, length: int) -> None:
         """Copy slot `source`'s first `length` cached tokens into slot `target` (compacting a draining batch)."""
-        self.k[:, target, :, :length] = self.k[:, source, :, :length]
+        self.k[:, target, :, :, :length] = self.k[:, source, :, :, :length]
         self.v[:, target, :, :length] = self.v[:, source, :, :length]
 
 
@@ -214,19 +248,21 @@ class ContinuousBackend:
     name = "continuous"
 
     def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", stops: set[int],
-                 batch_size: int):
+                 batch_size: int, precision: str):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.stop_ids = stops
         self.slots = batch_size * SLOTS_PER_BATCH  # rows decoded together
         self.batch_size = self.slots * PROMPTS_PER_SLOT  # prompts per call: a crash loses at most these
-        self.dtype = model.lm_head.weight.dtype
+        self.precision = precision
+        self.cache_dtype = torch.float32 if precision == "fp32" or not native_bf16() else torch.bfloat16
 
     @classmethod
     def load(cls, folder: Path, batch_size: int, spec: "Spec | None" = None, *,
-             dtype: torch.dtype | None = None) -> "ContinuousBackend":
-        """From an HF folder, in `dtype` (default `dtype_for_cpu()`); InputError naming the spec key if it
-        cannot load or its architecture is not one this decoder implements."""
+             precision: str | None = None) -> "ContinuousBackend":
+        """From an HF folder, in `precision` (one of PRECISIONS; default `precision_for_cpu()`); InputError
+        naming the spec key if it cannot load or its architecture is not one this decoder implements."""
+        precision = precision or precision_for_cpu()
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         from synpro.generation.backends.ctranslate2_backend import stop_ids
@@ -234,20 +270,22 @@ class ContinuousBackend:
         where = {"file": spec.source_file if spec else None, "key": "generation.generator.model"}
         try:
             config = AutoConfig.from_pretrained(str(folder))
-            if config.model_type not in SUPPORTED or getattr(config, "sliding_window", None) \
-                    or getattr(config, "use_sliding_window", False):
+            if not _implemented(config.to_dict()):
                 raise InputError.one(f"the continuous backend does not implement the {config.model_type} "
                                      f"architecture of {folder}", **where,
                                      hint=f"use a {'/'.join(SUPPORTED)} model, or backend: transformers")
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or dtype_for_cpu())
+            model = AutoModelForCausalLM.from_pretrained(
+                str(folder), dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
             stops = stop_ids(folder, tokenizer)
         except (OSError, ValueError, KeyError) as exc:
             raise InputError.one(f"cannot load generator from {folder}: {exc}", **where,
                                  hint="give an HF causal-LM folder (config.json, weights and tokenizer)") from None
         if tokenizer.chat_template is None:
             raise InputError.one(f"the generator at {folder} has no chat template; use an instruct model", **where)
-        return cls(model, tokenizer, stops, batch_size)
+        if precision == "int8":
+            _quantize_linears(model)
+        return cls(model, tokenizer, stops, batch_size, precision)
 
     def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[Completion]:
         """Longest prompts first into `slots` rows; a row that ends hands its slot to the next prompt."""
@@ -262,7 +300,7 @@ class ContinuousBackend:
         budget = sampling.max_new_tokens
         queue = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # pop() takes the longest
         slots = min(self.slots, len(encoded))
-        decoder = _Decoder(self.model, slots, max(len(e) for e in encoded) + budget)
+        decoder = _Decoder(self.model, slots, max(len(e) for e in encoded) + budget, self.cache_dtype)
         outputs: list[list[int]] = [[] for _ in encoded]
         owner = [-1] * slots  # prompt index per slot; -1: free
         lengths = torch.zeros(slots, dtype=torch.long)  # tokens in each slot's cache
