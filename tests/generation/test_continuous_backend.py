@@ -137,3 +137,10 @@ def test_unsupported_architecture_is_an_input_error(tmp_path, random_model):
     with pytest.raises(InputError) as err:
         ContinuousBackend.load(other, batch_size=1)
     assert err.value.problems[0].key == "generation.generator.model"
+    if not torch.cuda.is_available():  # auto passes such a model on to a backend that runs it
+        assert resolve_backend(_spec(other, backend="auto")) in ("ctranslate2", "transformers")
+    qwen = tmp_path / "qwen2ish"  # Qwen's configs name a sliding window they do not use
+    shutil.copytree(random_model, qwen)
+    (qwen / "config.json").write_text(json.dumps({**config, "model_type": "qwen2", "sliding_window": 4096,
+                                                  "use_sliding_window": False}))
+    assert resolve_backend(_spec(qwen, backend="auto")) == "continuous" or torch.cuda.is_available()
