@@ -1,14 +1,16 @@
-"""Generation throughput: the CTranslate2 CPU backend vs the transformers backend, side by side.
+"""Generation throughput: each CPU backend vs the transformers backend, side by side, interleaved.
 
 Same model (the packaged default generator unless --model), prompts and seeded sampling, at the
 quickstart's settings by default: 128-token windows of builtin documents (CPython's reference topics,
 windowed by the generator's tokenizer) as rephrase prompts, temperature 1.0, top-p 0.9, 224 new
-tokens, batches of 8 for transformers. Tokens are counted up to each answer's end, so a static batch's
-wait for its longest member counts against it. Prints tokens/s of each and each phase's peak RSS; the
-last line is the ratio.
+tokens, batches of 8 for transformers. The CPU backends are the continuous-batching decoder (bf16 and
+int8) and CTranslate2; each gets one call of its own size a round (what the pipeline hands it), the
+transformers backend --windows prompts. Tokens are counted up to each answer's end, so a static batch's
+wait for its longest member counts against it. Prints tokens/s of each and its peak RSS; the last line
+is the speed-up of the backend `auto` takes on this CPU.
 
-    python benchmarks/generation_throughput.py                      # ~4 minutes on 2 CPU cores
-    python benchmarks/generation_throughput.py --windows 32 --ct2-batch 16 --threads 2
+    python benchmarks/generation_throughput.py --threads 1          # ~25 minutes on 2 busy CPU cores
+    python benchmarks/generation_throughput.py --rounds 1 --ct2-batch 16 --threads 2
     python benchmarks/generation_throughput.py --compute-type int8_float32
     python benchmarks/generation_throughput.py --pass-rates 24  # share of outputs passing the filters
 
@@ -92,30 +94,72 @@ def window_prompts(folder: Path, op_name: str, n: int, window_tokens: int) -> li
     return [op.messages(w.text) for w in windows]
 
 
+def cpu_backends(args: argparse.Namespace, folder: Path) -> dict[str, object]:
+    """Each CPU backend worth comparing, loaded: the continuous decoder in each precision, CTranslate2."""
+    import importlib.util
+
+    from synpro.generation.backends.continuous_backend import ContinuousBackend, native_bf16
+
+    made: dict[str, object] = {}
+    for precision in ("bf16", "int8") if native_bf16() else ("fp32", "int8"):
+        made[f"continuous-{precision}"] = ContinuousBackend.load(folder, args.batch_size, precision=precision)
+    if importlib.util.find_spec("ctranslate2"):
+        from synpro.generation.backends.ctranslate2_backend import CTranslate2Backend
+
+        ct2 = CTranslate2Backend.load(folder, args.batch_size, quantization=args.compute_type)  # converts once
+        ct2.max_batch_size = args.ct2_batch or ct2.max_batch_size
+        made[f"ctranslate2-{args.compute_type}"] = ct2
+    return made
+
+
 def throughput(args: argparse.Namespace, spec: Spec) -> None:
-    from synpro.generation.backends.ctranslate2_backend import CTranslate2Backend
+    """Rounds of: transformers on --windows prompts, then each CPU backend on one call of its own size
+    (backend.batch_size prompts: what the pipeline hands it), all from the same round's windows. Rounds
+    interleave the backends so a change of load on shared cores hits them all; totals sum the rounds."""
+    from synpro.generation.backends import resolve_backend, set_identity
 
     folder = model_folder(spec)
-    prompts = window_prompts(folder, args.op, args.windows, args.window_tokens)
     sampling = Sampling(temperature=args.temperature, top_p=0.9, max_new_tokens=args.max_new_tokens, seed=0)
     warm = Sampling(temperature=0, max_new_tokens=4)
-    hf = TransformersBackend.load(folder, args.batch_size)
-    hf.generate(prompts[:1], warm)
-    baseline = measure(hf, prompts, sampling)
-    del hf
-    ct2 = CTranslate2Backend.load(folder, args.batch_size, quantization=args.compute_type)  # converts once
-    ct2.max_batch_size = args.ct2_batch or ct2.max_batch_size
-    ct2.generate(prompts[:1], warm)
-    fast = measure(ct2, prompts, sampling)
-    print(f"model {spec.generation.generator.model}  op {args.op}  {len(prompts)} windows x {args.window_tokens} "
-          f"tokens  max_new_tokens {args.max_new_tokens}  temperature {args.temperature}  top_p 0.9  "
-          f"threads {torch.get_num_threads()}")
-    rows = ((f"transformers fp32, batch {args.batch_size}", baseline),
-            (f"ctranslate2 {args.compute_type}, batch {ct2.max_batch_size}", fast))
-    for name, r in rows:
-        print(f"{name:>32}: {r['tokens']:6d} tokens in {r['seconds']:7.1f} s = {r['tokens_per_s']:7.1f} tokens/s, "
-              f"{r['finished']}/{len(prompts)} finished, peak RSS {r['peak_rss_gib']:.2f} GiB")
-    print(f"cpu backend speed-up vs transformers: {fast['tokens_per_s'] / baseline['tokens_per_s']:.2f}x")
+    backends = {f"transformers-fp32": TransformersBackend.load(folder, args.batch_size), **cpu_backends(args, folder)}
+    per_round = max(args.windows, *(b.batch_size for b in backends.values()))
+    prompts = window_prompts(folder, args.op, per_round * args.rounds, args.window_tokens)
+    for b in backends.values():
+        b.generate(prompts[:1], warm)
+    totals = {name: {"tokens": 0, "seconds": 0.0, "finished": 0, "prompts": 0, "peak_rss_gib": 0.0}
+              for name in backends}
+    loads = [os.getloadavg()[0]]
+    for r in range(args.rounds):
+        pool = prompts[r * per_round:(r + 1) * per_round]
+        for name, b in backends.items():
+            batch = pool[:args.windows] if name.startswith("transformers") else pool[:b.batch_size]
+            got = measure(b, batch, sampling)
+            t = totals[name]
+            t.update(tokens=t["tokens"] + got["tokens"], seconds=t["seconds"] + got["seconds"],
+                     finished=t["finished"] + got["finished"], prompts=t["prompts"] + len(batch),
+                     peak_rss_gib=max(t["peak_rss_gib"], got["peak_rss_gib"]))
+            loads.append(os.getloadavg()[0])
+            print(f"  round {r + 1} {name}: {got['tokens']} tokens in {got['seconds']:.1f} s = "
+                  f"{got['tokens_per_s']:.1f} tokens/s (load {loads[-1]:.1f})", flush=True)
+    print(f"model {spec.generation.generator.model}  op {args.op}  {args.rounds} rounds  windows x "
+          f"{args.window_tokens} tokens  max_new_tokens {args.max_new_tokens}  temperature {args.temperature}  "
+          f"top_p 0.9  threads {torch.get_num_threads()}  1-min load {min(loads):.1f}-{max(loads):.1f}")
+    base = totals["transformers-fp32"]
+    base_rate = base["tokens"] / base["seconds"]
+    for name, t in totals.items():
+        b = backends[name]
+        shape = (f"batch {args.batch_size}" if name.startswith("transformers") else
+                 f"{getattr(b, 'slots', getattr(b, 'max_batch_size', '?'))} rows, {b.batch_size} prompts a call")
+        rate = t["tokens"] / t["seconds"]
+        print(f"{name + ', ' + shape:>48}: {t['tokens']:6d} tokens in {t['seconds']:7.1f} s = {rate:6.1f} tokens/s "
+              f"({rate / base_rate:.2f}x), {t['finished']}/{t['prompts']} finished, peak RSS {t['peak_rss_gib']:.2f} GiB")
+    auto = spec.model_copy(update={"generation": spec.generation.model_copy(update={
+        "generator": spec.generation.generator.model_copy(update={"backend": "auto"})})})
+    picked = set_identity(auto) or resolve_backend(auto)
+    picked = picked if picked in totals else f"{picked}-fp32"
+    print(f"auto on this CPU: {picked}")
+    rate = totals[picked]["tokens"] / totals[picked]["seconds"]
+    print(f"cpu backend speed-up vs transformers: {rate / base_rate:.2f}x")
 
 
 def pass_rates(args: argparse.Namespace, spec: Spec) -> None:
@@ -152,7 +196,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="packaged name, HF folder or cached id")
     parser.add_argument("--op", default="rephrase", choices=OPERATIONS.names())
-    parser.add_argument("--windows", type=int, default=16, help="prompts: this many windows")
+    parser.add_argument("--windows", type=int, default=8, help="the transformers backend's prompts a round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of every backend in turn")
     parser.add_argument("--window-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8, help="the transformers backend's batch")
     parser.add_argument("--ct2-batch", type=int, help="CTranslate2's rows per batch (default: what the "

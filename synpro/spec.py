@@ -196,7 +196,7 @@ class GeneratorSpec(_Strict):
     """The LLM that rewrites organic text. `smollm2-135m-instruct` is packaged and works offline."""
 
     model: str = "smollm2-135m-instruct"  # a packaged name, an HF model id or a local folder
-    backend: Literal["auto", "transformers", "ctranslate2", "vllm", "openai"] = "auto"
+    backend: Literal["auto", "transformers", "continuous", "ctranslate2", "vllm", "openai"] = "auto"
     endpoint: str | None = None  # OpenAI-compatible base URL (backend openai), e.g. a `vllm serve`
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = Field(default=1.0, ge=0)

@@ -86,9 +86,10 @@ def test_finished_and_tokens_count_the_stop_token(parrot_model):
     assert all(c.tokens == 5 and not c.finished for c in cut)
 
 
-def test_auto_takes_ctranslate2_on_a_cpu(random_model):
+def test_auto_takes_ctranslate2_on_a_cpu_for_models_the_continuous_decoder_lacks(random_model, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("auto takes vLLM or transformers where CUDA is present")
+    monkeypatch.setattr("synpro.generation.backends.continuous_backend.implements", lambda spec: False)
     spec = _spec(random_model, backend="auto", batch_size=3)
     assert resolve_backend(spec) == "ctranslate2"
     backend = make_backend(spec)
@@ -106,12 +107,13 @@ def test_unloadable_generator_is_an_input_error(tmp_path):
         assert err.value.problems[0].key == "generation.generator.model"
 
 
-def test_the_set_key_names_the_backend(random_model):
+def test_the_set_key_names_the_backend(random_model, monkeypatch):
     transformers = set_config(_spec(random_model, backend="transformers"), "rephrase")
     assert "backend" not in transformers  # sets made before backends entered the key keep theirs
     ct2 = set_config(_spec(random_model), "rephrase")
     assert ct2["backend"] == "ctranslate2-int8" and {**ct2, "backend": None} != transformers
     assert {k: v for k, v in ct2.items() if k != "backend"} == transformers
     if not torch.cuda.is_available():
+        monkeypatch.setattr("synpro.generation.backends.continuous_backend.implements", lambda spec: False)
         assert set_config(_spec(random_model, backend="auto"), "rephrase") == ct2
     assert set_config(_spec(random_model, backend="vllm"), "rephrase")["backend"] == "vllm"

@@ -1,7 +1,9 @@
 """Generation backends behind one small interface: chat prompts in, completions out, in order.
 
-`auto` takes vLLM when CUDA and vllm are both importable; on a CPU-only machine, CTranslate2 (int8)
-when it is importable; else transformers. `openai` talks to any OpenAI-compatible server (a `vllm
+`auto` takes vLLM when CUDA and vllm are both importable; on a CPU-only machine, SynPro's own
+continuous-batching decoder (`continuous`, the fastest measured on CPU: benchmarks/generation_throughput.py)
+for the Llama-family models it implements, else CTranslate2 (int8) when it is importable, else
+transformers. `openai` talks to any OpenAI-compatible server (a `vllm
 serve`, say) and must be asked for by name. Backends sample differently, so a set's key names the
 backend that made it (`set_identity`).
 """
@@ -25,13 +27,17 @@ def resolve_backend(spec: Spec) -> str:
 
     if torch.cuda.is_available():  # CTranslate2 runs on the CPU only here: transformers' bf16 on the GPU beats it
         return "vllm" if importlib.util.find_spec("vllm") else "transformers"
+    from synpro.generation.backends.continuous_backend import implements
+
+    if implements(spec):
+        return "continuous"
     return "ctranslate2" if importlib.util.find_spec("ctranslate2") else "transformers"
 
 
 def set_identity(spec: Spec) -> str | None:
     """What a set's key records of the backend that makes it: None for transformers (so sets keyed before
     backends entered the key keep their keys) and openai (the served model's name already says it), else
-    the resolved backend, with CTranslate2's quantization."""
+    the resolved backend, with CTranslate2's quantization or the continuous decoder's precision."""
     kind = resolve_backend(spec)
     if kind in ("transformers", "openai"):
         return None
@@ -39,6 +45,10 @@ def set_identity(spec: Spec) -> str | None:
         from synpro.generation.backends.ctranslate2_backend import QUANTIZATION
 
         return f"ctranslate2-{QUANTIZATION}"
+    if kind == "continuous":
+        from synpro.generation.backends.continuous_backend import precision_for_cpu
+
+        return f"continuous-{precision_for_cpu()}"
     return kind
 
 
@@ -61,6 +71,10 @@ def make_backend(spec: Spec) -> Backend:
         from synpro.generation.backends.ctranslate2_backend import CTranslate2Backend
 
         return CTranslate2Backend.load(folder, g.batch_size, spec=spec)
+    if kind == "continuous":
+        from synpro.generation.backends.continuous_backend import ContinuousBackend
+
+        return ContinuousBackend.load(folder, g.batch_size, spec=spec)
     from synpro.generation.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend.load(folder, g.batch_size, spec=spec)

@@ -1,0 +1,366 @@
+"""CPU generation with SynPro's own decode loop: bf16 weights, a slot KV cache and continuous batching.
+
+The HF model's own modules (embeddings, norms, projections, MLPs, rotary embedding, LM head) do the
+maths; only attention and the KV cache are SynPro's, so that a batch stays full: `slots` rows decode
+together, each with its own length and position, and as soon as one ends (a stop id or
+max_new_tokens) its slot is refilled with the next waiting prompt, prefilled on its own. Nothing
+waits for the longest row of a batch; only the end of a call drains the batch.
+
+Sampling is the transformers backend's: temperature, then top-p over the full vocabulary (the
+smallest set of most likely tokens whose mass reaches top_p, renormalised), greedy at temperature 0.
+Top-p is exact without sorting the vocabulary (`top_p_filter`): the nucleus is looked for among the
+top `TOP_K_FIRST` tokens and only rows whose nucleus is wider fall back to a full sort.
+
+Seeding: each prompt draws its sampling noise from a `torch.Generator` of its own, seeded from
+(seed, prompt index in the call), so a prompt's output depends on neither the batch it shares nor
+the slot count (up to the float rounding of batched matmuls).
+
+Numerics: on CPUs with AVX-512 BF16 (or AMX) the weights and KV cache are bf16 (`dtype_for_cpu`),
+which moves the model's probabilities slightly from fp32's, as vLLM's bf16 does on a GPU; sets made
+this way are keyed apart (`set_identity`). fp32 is available (`dtype="float32"`) and then matches
+the transformers backend's greedy outputs.
+
+Architectures: the Llama family as transformers implements it (Llama, Mistral without a sliding
+window, Qwen2, Qwen3); others are refused with a hint to use the transformers backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+
+from synpro.errors import InputError
+from synpro.generation.backends.base import Completion, Sampling, continuation
+from synpro.generation.operations.base import Messages
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from synpro.spec import Spec
+
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
+# Rows decoded together and prompts handed over per call, per spec batch_size (sized for the transformers
+# backend): 32 rows and 64 prompts a call at the default 8. Wider rows make the matmuls more efficient but
+# the attention over the cache grows with them; more prompts a call drain the batch less often (a call
+# ends with its last rows decoding alone) but a crash loses more. Not tuned beyond these first choices.
+SLOTS_PER_BATCH = 4
+PROMPTS_PER_SLOT = 2
+PREFILL_TOKENS = 2048  # prompt tokens prefilled in one forward at most (bounds activation memory)
+TOP_K_FIRST = 128  # top-p looks for the nucleus among this many tokens before sorting the whole vocabulary
+
+
+PRECISIONS = ("bf16", "int8", "fp32")
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 would be emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def precision_for_cpu() -> str:
+    """The precision `load` takes by default: bf16 where the CPU multiplies it natively, else fp32."""
+    return "bf16" if native_bf16() else "fp32"
+
+
+def implements(spec: "Spec") -> bool:
+    """Whether this decoder implements the spec's generator (True where its config cannot be read: loading
+    it reports that)."""
+    import json
+
+    from synpro.generation.generator import model_folder
+
+    try:
+        config = json.loads((model_folder(spec) / "config.json").read_text())
+    except (InputError, OSError, ValueError):
+        return True
+    return _implemented(config)
+
+
+def _implemented(config: dict) -> bool:
+    """A supported architecture attending to every earlier token (Qwen's configs name a window they do not use)."""
+    qwen = config.get("model_type", "").startswith("qwen")
+    windowed = config.get("use_sliding_window") if qwen else config.get("sliding_window")
+    return config.get("model_type") in SUPPORTED and not windowed
+
+
+def _quantize_linears(model: "PreTrainedModel") -> None:
+    """Every Linear (LM head included) to int8 weights per output channel, activations quantized per call."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())  # untie from the embeddings
+    quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+
+
+def top_p_filter(probs: torch.Tensor, top_p: float, k: int = TOP_K_FIRST) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-p nucleus of each row of `probs` [rows, vocab]: (token ids, their probabilities) [rows, n],
+    most likely first, zero-padded past each row's nucleus (probabilities not renormalised).
+
+    The nucleus is the shortest most-likely-first prefix whose mass reaches top_p: a token is kept when
+    the mass of the tokens before it is below top_p (as transformers' TopPLogitsWarper keeps it). When
+    the top k tokens hold at least top_p, the nucleus ends inside them, so `topk` gives it exactly; the
+    other rows are sorted in full.
+    """
+    k = min(k, probs.shape[-1])
+    values, ids = torch.topk(probs, k, dim=-1)
+    wide = values.sum(-1) < top_p
+    if bool(wide.any()):
+        rows = wide.nonzero().squeeze(1)
+        full_values, full_ids = torch.sort(probs[rows], dim=-1, descending=True)
+        n = int(((full_values.cumsum(-1) - full_values) < top_p).sum(-1).max())
+        values = torch.nn.functional.pad(values, (0, n - k)) if n > k else values
+        ids = torch.nn.functional.pad(ids, (0, n - k)) if n > k else ids
+        width = max(n, k)
+        values[rows] = torch.nn.functional.pad(full_values[:, :n], (0, width - n))
+        ids[rows] = torch.nn.functional.pad(full_ids[:, :n], (0, width - n))
+    kept = (values.cumsum(-1) - values) < top_p
+    n = int(kept.sum(-1).max())
+    return ids[:, :n], (values * kept)[:, :n]
+
+
+def sample_rows(logits: torch.Tensor, sampling: Sampling, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row of logits [rows, vocab] (fp32), with the rows' uniform draws [rows] in [0, 1):
+    greedy at temperature 0, else temperature then top-p (all tokens at top_p >= 1), by inverse CDF."""
+    if sampling.temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        ids, kept = top_p_filter(probs, sampling.top_p)
+    else:
+        ids, kept = None, probs
+    cdf = kept.cumsum(-1)
+    target = (uniforms * cdf[:, -1]).unsqueeze(1)
+    # the first token whose cumulative mass exceeds the draw; the count of kept tokens caps it
+    pick = torch.minimum((cdf <= target).sum(-1), (kept > 0).sum(-1) - 1).clamp(min=0)
+    return pick if ids is None else ids.gather(1, pick.unsqueeze(1)).squeeze(1)
+
+
+def row_generator(seed: int, index: int) -> torch.Generator:
+    """Prompt `index`'s own random stream for a call seeded with `seed`."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + index) % 2**63)
+
+
+class _Decoder:
+    """The model's forward over a KV cache of `slots` rows of up to `capacity` tokens."""
+
+    def __init__(self, model: "PreTrainedModel", slots: int, capacity: int, cache_dtype: torch.dtype):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        self.rope = apply_rotary_pos_emb
+        inner = model.model
+        self.embed, self.layers, self.norm, self.rotary = inner.embed_tokens, inner.layers, inner.norm, inner.rotary_emb
+        self.lm_head = model.lm_head
+        config = model.config
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.scale = getattr(self.layers[0].self_attn, "scaling", self.head_dim ** -0.5)
+        shape = (len(self.layers), slots, self.kv_heads, capacity, self.head_dim)
+        self.k = torch.zeros(shape[:3] + shape[:2:-1], dtype=cache_dtype)  # keys stored transposed: q @ k is plain
+        self.v = torch.zeros(shape, dtype=cache_dtype)
+
+    def _project(self, attn, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rows, length, _ = x.shape
+        q = attn.q_proj(x).view(rows, length, self.heads, self.head_dim)
+        k = attn.k_proj(x).view(rows, length, self.kv_heads, self.head_dim)
+        v = attn.v_proj(x).view(rows, length, self.kv_heads, self.head_dim)
+        if hasattr(attn, "q_norm"):  # Qwen3
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        cos, sin = self.rotary(v, positions)
+        q, k = self.rope(q, k, cos, sin)
+        return q, k, v
+
+    def _layer(self, layer, x: torch.Tensor, attend) -> torch.Tensor:
+        attn = layer.self_attn
+        h = layer.input_layernorm(x)
+        out = attend(attn, h)
+        rows, length = x.shape[:2]
+        x = x + attn.o_proj(out.transpose(1, 2).reshape(rows, length, self.heads * self.head_dim))
+        return x + layer.mlp(layer.post_attention_layernorm(x))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Softmax attention of q [rows, heads, length, dim] over k [rows, kv_heads, dim, keys] (transposed)
+        and v [rows, kv_heads, keys, dim], each
+        key-value head serving its group of query heads, with fp32 scores plus `bias` (0 or -inf,
+        broadcast over [rows, kv_heads, group * length, keys]). Plain matmuls: CPU SDPA is several times
+        slower for bf16 single-token queries over a masked cache."""
+        rows, _, length, dim = q.shape
+        grouped = q.reshape(rows, self.kv_heads, self.heads // self.kv_heads * length, dim).to(k.dtype)
+        scores = torch.matmul(grouped, k).float() * self.scale + bias
+        weights = torch.softmax(scores, dim=-1).to(v.dtype)
+        return torch.matmul(weights, v).view(rows, self.heads, length, dim).to(q.dtype)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.norm(hidden)).float()
+
+    def prefill(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        """Write the prompts' keys and values into `slots` (from position 0); logits [n, vocab] of their
+        last tokens. Prompts are right-padded, so a causal mask alone keeps padding out of real rows."""
+        longest = max(len(p) for p in prompts)
+        pad = prompts[0][0]
+        ids = torch.tensor([p + [pad] * (longest - len(p)) for p in prompts])
+        positions = torch.arange(longest).unsqueeze(0).expand(len(prompts), -1)
+        index = torch.tensor(slots)
+        causal = torch.full((longest, longest), float("-inf")).triu(1).repeat(self.heads // self.kv_heads, 1)
+        x = self.embed(ids)
+        for n, layer in enumerate(self.layers):
+            def attend(attn, h, n=n):
+                q, k, v = self._project(attn, h, positions)
+                k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # attend to the keys as the cache holds them
+                self.k[n, index, :, :, :longest] = k.transpose(-1, -2)
+                self.v[n, index, :, :longest] = v
+                return self._attend(q, k.transpose(-1, -2), v, causal)
+            x = self._layer(layer, x, attend)
+        last = x[torch.arange(len(prompts)), torch.tensor([len(p) - 1 for p in prompts])]
+        return self._logits(last)
+
+    def step(self, tokens: torch.Tensor, lengths: torch.Tensor, rows: int) -> torch.Tensor:
+        """Decode one token for the first `rows` slots: tokens [rows] at positions `lengths` [rows] (each
+        slot's filled length); logits [rows, vocab]. Keys past a slot's length are masked out."""
+        visible = torch.arange(self.v.shape[3]).unsqueeze(0) <= lengths.unsqueeze(1)
+        mask = torch.zeros(visible.shape).masked_fill(~visible, float("-inf")).view(rows, 1, 1, -1)
+        positions = lengths.view(rows, 1)
+        index = torch.arange(rows)
+        x = self.embed(tokens.view(rows, 1))
+        for n, layer in enumerate(self.layers):
+            def attend(attn, h, n=n):
+                q, k, v = self._project(attn, h, positions)
+                self.k[n, index, :, :, lengths] = k[:, :, 0].to(self.k.dtype)
+                self.v[n, index, :, lengths] = v[:, :, 0].to(self.v.dtype)
+                return self._attend(q, self.k[n, :rows], self.v[n, :rows], mask)
+            x = self._layer(layer, x, attend)
+        return self._logits(x[:, 0])
+
+    def move(self, source: int, target: int, length: int) -> None:
+        """Copy slot `source`'s first `length` cached tokens into slot `target` (compacting a draining batch)."""
+        self.k[:, target, :, :, :length] = self.k[:, source, :, :, :length]
+        self.v[:, target, :, :length] = self.v[:, source, :, :length]
+
+
+class ContinuousBackend:
+    name = "continuous"
+
+    def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", stops: set[int],
+                 batch_size: int, precision: str):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.stop_ids = stops
+        self.slots = batch_size * SLOTS_PER_BATCH  # rows decoded together
+        self.batch_size = self.slots * PROMPTS_PER_SLOT  # prompts per call: a crash loses at most these
+        self.precision = precision
+        self.cache_dtype = torch.float32 if precision == "fp32" or not native_bf16() else torch.bfloat16
+
+    @classmethod
+    def load(cls, folder: Path, batch_size: int, spec: "Spec | None" = None, *,
+             precision: str | None = None) -> "ContinuousBackend":
+        """From an HF folder, in `precision` (one of PRECISIONS; default `precision_for_cpu()`); InputError
+        naming the spec key if it cannot load or its architecture is not one this decoder implements."""
+        precision = precision or precision_for_cpu()
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        from synpro.generation.backends.ctranslate2_backend import stop_ids
+
+        where = {"file": spec.source_file if spec else None, "key": "generation.generator.model"}
+        try:
+            config = AutoConfig.from_pretrained(str(folder))
+            if not _implemented(config.to_dict()):
+                raise InputError.one(f"the continuous backend does not implement the {config.model_type} "
+                                     f"architecture of {folder}", **where,
+                                     hint=f"use a {'/'.join(SUPPORTED)} model, or backend: transformers")
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            model = AutoModelForCausalLM.from_pretrained(
+                str(folder), dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
+            stops = stop_ids(folder, tokenizer)
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError.one(f"cannot load generator from {folder}: {exc}", **where,
+                                 hint="give an HF causal-LM folder (config.json, weights and tokenizer)") from None
+        if tokenizer.chat_template is None:
+            raise InputError.one(f"the generator at {folder} has no chat template; use an instruct model", **where)
+        if precision == "int8":
+            _quantize_linears(model)
+        return cls(model, tokenizer, stops, batch_size, precision)
+
+    def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[Completion]:
+        """Longest prompts first into `slots` rows; a row that ends hands its slot to the next prompt."""
+        encoded = [self.tokenizer.apply_chat_template(p, tokenize=True, return_dict=False, **continuation(p))
+                   for p in prompts]
+        with torch.inference_mode():
+            return [self._completion(ids) for ids in self._decode(encoded, sampling)]
+
+    def _decode(self, encoded: list[list[int]], sampling: Sampling) -> list[list[int]]:
+        if not encoded:
+            return []
+        budget = sampling.max_new_tokens
+        queue = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # pop() takes the longest
+        slots = min(self.slots, len(encoded))
+        decoder = _Decoder(self.model, slots, max(len(e) for e in encoded) + budget, self.cache_dtype)
+        outputs: list[list[int]] = [[] for _ in encoded]
+        owner = [-1] * slots  # prompt index per slot; -1: free
+        lengths = torch.zeros(slots, dtype=torch.long)  # tokens in each slot's cache
+        uniforms = torch.zeros(slots, max(budget, 1))  # each slot's prompt's draws, one per new token
+        tokens = torch.zeros(slots, dtype=torch.long)  # each slot's latest token, not yet in its cache
+        active = 0  # slots [0, active) are decoded
+
+        def record(rows: Sequence[int]) -> None:
+            """Append the rows' latest tokens; free the slots whose prompt ended."""
+            for s, t in zip(rows, tokens[list(rows)].tolist()):
+                outputs[owner[s]].append(t)
+                if t in self.stop_ids or len(outputs[owner[s]]) >= budget:
+                    owner[s] = -1
+
+        def admit(free: list[int]) -> None:
+            """Prefill waiting prompts into free slots, PREFILL_TOKENS at a time, and sample their first tokens."""
+            nonlocal active
+            while free and queue:
+                taken, size = [], 0
+                while free and queue and (not taken or size + len(encoded[queue[-1]]) <= PREFILL_TOKENS):
+                    s, i = free.pop(0), queue.pop()
+                    taken.append(s)
+                    size += len(encoded[i])
+                    owner[s], lengths[s] = i, len(encoded[i])
+                    uniforms[s] = torch.rand(uniforms.shape[1], generator=row_generator(sampling.seed, i))
+                logits = decoder.prefill(taken, [encoded[owner[s]] for s in taken])
+                tokens[taken] = sample_rows(logits, sampling, uniforms[taken, 0])
+                active = max(active, max(taken) + 1)
+                record(taken)
+
+        while True:
+            while queue and (free := [s for s in range(slots) if owner[s] < 0]):
+                admit(free)
+            if not queue:  # draining: the last live slot fills each hole, so steps shrink with the batch
+                for s in range(slots):
+                    while active > 0 and owner[active - 1] < 0:
+                        active -= 1
+                    if s >= active:
+                        break
+                    if owner[s] < 0:
+                        last = active - 1
+                        decoder.move(last, s, int(lengths[last]))
+                        owner[s], owner[last] = owner[last], -1
+                        lengths[s], tokens[s], uniforms[s] = lengths[last], tokens[last], uniforms[last]
+            if not active:
+                return outputs
+            n = active  # every slot below it is live here
+            logits = decoder.step(tokens[:n], lengths[:n], n)
+            lengths[:n] += 1
+            drawn = uniforms[torch.arange(n), torch.tensor([len(outputs[owner[s]]) for s in range(n)])]
+            tokens[:n] = sample_rows(logits, sampling, drawn)
+            record(range(n))
+
+    def close(self) -> None:
+        """Nothing to release: the model goes with the object."""
+
+    def _completion(self, ids: list[int]) -> Completion:
+        end = next((k for k, t in enumerate(ids) if t in self.stop_ids), None)
+        kept = ids if end is None else ids[:end]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        return Completion(text=text, tokens=len(kept) + (end is not None), finished=end is not None)
