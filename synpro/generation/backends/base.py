@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Collection, Protocol, Sequence
 
 from synpro.generation.operations.base import Messages
 from synpro.spec import Spec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,14 @@ class Backend(Protocol):
     def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[Completion]: ...
 
     def close(self) -> None: ...
+
+
+def completion(tokenizer: "PreTrainedTokenizerBase", stop_ids: Collection[int], ids: Sequence[int]) -> Completion:
+    """Generated ids as every backend reports them: text up to the first stop id, which counts as a token."""
+    end = next((k for k, t in enumerate(ids) if t in stop_ids), None)
+    kept = list(ids if end is None else ids[:end])
+    return Completion(text=tokenizer.decode(kept, skip_special_tokens=True), tokens=len(kept) + (end is not None),
+                      finished=end is not None)
 
 
 def continuation(messages: Messages) -> dict[str, bool]:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from synpro.errors import InputError
-from synpro.generation.backends.base import Completion, Sampling, continuation
+from synpro.generation.backends.base import Completion, Sampling, completion, continuation
 from synpro.generation.operations.base import Messages
 
 if TYPE_CHECKING:
@@ -294,7 +294,7 @@ class ContinuousBackend:
         encoded = [self.tokenizer.apply_chat_template(p, tokenize=True, return_dict=False, **continuation(p))
                    for p in prompts]
         with torch.inference_mode():
-            return [self._completion(ids) for ids in self._decode(encoded, sampling)]
+            return [completion(self.tokenizer, self.stop_ids, ids) for ids in self._decode(encoded, sampling)]
 
     def _decode(self, encoded: list[list[int]], sampling: Sampling) -> list[list[int]]:
         if not encoded:
@@ -358,9 +358,3 @@ class ContinuousBackend:
 
     def close(self) -> None:
         """Nothing to release: the model goes with the object."""
-
-    def _completion(self, ids: list[int]) -> Completion:
-        end = next((k for k, t in enumerate(ids) if t in self.stop_ids), None)
-        kept = ids if end is None else ids[:end]
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        return Completion(text=text, tokens=len(kept) + (end is not None), finished=end is not None)

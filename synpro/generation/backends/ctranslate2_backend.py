@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from synpro.errors import InputError
-from synpro.generation.backends.base import Completion, Sampling, continuation
+from synpro.generation.backends.base import Completion, Sampling, completion, continuation
 from synpro.generation.operations.base import Messages
 
 if TYPE_CHECKING:
@@ -140,13 +140,7 @@ class CTranslate2Backend:
                 sampling_temperature=sampling.temperature if sample else 1.0)
         finally:
             del generator
-        return [self._completion(r.sequences_ids[0]) for r in results]
+        return [completion(self.tokenizer, self.stop_ids, r.sequences_ids[0]) for r in results]
 
     def close(self) -> None:
         """Nothing to release: each call's generator goes when the call ends."""
-
-    def _completion(self, ids: list[int]) -> Completion:
-        end = next((k for k, t in enumerate(ids) if t in self.stop_ids), None)
-        kept = ids if end is None else ids[:end]
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        return Completion(text=text, tokens=len(kept) + (end is not None), finished=end is not None)

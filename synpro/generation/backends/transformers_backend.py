@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from synpro.errors import InputError
-from synpro.generation.backends.base import Completion, Sampling, continuation
+from synpro.generation.backends.base import Completion, Sampling, completion, continuation
 from synpro.generation.operations.base import Messages
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class TransformersBackend:
                                            return_tensors="pt").to(self.model.device)
                 out = self.model.generate(**batch, generation_config=config)
                 for i, new in zip(rows, out[:, batch["input_ids"].shape[1]:].tolist()):
-                    results[i] = self._completion(new)
+                    results[i] = completion(self.tokenizer, self.stop_ids, new)
         return results  # type: ignore[return-value]  (every slot is filled)
 
     def close(self) -> None:
@@ -80,9 +80,3 @@ class TransformersBackend:
                                 temperature=sampling.temperature if sample else None,
                                 top_p=sampling.top_p if sample else None, top_k=None,
                                 eos_token_id=sorted(self.stop_ids), pad_token_id=self.tokenizer.pad_token_id)
-
-    def _completion(self, ids: list[int]) -> Completion:
-        end = next((k for k, t in enumerate(ids) if t in self.stop_ids), None)
-        kept = ids if end is None else ids[:end]
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        return Completion(text=text, tokens=len(kept) + (end is not None), finished=end is not None)
