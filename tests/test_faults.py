@@ -314,8 +314,9 @@ tokenizer: {{vocab_size: 300}}
 model: {{preset: tiny}}
 budget: {{unique_tokens: 2000, total_tokens: 6000, validation_tokens: 1000}}
 training: {{lr: 1.0e-2, warmup_tokens: 1000, batch_size: 8, seq_len: 32, eval_interval_tokens: 1024}}
-generation:  # the parrot's fixed answer passes these filters: round 1 trains on a usable set
-  generator: {{model: {model}, max_new_tokens: 48, batch_size: 2, temperature: 0}}
+generation:  # the parrot's fixed answer passes these filters: round 1 trains on a usable set; transformers
+  # hands over batch_size windows a call, so a kill after the first batch leaves two records
+  generator: {{model: {model}, backend: transformers, max_new_tokens: 48, batch_size: 2, temperature: 0}}
   window_tokens: 64
   max_windows: 6
   operations:

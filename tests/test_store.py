@@ -210,7 +210,8 @@ def test_results_contract(store: Store) -> None:
     assert [(r["study"], r["trial"]) for r in results] == [("alpha", 0), ("zeta", 0), ("zeta", 1)]
     no_stats = {"multiplier_ci": None, "n_seeds": 1, "multiplier_method": None, "multiplier_extrapolated": None,
                 "final_accuracy": None, "effective_tokens_accuracy": None, "multiplier_accuracy": None,
-                "effective_tokens_accuracy_extrapolated": None}
+                "effective_tokens_accuracy_extrapolated": None,
+                "synthetic_share": None, "synthetic_tokens": None}  # rows stored without synthetic usage
     no_accuracy = {"final_accuracy": None, "effective_tokens_accuracy": None,
                    "effective_tokens_accuracy_extrapolated": None, "multiplier_accuracy": None}
     assert results[1] == {

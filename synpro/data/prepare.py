@@ -64,6 +64,7 @@ ORGANIC_DOCS = "organic_docs.jsonl"
 FIRST_CHARS_PER_TOKEN = 4.0  # a byte-level BPE of a few thousand tokens on English text
 TRAIN_FILL = (0.9, 0.97)  # the tokenizer's training text aims at 97% of U tokens and takes 90-100%
 MAX_FITS = 5
+SPILL_SHRINK = 0.85  # the next try's share of the target after a range that did not fit inside organic
 PARALLEL_MIN_TOKENS = 1 << 21  # below this, starting worker processes costs more than it saves (auto workers)
 _LANE_BLOCK = 1 << 16
 
@@ -306,8 +307,9 @@ def _fit_tokenizer(head: _Head, lanes: _Lanes, need: dict[str, int],
     unique = need["organic"]
     chars_per_token = FIRST_CHARS_PER_TOKEN
     best: tuple["PreTrainedTokenizerFast", dict[str, int]] | None = None
+    scale = 1.0  # shrinks after a range that spilled past organic: a few long documents can overshoot U
     for _ in range(MAX_FITS):
-        n = head.take_until(lanes, TRAIN_FILL[1] * unique * chars_per_token)
+        n = head.take_until(lanes, TRAIN_FILL[1] * unique * chars_per_token * scale)
         span = list(head.docs)[:n]
         train = [text for i, text in span if not lanes.held_out(i)]
         tokenizer = train_bpe(train, vocab_size)
@@ -328,6 +330,8 @@ def _fit_tokenizer(head: _Head, lanes: _Lanes, need: dict[str, int],
                 best = (tokenizer, {"docs": len(train), "chars": sum(map(len, train))})
             if tokens >= TRAIN_FILL[0] * unique or (head.ended and n == len(head.docs)):
                 return best
+        else:
+            scale *= SPILL_SHRINK
         chars_per_token = sum(map(len, train)) / tokens
     if best is None:
         raise RuntimeError(f"no tokenizer training range fitted inside the organic pool in {MAX_FITS} tries")
