@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Collection, Protocol, Sequence
 
 from synpro.generation.operations.base import Messages
@@ -42,6 +43,21 @@ def completion(tokenizer: "PreTrainedTokenizerBase", stop_ids: Collection[int], 
     kept = list(ids if end is None else ids[:end])
     return Completion(text=tokenizer.decode(kept, skip_special_tokens=True), tokens=len(kept) + (end is not None),
                       finished=end is not None)
+
+
+def stop_ids(folder: Path, tokenizer: "PreTrainedTokenizerBase") -> set[int]:
+    """The ids that end an answer of a saved model, as transformers' generate sees them (for backends that load
+    from a folder): the generation config's EOS ids
+    (the model config's where there is no generation_config.json) and the tokenizer's EOS."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(str(folder))
+    except OSError:
+        config = GenerationConfig.from_model_config(AutoConfig.from_pretrained(str(folder)))
+    stops = config.eos_token_id
+    stops = [stops] if isinstance(stops, int) else list(stops or [])
+    return set(stops) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
 
 
 def continuation(messages: Messages) -> dict[str, bool]:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from synpro.errors import InputError
-from synpro.generation.backends.base import Completion, Sampling, completion, continuation
+from synpro.generation.backends.base import Completion, Sampling, completion, continuation, stop_ids
 from synpro.generation.operations.base import Messages
 
 if TYPE_CHECKING:
@@ -266,8 +266,6 @@ class ContinuousBackend:
         naming the spec key if it cannot load or its architecture is not one this decoder implements."""
         precision = precision or precision_for_cpu()
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-        from synpro.generation.backends.ctranslate2_backend import stop_ids
 
         where = {"file": spec.source_file if spec else None, "key": "generation.generator.model"}
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from synpro.errors import InputError
-from synpro.generation.backends.base import Completion, Sampling, completion, continuation
+from synpro.generation.backends.base import Completion, Sampling, completion, continuation, stop_ids
 from synpro.generation.operations.base import Messages
 
 if TYPE_CHECKING:
@@ -37,20 +37,6 @@ _LOAD_ERRORS = (OSError, ValueError, KeyError, NotImplementedError, RuntimeError
 def _input_error(message: str, spec: "Spec | None", hint: str | None = None) -> InputError:
     return InputError.one(message, file=spec.source_file if spec else None, key="generation.generator.model",
                           hint=hint)
-
-
-def stop_ids(folder: Path, tokenizer: "PreTrainedTokenizerBase") -> set[int]:
-    """The ids that end an answer, as transformers' generate sees them: the generation config's EOS ids
-    (the model config's where there is no generation_config.json) and the tokenizer's EOS."""
-    from transformers import AutoConfig, GenerationConfig
-
-    try:
-        config = GenerationConfig.from_pretrained(str(folder))
-    except OSError:
-        config = GenerationConfig.from_model_config(AutoConfig.from_pretrained(str(folder)))
-    stops = config.eos_token_id
-    stops = [stops] if isinstance(stops, int) else list(stops or [])
-    return set(stops) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
 
 
 def converted(folder: Path, quantization: str = QUANTIZATION, spec: "Spec | None" = None) -> Path:
