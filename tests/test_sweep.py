@@ -274,16 +274,22 @@ def test_synthetic_arms_end_to_end(tmp_path, parrot_model):
     assert {"synthetic/rephrase/samples.json", "synthetic/rephrase/stats.json"} <= artifacts
 
 
+def refused_rephrase(result) -> str:
+    """A sweep stopped with exit 2 (no traceback) for a rephrase set without usable output; its message, on one line."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert "generation.operations.rephrase" in message and "too little usable 'rephrase' output" in message
+    return message
+
+
 def test_a_generator_that_emits_garbage_is_exit_2_naming_the_operation(tmp_path, random_model):
     """Every output of a random model fails the filters: a clear error, not synthetic arms equal to repetition."""
     spec = synthetic_spec(tmp_path, random_model)
     workdir = tmp_path / "wd"
     for _ in range(2):  # the second run reuses the finished (rejected) set and says the same
-        result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
-        assert result.returncode == 2, result.stderr
-        assert "Traceback" not in result.stderr
-        message = " ".join(result.stderr.split())
-        assert "generation.operations.rephrase" in message and "too little usable 'rephrase' output" in message
+        message = refused_rephrase(synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress",
+                                          cwd=tmp_path))
         assert "0 of 6 windows passed" in message and "training.seq_len = 64" in message
     [rephrase_set] = synthetic_sets(workdir, "rephrase")
     assert len((rephrase_set / "records.jsonl").read_text().splitlines()) == 6  # generated once, kept for audit
@@ -475,11 +481,7 @@ def test_a_refresh_set_without_usable_output_stops_the_sweep_before_training_on_
     GRPO-trained random model: its garbage fails the filters, and the sweep stops there with exit 2."""
     spec = refresh_spec(tmp_path, random_model, "arms: [{kind: synpro, operations: [rephrase]}]\n", "synpro")
     workdir = tmp_path / "wd"
-    result = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    message = " ".join(result.stderr.split())
-    assert "generation.operations.rephrase" in message and "too little usable 'rephrase' output" in message
+    message = refused_rephrase(synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path))
     assert "in round 1 of arm 'synpro'" in message and "0 of 6 windows passed the filters (pass rate 0%)" in message
     assert "GRPO-trained generator (grpo-" in message
     [round_0] = [p for p in workdir.glob("stages/pretrain-*") if p.is_dir()]  # round 1 never started
