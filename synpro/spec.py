@@ -482,7 +482,10 @@ class GrpoSpec(_Strict):
     lora: LoraSpec | None = None
     heldout_prompts: int = Field(default=128, gt=0, description="prompts kept out of training for evaluation")
     eval_every: int = Field(default=20, ge=0, description="held-out evaluation every N steps (0: before and "
-                            "after only); observation only")
+                            "after only); observation only, unless target_pass_rate is set")
+    target_pass_rate: float | None = Field(default=None, gt=0, le=1, description=(
+        "stop training at the first held-out evaluation (every eval_every steps) whose filter pass rate "
+        "reaches this; `steps` is then the most a run takes. None: always `steps`"))
     eval_samples: int = Field(default=8, ge=0, description="held-out completions written to samples.jsonl")
     save_every: int = Field(default=10, gt=0, description="checkpoint interval in steps (resume only)")
     backend: Literal["auto", "transformers", "vllm"] = Field(default="auto", description="generation during "
@@ -495,6 +498,8 @@ class GrpoSpec(_Strict):
         if self.micro_batch_size is not None and completions % self.micro_batch_size:
             raise ValueError(f"[micro_batch_size] {self.micro_batch_size} does not divide the generation batch of "
                              f"{completions} completions (prompts_per_step × num_generations)")
+        if self.target_pass_rate is not None and not self.eval_every:
+            raise ValueError("[target_pass_rate] needs held-out evaluations during training: set eval_every > 0")
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
             raise ValueError(f"[epsilon_high] {self.epsilon_high} is below epsilon ({self.epsilon})")
         return self

@@ -13,10 +13,13 @@ from synpro.core.faults import kill_point
 class MetricsLog(TrainerCallback):
     """`write`s each step's trl logs with the step's wall time (generation included, held-out evaluation not),
     and calls `evaluate(model, step)` every `every` steps before the last (the run evaluates the final model).
-    A saved checkpoint is the `grpo.checkpoint` kill point of the fault tests."""
+    With a `target` pass rate, the first evaluation reaching it stops training (`reached` keeps it, with
+    samples, as the run's final evaluation). A saved checkpoint is the `grpo.checkpoint` kill point."""
 
-    def __init__(self, write: Callable[[dict], None], evaluate: Callable[[Any, int], Any], every: int, steps: int):
+    def __init__(self, write: Callable[[dict], None], evaluate: Callable[..., Any], every: int, steps: int, *,
+                 target: float | None = None, samples: int = 0):
         self.write, self.evaluate, self.every, self.steps = write, evaluate, every, steps
+        self.target, self.samples, self.reached = target, samples, None
         self.began = time.perf_counter()
         self.seconds = 0.0
 
@@ -26,7 +29,10 @@ class MetricsLog(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.seconds = time.perf_counter() - self.began
         if self.every and state.global_step % self.every == 0 and state.global_step < self.steps:
-            self.evaluate(model, state.global_step)
+            result = self.evaluate(model, state.global_step, samples=self.samples if self.target else 0)
+            if self.target is not None and result.pass_rate >= self.target:
+                self.reached = result
+                control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:

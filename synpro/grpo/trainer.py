@@ -69,7 +69,9 @@ def base_spec(spec: "Spec") -> "Spec":
 def run_settings(spec: "Spec") -> dict[str, Any]:
     """The grpo section as it takes effect: defaults resolved, speed-only knobs left out."""
     g = spec.grpo
-    return {**g.model_dump(mode="json", exclude=set(SPEED_ONLY)),
+    # With a target pass rate the evaluation interval decides where a run stops: then it shapes the generator.
+    observation_only = SPEED_ONLY - ({"eval_every"} if g.target_pass_rate is not None else set())
+    return {**g.model_dump(mode="json", exclude=set(observation_only)),
             "seed": spec.experiment.seed if g.seed is None else g.seed,
             "max_completion_length": g.max_completion_length or spec.generation.generator.max_new_tokens,
             "epsilon_high": g.epsilon if g.epsilon_high is None else g.epsilon_high}
@@ -208,7 +210,8 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
     rows = [r for r in read_metrics(folder)
             if r["step"] <= resumed and not (r["kind"] == "eval" and r["step"] == g.steps)]
     write_atomic(folder / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
-    log = MetricsLog(lambda row: append_line(folder / METRICS, row), held_out, g.eval_every, g.steps)
+    log = MetricsLog(lambda row: append_line(folder / METRICS, row), held_out, g.eval_every, g.steps,
+                     target=g.target_pass_rate, samples=g.eval_samples)
     shown = [GrpoProgress(op_name, g.steps, g.completions_per_step)] if progress else []
     with _trl_deprecations_hidden():
         trainer = GRPOTrainer(model=str(start), reward_funcs=[_Prefilled(r, op.prefix) for r in rewards],
@@ -223,13 +226,14 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
     with _trl_deprecations_hidden():
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
-    final = held_out(trainer.model, g.steps, samples=g.eval_samples)
+    trained = trainer.state.global_step
+    final = held_out(trainer.model, trained, samples=g.eval_samples) if trained >= g.steps else log.reached
     write_atomic(folder / SAMPLES, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in final.samples))
     _save_generator(trainer.model, tokenizer, folder / GENERATOR)
     shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
     first = next(r for r in read_metrics(folder) if r["kind"] == "eval" and r["step"] == 0)
     steps = [r for r in read_metrics(folder) if r["kind"] == "train"]
-    return {"steps": g.steps, "resumed_at": resumed, "train_prompts": len(train_rows), "heldout_prompts": len(heldout),
+    return {"steps": trained, "stopped_early": trained < g.steps, "resumed_at": resumed, "train_prompts": len(train_rows), "heldout_prompts": len(heldout),
             "pass_rate_before": first["pass_rate"], "pass_rate_after": final.pass_rate,
             "reward_before": first["reward_mean"], "reward_after": final.reward_mean,
             "seconds_per_step": sum(r["seconds"] for r in steps) / max(len(steps), 1),

@@ -164,3 +164,26 @@ def test_a_lora_run_saves_a_merged_plain_generator(random_model, organic, tmp_pa
     base = AutoModelForCausalLM.from_pretrained(str(random_model))
     assert trained.state_dict().keys() == base.state_dict().keys()
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
+
+
+def test_a_target_pass_rate_stops_training_at_the_first_evaluation_that_reaches_it(parrot_model, organic, tmp_path):
+    from synpro.grpo.trainer import run_settings
+
+    spec = make_spec(parrot_model, steps=6, eval_every=2, target_pass_rate=0.01, lr=1e-6, beta=0.0)
+    spec = spec.with_params({"generation.generator.max_new_tokens": 80, "generation.operations": {  # the parrot passes
+        "rephrase": {"kind": "rephrase", "min_chars": 10, "min_length_ratio": 0, "min_similarity": -1}}})
+    out = train_generator(spec, "rephrase", *organic, tmp_path, progress=False)
+    rows = read_metrics(tmp_path)
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert evals[0]["pass_rate"] > 0  # the parrot passes untrained: the first evaluation after step 0 stops it
+    assert [r["step"] for r in evals] == [0, 2] and out["steps"] == 2 and out["stopped_early"]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
+    assert out["pass_rate_after"] == evals[-1]["pass_rate"]
+    assert len((tmp_path / SAMPLES).read_text().splitlines()) == 2 and (tmp_path / GENERATOR).is_dir()
+    # where a run stops depends on the interval, so the interval is part of what the generator is
+    assert "eval_every" in run_settings(spec) and "eval_every" not in run_settings(make_spec(parrot_model))
+
+
+def test_a_target_pass_rate_needs_evaluations_during_training(random_model):
+    with pytest.raises(ValueError, match="target_pass_rate"):
+        make_spec(random_model, eval_every=0, target_pass_rate=0.8)
