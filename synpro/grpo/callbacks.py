@@ -29,7 +29,7 @@ class MetricsLog(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.seconds = time.perf_counter() - self.began
         if self.every and state.global_step % self.every == 0 and state.global_step < self.steps:
-            result = self.evaluate(model, state.global_step, samples=self.samples if self.target else 0)
+            result = self.evaluate(model, state.global_step, samples=self.samples if self.target is not None else 0)
             if self.target is not None and result.pass_rate >= self.target:
                 self.reached = result
                 control.should_training_stop = True

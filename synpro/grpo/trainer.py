@@ -233,7 +233,8 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
     shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
     first = next(r for r in read_metrics(folder) if r["kind"] == "eval" and r["step"] == 0)
     steps = [r for r in read_metrics(folder) if r["kind"] == "train"]
-    return {"steps": trained, "stopped_early": trained < g.steps, "resumed_at": resumed, "train_prompts": len(train_rows), "heldout_prompts": len(heldout),
+    return {"steps": trained, "stopped_early": trained < g.steps, "resumed_at": resumed,
+            "train_prompts": len(train_rows), "heldout_prompts": len(heldout),
             "pass_rate_before": first["pass_rate"], "pass_rate_after": final.pass_rate,
             "reward_before": first["reward_mean"], "reward_after": final.reward_mean,
             "seconds_per_step": sum(r["seconds"] for r in steps) / max(len(steps), 1),
