@@ -147,11 +147,14 @@ def sweep(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes (more than one needs "
                                 "PostgreSQL for the store and Optuna; any number of sweeps may also share them)."),
     executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="Stages of a trial at once (arms side "
+                                           "by side, a process or Slurm job each), over the spec's executor.parallel."),
 ) -> None:
     """Run every trial of a spec (resumable: run it again to continue or to do nothing new).
 
     Examples:
       synpro sweep experiments/quickstart.yaml
+      synpro sweep experiments/quickstart.yaml --parallel 2     # two arms train at once
       synpro sweep experiments/paper-400m.yaml --workers 4 --store postgresql+psycopg://user@host/synpro \\
         --optuna-storage postgresql+psycopg://user@host/synpro_optuna
     """
@@ -159,7 +162,8 @@ def sweep(
 
     spec = with_kind(load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None,
                                                 "store.url": store, "store.optuna_url": optuna_storage,
-                                                "tracking.mlflow_uri": mlflow_uri}), _executor_kind(executor))
+                                                "tracking.mlflow_uri": mlflow_uri}), _executor_kind(executor),
+                     parallel)
     from synpro.sweep import MAX_RETRIES, run_sweep, run_workers
 
     announce = lambda line: out.rule(f"[bold]{escape(mask(line))}", align="left")  # noqa: E731

@@ -517,14 +517,32 @@ def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
 
     runner = Runner(plan.stages_dir, progress=ctx.progress, executor=make_executor(plan.spec))
     record_synthetic(plan, runner, ctx)
-    outcomes = {(arm.name, arm.seed): run_arm(plan, arm, runner, ctx) for arm in plan.arms}
+    parallel = plan.spec.executor.parallel
+    # Ready stages first (every arm's first-round inputs), so the arms then start training together.
+    _each(parallel, runner.run, list({s.key: s for a in plan.arms for s in a.stage.inputs.values()}.values()))
+    outcomes = dict(zip([(arm.name, arm.seed) for arm in plan.arms],
+                        _each(parallel, lambda arm: run_arm(plan, arm, runner, ctx), plan.arms)))
     analysis = analyze(plan, outcomes)
+    _each(parallel, runner.run, [o.evaluation for o in outcomes.values() if o.evaluation is not None])
     attach_accuracy(plan, runner, outcomes)
     for outcome in outcomes.values():
         _record(plan, outcome, outcomes, ctx)
     _record_analysis(analysis, ctx)
     _log_figures(plan, outcomes, ctx)
     return TrialOutcome(outcomes, analysis)
+
+
+def _each(parallel: int, fn: Any, items: list) -> list:
+    """`fn` over `items`, up to `parallel` at once (threads that wait on stage processes or jobs), in
+    order. Every call ends before the first error is raised: no stage is left running unwatched."""
+    if parallel <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="synpro-stage") as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        wait(futures)
+    return [f.result() for f in futures]
 
 
 def objective_values(plan: TrialPlan, trial: TrialOutcome) -> list[float]:

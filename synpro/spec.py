@@ -572,6 +572,16 @@ class ExecutorSpec(_Strict):
                                 "time limit: training checkpoints and the job is requeued")
     max_requeues: int = Field(default=3, ge=0, description="requeues after time-outs or pre-emptions")
     poll_seconds: float = Field(default=2.0, gt=0, description="how often the sweep looks at a job it waits for")
+    parallel: int = Field(default=1, ge=1, description=(
+        "stages of one trial run at once (arms side by side, each its own process or Slurm job); 1: one "
+        "after another. Above 1 the local executor runs every stage in a subprocess (`auto`)"))
+
+    @model_validator(mode="after")
+    def _parallel_needs_processes(self) -> "ExecutorSpec":
+        if self.parallel > 1 and self.kind == "local" and self.mode == "inline":
+            raise ValueError("[parallel] stages running at once need a process each: use mode subprocess "
+                             "or auto, not inline (in-process stages would share torch's global RNG)")
+        return self
 
 
 class TrackingSpec(_Strict):

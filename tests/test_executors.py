@@ -34,15 +34,15 @@ tokenizer: {{vocab_size: 300}}
 model: {{preset: tiny}}
 budget: {{unique_tokens: 2000, total_tokens: {total}, validation_tokens: 1000}}
 training: {{lr: 3.0e-3, warmup_tokens: 1000, batch_size: 8, seq_len: 32, eval_interval_tokens: 1024}}
-arms: [{{kind: repetition}}]
+{arms}
 tracking: {{enabled: false}}
 {extra}"""
 
 
-def _spec(tmp_path: Path, extra: str = "", total: int = 6000) -> Path:
+def _spec(tmp_path: Path, extra: str = "", total: int = 6000, arms: str = "[{kind: repetition}]") -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "tiny.yaml"
-    path.write_text(SPEC.format(extra=extra, total=total))
+    path.write_text(SPEC.format(extra=extra, total=total, arms=f"arms: {arms}"))
     return path
 
 
@@ -235,3 +235,40 @@ def test_a_two_rank_torchrun_sweep_has_the_curve_of_one_process_and_resumes_afte
     assert [p["tokens"] for p in two] == [p["tokens"] for p in ref]
     assert [p["val_loss"] for p in two] == pytest.approx([p["val_loss"] for p in ref], abs=2e-4)
     assert [p["train_loss"] for p in two[1:]] == pytest.approx([p["train_loss"] for p in ref[1:]], abs=2e-4)
+
+
+# ---- stages of one trial at once -------------------------------------------------------------------
+
+def _arm_results(workdir: Path, cwd: Path) -> dict:
+    shown = synpro("results", "--workdir", str(workdir), "--format", "json", cwd=cwd)
+    assert shown.returncode == 0, shown.stderr
+    (trial,) = json.loads(shown.stdout)
+    return {name: {k: arm[k] for k in ("final_val_loss", "effective_tokens", "tokens_seen")}
+            for name, arm in trial["arms"].items()}
+
+
+@pytest.mark.slow
+def test_two_arms_of_a_trial_train_at_once_with_two_workers_and_give_the_sequential_results(tmp_path):
+    arms = "[{kind: repetition}, {kind: oracle}]"
+    sequential = tmp_path / "seq" / "wd"
+    done = synpro("sweep", str(_spec(tmp_path / "seq", arms=arms)), "--workdir", str(sequential), "--no-progress",
+                  cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    parallel = tmp_path / "par" / "wd"
+    done = synpro("sweep", str(_spec(tmp_path / "par", arms=arms)), "--workdir", str(parallel), "--no-progress",
+                  "--parallel", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    folders = sorted((parallel / "stages").glob("pretrain-*"))
+    assert len(folders) == 2 and all(read_job(f)["executor"] == "subprocess" for f in folders)
+    (a, b) = [read_manifest(f)["timings"] for f in folders]
+    assert a["started"] < b["finished"] and b["started"] < a["finished"], (a, b)  # they overlap
+    assert sorted(f.name for f in folders) == sorted(f.name for f in (sequential / "stages").glob("pretrain-*"))
+    for folder in folders:
+        assert _curve(folder) == _curve(sequential / "stages" / folder.name)
+    assert _arm_results(parallel, tmp_path) == _arm_results(sequential, tmp_path)
+
+
+def test_parallel_stages_in_the_sweep_process_are_refused(tmp_path):
+    done = synpro("sweep", str(_spec(tmp_path)), "--workdir", str(tmp_path / "wd"), "--executor", "inline",
+                  "--parallel", "2", cwd=tmp_path)
+    assert done.returncode == 2 and "parallel" in done.stderr + done.stdout

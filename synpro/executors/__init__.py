@@ -15,9 +15,13 @@ trained on a cluster is reused by a laptop's sweep and the other way round).
 - any of them runs a stage with `processes > 1` as that many torchrun ranks
   (`synpro.executors.torchrun`).
 
-Gaps, stated: one node per stage (no multi-node torchrun yet); stages of one trial run one after
-another (the runner is not yet driven by a ready-queue); a done stage whose files fail their
-integrity check is rebuilt in the sweep process, whatever the executor.
+`executor.parallel: N` (`synpro sweep --parallel N`) runs up to N stages of a trial at once: the
+arms' ready inputs, then the arms side by side, each stage in its own process or job (threads in
+the sweep process only wait for them; the runner's per-key lock runs a shared stage once).
+
+Gaps, stated: one node per stage (no multi-node torchrun yet); parallelism is per arm (an arm's own
+rounds stay in order), not a general ready-queue over every stage; a done stage whose files fail
+their integrity check is rebuilt in the sweep process, whatever the executor.
 """
 
 from __future__ import annotations
@@ -33,14 +37,28 @@ if TYPE_CHECKING:
 KINDS = ("local", "slurm", "inline", "subprocess")  # what `synpro sweep --executor` takes
 
 
-def with_kind(spec: "Spec", kind: str | None) -> "Spec":
-    """The spec with `--executor KIND` applied: local/slurm set `executor.kind`; inline/subprocess are
-    the local executor in that mode."""
-    if not kind:
-        return spec
+def with_kind(spec: "Spec", kind: str | None, parallel: int | None = None) -> "Spec":
+    """The spec with `--executor KIND` and `--parallel N` applied: local/slurm set `executor.kind`;
+    inline/subprocess are the local executor in that mode. A combination the spec refuses (inline
+    with parallel stages) is bad input, exit 2."""
+    from pydantic import ValidationError
+
+    from synpro.errors import InputError
+
+    params: dict = {}
     if kind in ("inline", "subprocess"):
-        return spec.with_params({"executor.kind": "local", "executor.mode": kind})
-    return spec.with_params({"executor.kind": kind})
+        params = {"executor.kind": "local", "executor.mode": kind}
+    elif kind:
+        params = {"executor.kind": kind}
+    if parallel is not None:
+        params["executor.parallel"] = parallel
+    if not params:
+        return spec
+    try:
+        return spec.with_params(params)
+    except ValidationError as exc:
+        raise InputError.one(f"bad command-line option: {exc.errors()[0]['msg']}", file=spec.source_file,
+                             key="executor") from None
 
 
 def make_executor(spec: "Spec") -> Executor:
@@ -52,8 +70,8 @@ def make_executor(spec: "Spec") -> Executor:
     from synpro.executors.local import InlineExecutor, SubprocessExecutor
 
     mode = spec.executor.mode
-    if mode == "auto":
-        mode = "subprocess" if _cuda() else "inline"
+    if mode == "auto":  # stages at once need a process each (in-process ones would share torch's RNG)
+        mode = "subprocess" if _cuda() or spec.executor.parallel > 1 else "inline"
     return SubprocessExecutor(spec) if mode == "subprocess" else InlineExecutor(spec)
 
 

@@ -13,7 +13,8 @@ of GB of shards) reads none of them. Each file is hashed once, when its stage fi
 that matches (a copied workdir, a `touch`) records the new mtime, so it happens once too.
 
 Stages live in `<root>/<kind>-<key>/`; the lock is a sibling file, so two workers asking for one
-stage run it once and the second one loads the result.
+stage run it once and the second one loads the result. Inside one process a lock per key does the
+same for threads (`executor.parallel`): the second thread waits and takes the first one's output.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -93,6 +95,8 @@ class Runner:
         # Where a stage's work runs (synpro.executors); None: right here, as `stage.run(ctx)`.
         self.executor = executor
         self._outputs: dict[str, Any] = {}
+        self._keys: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def folder(self, stage: Stage) -> Path:
         return self.root / stage.dirname
@@ -100,6 +104,14 @@ class Runner:
     def run(self, stage: Stage, callbacks: list[Any] | None = None) -> Any:
         if stage.key in self._outputs:
             return self._outputs[stage.key]
+        with self._guard:
+            key_lock = self._keys.setdefault(stage.key, threading.Lock())
+        with key_lock:  # keys form a DAG (inputs are locked after, never before): no deadlock
+            if stage.key in self._outputs:
+                return self._outputs[stage.key]
+            return self._run(stage, callbacks)
+
+    def _run(self, stage: Stage, callbacks: list[Any] | None) -> Any:
         inputs = {name: self.run(upstream) for name, upstream in stage.inputs.items()}
         folder = self.folder(stage)
         if self.executor is not None and self.executor.remote(stage) and not is_done(stage, self.root):
