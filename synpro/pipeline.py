@@ -275,6 +275,8 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
         raise
     # A resumed or cached arm may have points the sink never saw; the store gets them all in _record.
     _log_curve(ctx.tracker, run_id, result.curve)
+    ctx.tracker.log_values(run_id, {k: v for k, v in (("tokens_per_second", result.tokens_per_second),
+                                                       ("mfu", result.mfu)) if v is not None})
     evaluation = arm.builder.evaluate(stages, label=arm.name)
     return ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, run_id, evaluation=evaluation,
                       synthetic_similarity=synthetic_similarity(stages[-1], runner),

@@ -179,6 +179,22 @@ class TrainingSpec(_Strict):
         "also checkpoint every N minutes of wall-clock time between evaluations (a time-limit kill loses at "
         "most that); not part of the run's identity: results are the same"))
     device: str = "auto"
+    parallelism: Literal["ddp", "fsdp"] = Field(default="ddp", description=(
+        "how torchrun's ranks (resources.pretrain.processes) share the model: ddp (a full copy each) or fsdp "
+        "(FSDP2 fully_shard per block: parameters, gradients and optimizer state sharded, for the large "
+        "presets). fsdp enters the run's key: its reductions round differently from ddp's"))
+    activation_checkpointing: bool = Field(default=False, description=(
+        "recompute each block's activations in the backward pass (less memory, ~30% more compute); "
+        "the same results, so not part of the run's identity"))
+
+    # Where and how a run computes, not what: left out of its stage key and run.json (see identity).
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("device", "compile", "checkpoint_minutes", "activation_checkpointing")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine a run's results (its stage key's part): all but RUNTIME_FIELDS, and
+        `parallelism` only when it is fsdp (so every key from before the field stays as it was)."""
+        drop = {*self.RUNTIME_FIELDS, *(("parallelism",) if self.parallelism == "ddp" else ())}
+        return self.model_dump(mode="json", exclude=drop)
 
     @model_validator(mode="after")
     def _micro_divides(self) -> "TrainingSpec":
@@ -863,7 +879,9 @@ class Spec(_Strict):
         data = self.to_dict()
         for volatile in ("tracking", "store", "search", "analysis", "executor", "resources"):
             data.pop(volatile, None)
-        data["training"].pop("checkpoint_minutes", None)
+        for runtime in ("checkpoint_minutes", "activation_checkpointing", *(
+                ("parallelism",) if self.training.parallelism == "ddp" else ())):
+            data["training"].pop(runtime, None)
         data["experiment"] = {"seed": self.experiment.seed}
         for name in CorpusSpec.RUNTIME_FIELDS:
             data["corpus"].pop(name, None)

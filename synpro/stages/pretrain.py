@@ -41,7 +41,7 @@ class PretrainStage(Stage):
             inputs["parent"] = parent
         config = {
             "model": spec.model.model_dump(mode="json"),
-            "training": spec.training.model_dump(mode="json", exclude={"device", "compile", "checkpoint_minutes"}),
+            "training": spec.training.identity(),
             "total_tokens": total_tokens, "seed": spec.experiment.seed,
             "mixture": [ORGANIC, *sources], "keep_tokens": sorted(keep_tokens), "continue_at": continue_at,
             # Where the run may end before total_tokens: {"plateau": {window, min_improvement, min_tokens}}
@@ -87,6 +87,7 @@ class PretrainStage(Stage):
         return {"final_val_loss": result.final_val_loss, "tokens_seen": result.tokens_seen,
                 "epochs_per_source": result.epochs_per_source, "stopped_early": result.stopped_early,
                 "resumed_at_tokens": result.resumed_at_tokens,
+                "tokens_per_second": result.tokens_per_second, "mfu": result.mfu,
                 # of the tokens this run trained (a continued run: since its parent), from the synthetic sets
                 "synthetic_token_share": seen / trained if trained else 0.0}
 

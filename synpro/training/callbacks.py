@@ -42,11 +42,14 @@ class Callback:
 
 
 class RichProgress(Callback):
-    """A live bar: tokens, tokens/s, train loss and LR; one line per evaluation."""
+    """A live bar: tokens, tokens/s, MFU (given the FLOPs per token and the peak FLOP/s of every device
+    together), train loss and LR; one line per evaluation."""
 
     REFRESH_SECONDS = 0.5  # how often the loss is read (a CUDA sync) and the bar redrawn
 
-    def __init__(self, total_tokens: int, start_tokens: int):
+    def __init__(self, total_tokens: int, start_tokens: int, *, flops_per_token: int | None = None,
+                 peak: float | None = None):
+        self._flops, self._peak = flops_per_token, peak
         self._progress = Progress(
             TextColumn("[bold]train"), BarColumn(),
             TextColumn("{task.completed:,}/{task.total:,} tok"),
@@ -72,7 +75,8 @@ class RichProgress(Callback):
             return
         self._shown = now
         rate = (tokens - self._start_tokens) / max(now - self._start, 1e-9)
-        self._progress.update(self._task, completed=tokens, rate=f"{rate:,.0f} tok/s",
+        shown = f"{rate:,.0f} tok/s" + (f" MFU {self._flops * rate / self._peak:.1%}" if self._flops and self._peak else "")
+        self._progress.update(self._task, completed=tokens, rate=shown,
                               loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
 
     def on_eval(self, point: "EvalPoint") -> None:

@@ -33,6 +33,7 @@ class TrainResult:
     snapshots: dict[str, str] = field(default_factory=dict)  # tokens → model folder (see snapshot_every)
     last_checkpoint: str = ""  # the checkpoint (model + optimizer state) the run ended on: where a next round continues
     resumed_at_tokens: int = 0  # where the last session picked the run up from its own checkpoint (0: it did not)
+    mfu: float | None = None  # model FLOPs utilisation over `seconds` (synpro.training.mfu); None: no known peak
 
     @property
     def final_val_loss(self) -> float:

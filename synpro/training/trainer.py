@@ -35,6 +35,16 @@ Choices worth knowing (see also the loader and schedule modules):
   last checkpoint. Such a checkpoint adds no curve point and keeps the partial train-loss sum (its
   mean over ranks), so a resumed run gives the same curve as an uninterrupted one.
 
+- Parallelism under torchrun (`training.parallelism`): `ddp` keeps a full model per rank;
+  `fsdp` shards parameters, gradients and optimizer state with FSDP2 (`fully_shard` per decoder
+  block, then the root). Either way rank 0 writes checkpoints in one format (a full HF model folder
+  and the plain `optimizer.state_dict()` layout; FSDP gathers them first), so a checkpoint resumes
+  under any number of ranks. With one process there is nothing to shard and fsdp trains as one process.
+- `training.activation_checkpointing` recomputes each block's activations in the backward pass
+  (transformers' gradient checkpointing, non-reentrant): less memory, the same numbers.
+- MFU (`synpro.training.mfu`): model FLOPs per token × tokens/s over the devices' peak, live in the
+  progress bar and in the result (`mfu`, None on a CPU or an unknown GPU).
+
 Layout of `out_dir`: run.json, curve.jsonl, checkpoints/LATEST (names the committed checkpoint),
 checkpoints/TAGS, checkpoints/step-NNNNNNNNN/{model/, state.pt}, snapshots/tokens-N/ (HF model
 folders), final/ (HF model folder), result.json (written last: the run's result; a folder with it is returned as is).
@@ -65,7 +75,8 @@ from synpro.models import ModelSpec, Vocab
 from synpro.spec import TrainingSpec
 from synpro.training.callbacks import Callback, RichProgress
 from synpro.training.result import EvalPoint, TrainResult
-from synpro.training.loader import TokenLoader, eval_batches
+from synpro.training.loader import TokenLoader, _windows, eval_batches
+from synpro.training.mfu import flops_per_token, mfu, peak_flops
 from synpro.training.schedule import learning_rate
 from synpro.training.zloss import z_loss
 
@@ -117,7 +128,9 @@ def train(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sources: li
                            world_size=world_size, callbacks=list(callbacks) if rank == 0 else [],
                            source_weights=source_weights)
         if progress and rank == 0:
-            with RichProgress(trainer.n_steps * training.tokens_per_step, trainer.tokens) as bar:
+            with RichProgress(trainer.n_steps * training.tokens_per_step, trainer.tokens,
+                              flops_per_token=trainer.flops_per_token,
+                              peak=trainer.peak * world_size if trainer.peak else None) as bar:
                 trainer.callbacks.append(bar)
                 return trainer.fit()
         return trainer.fit()
@@ -155,9 +168,16 @@ class _Trainer:
         torch.manual_seed(seed)
         weights = (checkpoint or continue_from) / "model" if (checkpoint or continue_from) else init_from
         self.model = _build_model(model, vocab, training.seq_len, weights).to(device)
+        self.flops_per_token = flops_per_token(self.model, training.seq_len)
+        self.peak = peak_flops(device, training.precision)
+        if training.activation_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
+        self._fsdp = training.parallelism == "fsdp" and world_size > 1
+        if self._fsdp:
+            _fully_shard(self.model, device, world_size)
         self._ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
-                     if world_size > 1 else None)
+                     if world_size > 1 and not self._fsdp else None)
         forward: torch.nn.Module = self._ddp or self.model
         if training.compile and device.type == "cuda":
             forward = torch.compile(forward)
@@ -252,13 +272,18 @@ class _Trainer:
         for i, batch in enumerate(micro_batches):
             ids = batch.to(self.device, non_blocking=True)
             sync = self._ddp.no_sync() if self._ddp is not None and i < last else nullcontext()
+            if self._fsdp:  # reduce-scatter the gradients once, after the last micro-batch
+                self.model.set_requires_gradient_sync(i == last)
             with sync:
                 with self._autocast():
                     out = self._forward(input_ids=ids, labels=ids, use_cache=False)
                     loss = (out.loss + z_loss(out.logits, self.training.z_loss)) / len(micro_batches)
                 loss.backward()
             step_loss += loss.detach()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.grad_clip)
+        if self._fsdp:
+            self._clip_sharded()
+        else:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -266,6 +291,16 @@ class _Trainer:
         self._loss_sum += step_loss
         self._loss_steps += 1
         return step_loss, lr
+
+    @torch.no_grad()
+    def _clip_sharded(self) -> None:
+        """`clip_grad_norm_` for FSDP's sharded gradients, as torchtitan does it: the norm over every rank's
+        shards (a replicated DTensor), then each rank scales its own shards."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads).full_tensor()
+        coef = torch.clamp(self.training.grad_clip / (norm + 1e-6), max=1.0)
+        for grad in grads:
+            grad.to_local().mul_(coef)
 
     def _mean_train_loss(self) -> float:
         mean = self._loss_sum / self._loss_steps
@@ -281,14 +316,20 @@ class _Trainer:
         """Mean token cross-entropy over every full window of the validation shard."""
         self.model.eval()
         totals = torch.zeros(2, device=self.device, dtype=torch.float64)  # loss * windows, windows
-        for batch in eval_batches(self.validation, seq_len=self.training.seq_len,
-                                  batch_size=self.eval_batch_size, rank=self.rank,
-                                  world_size=self.world_size):
+        batches = list(eval_batches(self.validation, seq_len=self.training.seq_len,
+                                    batch_size=self.eval_batch_size, rank=self.rank,
+                                    world_size=self.world_size))
+        for batch in batches:
             ids = batch.to(self.device, non_blocking=True)
             with self._autocast():
                 loss = self.model(input_ids=ids, labels=ids, use_cache=False).loss
             totals[0] += loss.double() * len(ids)
             totals[1] += len(ids)
+        if self._fsdp:  # every rank gathers each block's shards as often as rank 0 (which has the most windows)
+            first = len(range(0, _windows(self.validation, self.training.seq_len), self.world_size))
+            for _ in range(math.ceil(first / self.eval_batch_size) - len(batches)):
+                self.model(input_ids=batches[0][:1].to(self.device) if batches else
+                           torch.zeros(1, self.training.seq_len, dtype=torch.long, device=self.device), use_cache=False)
         if self.world_size > 1:
             dist.all_reduce(totals)
         self.model.train()
@@ -322,11 +363,12 @@ class _Trainer:
         if self.world_size > 1:
             dist.all_reduce(loss_sum)
             loss_sum /= self.world_size
+        weights, optimizer = self._full_state(with_optimizer=True)  # every rank: FSDP gathers
         if self.rank == 0:
             with atomic_dir(root / name) as tmp:  # replaces debris of an interrupted earlier attempt
-                _save_model(self.model, tmp / "model")
+                _save_model(self.model, tmp / "model", weights)
                 torch.save({
-                    "optimizer": self.optimizer.state_dict(),
+                    "optimizer": optimizer,
                     "loader": self.loader.state_dict(),
                     "rng": {"cpu": torch.get_rng_state(),
                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -363,7 +405,13 @@ class _Trainer:
         """Resume this run from its own checkpoint, or (optimizer_only) continue another run's: its
         optimizer, step, tokens and curve, but this run's loader, RNG and callbacks from scratch."""
         state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self._fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.optimizer, _named_optimizer_state(
+                self.model, self.optimizer, state["optimizer"]), options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.tokens = state["tokens"]
         self.step = state["step"]
         self.curve = [EvalPoint(**p) for p in state["curve"]]
@@ -385,17 +433,34 @@ class _Trainer:
         self._loss_sum.fill_(state.get("loss_sum", 0.0))
         self._loss_steps = state.get("loss_steps", 0)
 
+    def _full_state(self, with_optimizer: bool = False) -> tuple[dict | None, dict | None]:
+        """The whole model's weights (None: take them from the module) and the optimizer state in the
+        plain layout, on rank 0; under FSDP every rank must call this (it gathers the shards)."""
+        if not self._fsdp:
+            return None, self.optimizer.state_dict() if with_optimizer and self.rank == 0 else None
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # the full state on rank 0 only
+        weights = get_model_state_dict(self.model, options=options)
+        if not with_optimizer:
+            return weights, None
+        named = get_optimizer_state_dict(self.model, self.optimizer, options=options)
+        return weights, _plain_optimizer_state(self.model, self.optimizer, named) if self.rank == 0 else None
+
     def _finish(self, seconds: float) -> TrainResult:
         final_dir = self.out_dir / FINAL
+        weights, _ = self._full_state()
         if self.rank == 0:
             with atomic_dir(final_dir) as tmp:
-                _save_model(self.model, tmp)
+                _save_model(self.model, tmp, weights)
         usage = self.loader.usage()
         text = TrainResult(
             curve=list(self.curve), tokens_seen=self.tokens, steps=self.step, final_dir=final_dir,
             tokens_per_source={name: u.tokens for name, u in usage.items()},
             epochs_per_source={name: u.epochs for name, u in usage.items()},
             seconds=seconds, tokens_per_second=(self.tokens - self.start_tokens) / seconds,
+            mfu=mfu(self.flops_per_token, (self.tokens - self.start_tokens) / seconds, self.peak, self.world_size),
             start_tokens=self.start_tokens, stopped_early=self.step < self.n_steps,
             tagged={t: str(self.out_dir / CHECKPOINTS / n) for t, n in self.tagged.items()},
             snapshots={str(int(p.name.split("-")[1])): str(p)
@@ -461,9 +526,41 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def _save_model(model: torch.nn.Module, folder: Path) -> None:
+def _save_model(model: torch.nn.Module, folder: Path, weights: dict | None = None) -> None:
+    """An HF model folder; `weights`: the full state dict gathered from FSDP shards."""
     with _quiet_transformers():
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, state_dict=weights)
+
+
+def _fully_shard(model: torch.nn.Module, device: torch.device, world_size: int) -> None:
+    """FSDP2 over every rank: each decoder block its own unit (gathered one at a time), then the rest."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world_size,))
+    for block in model.model.layers:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def _param_order(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Parameter names in the optimizer's order: the plain state_dict's indices."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def _plain_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, named: dict) -> dict:
+    """A by-name (distributed) optimizer state in `optimizer.state_dict()`'s by-index layout."""
+    index = {n: i for i, n in enumerate(_param_order(model, optimizer))}
+    return {"state": {index[n]: v for n, v in named["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in named["param_groups"]]}
+
+
+def _named_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, plain: dict) -> dict:
+    """The inverse of `_plain_optimizer_state`, for `set_optimizer_state_dict`."""
+    order = _param_order(model, optimizer)
+    return {"state": {order[int(i)]: v for i, v in plain["state"].items()},
+            "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in plain["param_groups"]]}
 
 
 @contextmanager
@@ -500,7 +597,7 @@ def _run_config(*, model: ModelSpec, training: TrainingSpec, vocab: Vocab, sourc
     """What determines the run's result (device and compile do not)."""
     config = {
         "model": model.model_dump(mode="json"),
-        "training": training.model_dump(mode="json", exclude={"device", "compile", "checkpoint_minutes"}),
+        "training": training.identity(),
         "vocab": asdict(vocab),
         "sources": [{"name": s.name, "tokens": s.n_tokens} for s in sources],
         "validation": {"name": validation.name, "tokens": validation.n_tokens},
