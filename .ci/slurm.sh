@@ -25,12 +25,14 @@ if [ "$(id -u)" != 0 ]; then say "not root: no Slurm here (the slurm tests will 
 if ! command -v slurmctld >/dev/null || ! command -v slurmdbd >/dev/null || ! command -v munged >/dev/null; then
   say "installing slurm-wlm and munge"
   export DEBIAN_FRONTEND=noninteractive
-  { apt-get install -y -qq --no-install-recommends slurmctld slurmd slurmdbd slurm-client munge >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null 2>&1 &&
-      apt-get install -y -qq --no-install-recommends slurmctld slurmd slurmdbd slurm-client munge >/dev/null 2>&1; }; } ||
+  # Wait for another apt/dpkg (a parallel CI step) instead of giving up on its lock at once.
+  APT="apt-get -o DPkg::Lock::Timeout=300"
+  { $APT install -y -qq --no-install-recommends slurmctld slurmd slurmdbd slurm-client munge >/dev/null 2>&1 ||
+    { $APT update -qq >/dev/null 2>&1 &&
+      $APT install -y -qq --no-install-recommends slurmctld slurmd slurmdbd slurm-client munge >/dev/null 2>&1; }; } ||
     { say "could not install Slurm with apt (the slurm tests will skip)"; exit 0; }
 fi
-command -v mariadbd >/dev/null || apt-get install -y -qq --no-install-recommends mariadb-server >/dev/null 2>&1 ||
+command -v mariadbd >/dev/null || apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends mariadb-server >/dev/null 2>&1 ||
   { say "no MariaDB for Slurm's accounting (the slurm tests will skip)"; exit 0; }
 
 mkdir -p "$STATE" /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge
