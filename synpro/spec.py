@@ -549,7 +549,8 @@ class ResourceSpec(_Strict):
     one process, no GPU, one node, the scheduler's own CPUs, memory and time."""
 
     processes: int | None = Field(default=None, ge=1, description=(
-        "ranks; above 1 the stage runs under torchrun (DDP): only stages that support it (pretrain)"))
+        "ranks; above 1 the stage runs under torchrun (DDP, or FSDP2 with training.parallelism: fsdp): only "
+        "stages that support it (pretrain)"))
     gpus: int | None = Field(default=None, ge=0, description="GPUs in all; each rank gets gpus / processes")
     nodes: int | None = Field(default=None, ge=1, description="Slurm nodes (1 only, for now)")
     cpus: int | None = Field(default=None, ge=1, description="CPU cores per process")

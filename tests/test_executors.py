@@ -79,6 +79,18 @@ def test_executor_and_resources_are_typed_round_trip_and_touch_no_key(tmp_path):
     assert [s.key for s in plan_trial(timed).graph] == [s.key for s in plan_trial(plain).graph]
 
 
+def test_parallel_stages_and_activation_checkpointing_touch_no_key_but_fsdp_keys_pretraining(tmp_path):
+    from synpro.spec import load_spec
+
+    plain = load_spec(_spec(tmp_path))
+    keys = lambda spec: {s.kind: s.key for s in plan_trial(spec).graph}  # noqa: E731
+    same = plain.with_params({"executor.parallel": 2, "training.activation_checkpointing": True})
+    assert keys(same) == keys(plain) and same.content_hash() == plain.content_hash()
+    assert parse_spec(same.to_yaml()).executor.parallel == 2  # typed, back to YAML
+    sharded = keys(plain.with_params({"training.parallelism": "fsdp"}))
+    assert sharded["pools"] == keys(plain)["pools"] and sharded["pretrain"] != keys(plain)["pretrain"]
+
+
 @pytest.mark.parametrize("extra, key, line, words", [
     ("resources:\n  pretrian: {processes: 2}\n", "resources.pretrian", 9, "unknown stage kind 'pretrian'"),
     ("resources:\n  probe: {processes: 2}\n", "resources.probe.processes", 9, "run in one process"),
