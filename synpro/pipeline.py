@@ -520,8 +520,8 @@ def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
     runner = Runner(plan.stages_dir, progress=ctx.progress, executor=make_executor(plan.spec))
     record_synthetic(plan, runner, ctx)
     parallel = plan.spec.executor.parallel
-    # Ready stages first (every arm's first-round inputs), so the arms then start training together.
-    _each(parallel, runner.run, list({s.key: s for a in plan.arms for s in a.stage.inputs.values()}.values()))
+    if parallel > 1:  # ready stages first (every arm's first-round inputs), so the arms start training together
+        _each(parallel, runner.run, list({s.key: s for a in plan.arms for s in a.stage.inputs.values()}.values()))
     outcomes = dict(zip([(arm.name, arm.seed) for arm in plan.arms],
                         _each(parallel, lambda arm: run_arm(plan, arm, runner, ctx), plan.arms)))
     analysis = analyze(plan, outcomes)
