@@ -78,6 +78,14 @@ def test_faithfulness_counts_supported_entries_and_zero_without_entries():
     assert [r["faithfulness"] for r in rows] == [0.5, 1.0, 0.0, 0.0]
 
 
+def test_faithfulness_reads_one_line_entries_as_written():
+    faithful = ("Topic: Conditional execution Content: The if statement is used for conditional execution and "
+                "selects exactly one of the suites.")
+    invented = "Topic: History Content: The if statement was invented in 1957 by Grace Hopper at IBM."
+    rows = scores("reformat", ["faithfulness"], [f"{FH}\n{faithful}\n{invented}"])
+    assert [r["faithfulness"] for r in rows] == [0.5]
+
+
 def test_quality_prefers_the_clean_output_and_punishes_empty_ones():
     shuffled = " ".join(sorted(PARAPHRASE.split()))
     rows = scores("rephrase", ["quality"], [f"{RH}\n{PARAPHRASE}", f"{RH}\n{shuffled}", f"{RH}\n", ""])

@@ -9,14 +9,21 @@ from synpro.generation.operations.base import OPERATIONS, NO_ENTRIES, TRUNCATED,
 
 HEADING = "Here are the entries:"
 MAX_ENTRIES = 8
-# A label at a line start, tolerating list numbering and markdown emphasis ("1. **Topic:**").
-_TOPIC = re.compile(r"^[ \t]*(?:[-*]|\d+[.)])?[ \t]*[*_#]*[ \t]*topic[ \t]*[*_]*[ \t]*:[*_]*", re.I | re.M)
-_CONTENT = re.compile(r"^[ \t]*[*_]*[ \t]*content[ \t]*[*_]*[ \t]*:[*_]*", re.I | re.M)
+# A list marker: "-", "*", "+", "•", "1.", "1)", "(1)".
+_MARKER = r"(?:[-*+•]|\(?\d+[.)])"
+# "Topic:" opens an entry at a line start, after an optional list marker and markdown emphasis ("1. **Topic:**").
+_TOPIC = re.compile(rf"^[ \t]*{_MARKER}?[ \t]*[*_#]*[ \t]*topic[ \t]*[*_]*[ \t]*:[*_]*", re.I | re.M)
+# "Content:" anywhere after the topic: on the next line (possibly bulleted) or on the topic's own line, which is
+# how the format's own name "Topic: … Content: …" reads.
+_CONTENT = re.compile(rf"(?:^[ \t]*{_MARKER}[ \t]+)?[*_]*\bcontent[ \t]*[*_]*[ \t]*:[*_]*", re.I | re.M)
+# What separates a one-line entry's topic from its "Content:" label ("Topic: A - Content: b", "A | Content: b").
+_SEPARATORS = " \t\n-–—|;,*_"
 
 
 def parse_entries(body: str) -> list[tuple[str, str]]:
-    """(topic, content) pairs in order. The content follows a "Content:" label, or, when a small
-    generator leaves the label out, is the text after the topic's line; entries lacking either are dropped."""
+    """(topic, content) pairs in order, one per "Topic:" label, written on one line or on two, numbered,
+    bulleted or plain. The content follows the first "Content:" label, or, when a small generator leaves the
+    label out, is the text after the topic's line; entries lacking either are dropped."""
     starts = list(_TOPIC.finditer(body))
     entries = []
     for here, after in zip(starts, starts[1:] + [None]):
@@ -26,8 +33,9 @@ def parse_entries(body: str) -> list[tuple[str, str]]:
             topic, content = block[:label.start()], block[label.end():]
         else:
             topic, _, content = block.partition("\n")
-        if topic.strip() and content.strip():
-            entries.append((topic.strip(), content.strip()))
+        topic = topic.strip(_SEPARATORS)
+        if topic and content.strip():
+            entries.append((topic, content.strip()))
     return entries
 
 
