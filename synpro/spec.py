@@ -218,6 +218,9 @@ class OperationSpec(_Strict):
     """One rewrite operation; unset fields take the registered operation's defaults."""
 
     kind: str
+    preset: Literal["release"] | None = Field(default=None, description=(
+        "named prompt texts (synpro.generation.operations.presets): `release`, the authors' release; none: the "
+        "operation's own, tuned on the 135M CPU generator. Explicit fields below override it"))
     system_prompt: str | None = None
     prompt: str | None = None  # must contain a {text} slot
     heading: str | None = None
@@ -298,6 +301,19 @@ class JudgeSpec(_Strict):
     score_regex: str = r"(-?\d+(?:\.\d+)?)"
     max_new_tokens: int = Field(default=64, gt=0)
     timeout_seconds: float = Field(default=60, gt=0)
+    concurrency: int = Field(default=16, gt=0, description="requests in flight to an endpoint (speed only)")
+    batch_size: int = Field(default=8, gt=0, description="prompts per generate call of a local model (speed only)")
+    max_retries: int = Field(default=4, ge=0, description="retries of a request that failed transiently "
+                             "(connection, timeout, 408/409/429/5xx), with exponential backoff")
+    backoff_seconds: float = Field(default=1.0, ge=0, description="the first retry's wait; doubled each retry")
+
+    # How fast the judge is reached, never what it says: in no stage key.
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"concurrency", "batch_size", "max_retries",
+                                                          "backoff_seconds"})
+
+    def identity(self, exclude_none: bool = False) -> dict[str, Any]:
+        """The settings that decide a verdict: what reward settings and stage keys take."""
+        return self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS), exclude_none=exclude_none)
 
     @model_validator(mode="after")
     def _regex_compiles(self) -> "JudgeSpec":
@@ -311,6 +327,11 @@ class JudgeSpec(_Strict):
 class _ScorerChoice(_Strict):
     scorer: Literal["offline", "llm"] = "offline"
     judge: JudgeSpec | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The settings a reward's value depends on (the judge's runtime knobs left out)."""
+        out = self.model_dump(mode="json", exclude_none=True, exclude={"judge"})
+        return out | ({"judge": self.judge.identity(exclude_none=True)} if self.judge is not None else {})
 
     @model_validator(mode="after")
     def _judge_for_llm(self) -> "_ScorerChoice":

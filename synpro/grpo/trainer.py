@@ -4,7 +4,8 @@ The folder it works in holds, when finished:
 - `generator/`: the trained generator, an HF folder (LoRA merged in) that the synthesize stage loads;
 - `metrics.jsonl`: one `{"kind": "train", "step", "seconds", <trl's logs>}` line per step (every reward's
   `rewards/<name>/mean` and `/std`, `reward` = the weighted total, `kl`, `completions/mean_length`,
-  `completions/clipped_ratio`, `clip_ratio/*`, `frac_reward_zero_std`, `loss`, `learning_rate`), and
+  `completions/clipped_ratio`, `clip_ratio/*`, `frac_reward_zero_std`, `loss`, `learning_rate`, and
+  `unparseable/<name>`: each reward's scores so far that its judge's answer could not give), and
   `{"kind": "eval", "step", "pass_rate", "reward_mean", "rewards", "failures"}` lines for the held-out
   prompts at step 0, every `eval_every` steps and at the end;
 - `samples.jsonl`: a few held-out answers of the final generator next to their sources.
@@ -211,7 +212,8 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
             if r["step"] <= resumed and not (r["kind"] == "eval" and r["step"] == g.steps)]
     write_atomic(folder / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
     log = MetricsLog(lambda row: append_line(folder / METRICS, row), held_out, g.eval_every, g.steps,
-                     target=g.target_pass_rate, samples=g.eval_samples)
+                     target=g.target_pass_rate, samples=g.eval_samples,
+                     unparseable=lambda: {r.__name__: r.failures for r in rewards})
     shown = [GrpoProgress(op_name, g.steps, g.completions_per_step)] if progress else []
     with _trl_deprecations_hidden():
         trainer = GRPOTrainer(model=str(start), reward_funcs=[_Prefilled(r, op.prefix) for r in rewards],
@@ -238,7 +240,7 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
             "pass_rate_before": first["pass_rate"], "pass_rate_after": final.pass_rate,
             "reward_before": first["reward_mean"], "reward_after": final.reward_mean,
             "seconds_per_step": sum(r["seconds"] for r in steps) / max(len(steps), 1),
-            "train_seconds": seconds}
+            "train_seconds": seconds, **{f"unparseable/{r.__name__}": r.failures for r in rewards}}
 
 
 @contextmanager

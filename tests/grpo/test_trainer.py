@@ -57,6 +57,7 @@ def test_a_short_run_writes_a_loadable_generator_and_every_rewards_curve(random_
     for row in train:
         for name in REWARDS:
             assert isinstance(row[f"rewards/{name}/mean"], float) and isinstance(row[f"rewards/{name}/std"], float)
+            assert row[f"unparseable/{name}"] == 0  # offline scorers always give a score
         for key in ("reward", "kl", "completions/mean_length", "completions/clipped_ratio", "clip_ratio/region_mean"):
             assert key in row
         assert row["seconds"] > 0
