@@ -351,6 +351,13 @@ class StructureSpec(_ScorerChoice):
 class SimilaritySpec(_Strict):
     threshold: float = Field(default=0.65, ge=-1, le=1)  # paper: BERTScore-F1 > 0.65; ours: MiniLM cosine
     continuous: bool = False  # the cosine itself instead of 1/0
+    scorer: Literal["minilm", "bertscore"] | None = Field(default=None, description=(
+        "none or minilm: MiniLM cosine (offline); bertscore: BERTScore F1 of `model`'s layer `layer`, no idf, "
+        "no baseline rescaling (the release: microsoft/deberta-large-mnli, layer 18)"))
+    model: str | None = Field(default=None, description="bertscore: HF id in the cache or a local folder; "
+                              "default microsoft/deberta-large-mnli")
+    layer: int | None = Field(default=None, ge=0, description="bertscore: hidden layer whose token vectors "
+                              "are matched; default 18 for deberta-large-mnli (bert-score's choice), else the last")
 
 
 class LengthSpec(_Strict):
