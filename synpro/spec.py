@@ -206,6 +206,12 @@ class GeneratorSpec(_Strict):
     concurrency: int = Field(default=8, gt=0, description="requests in flight (backend openai)")
     max_retries: int = Field(default=3, ge=0)
     timeout_seconds: float = Field(default=120, gt=0)
+    # backend vllm (speed and memory only, in no key); unset: vLLM's own defaults
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1, description=(
+        "vllm: share of each GPU's memory the engine may take (vLLM's default 0.9)"))
+    max_num_seqs: int | None = Field(default=None, gt=0, description="vllm: sequences decoded together per engine")
+    enable_prefix_caching: bool | None = Field(default=None, description=(
+        "vllm: reuse the KV cache of a shared prompt prefix (every chunk shares the system prompt and task)"))
 
     @model_validator(mode="after")
     def _endpoint_for_openai(self) -> "GeneratorSpec":
@@ -271,6 +277,9 @@ class EvalSpec(_Strict):
                                         description="default: training.eval_interval_tokens; a multiple of it")
     batch_size: int = Field(default=32, gt=0, description="sequences per likelihood forward pass")
     limit: int | None = Field(default=None, gt=0, description="score only the first N items of each task")
+    device: str | None = Field(default=None, description="default: training.device (auto: CUDA when present)")
+    precision: Literal["fp32", "bf16"] | None = Field(default=None, description=(
+        "checkpoint weights while scoring; none: fp32 (TF32 matmuls on CUDA)"))
     builtin: BuiltinTaskSpec = Field(default_factory=BuiltinTaskSpec)
 
     @model_validator(mode="after")
@@ -447,6 +456,9 @@ class InfluenceSpec(_Strict):
     port: int = Field(default=8642, gt=0, lt=65536)
     timeout_seconds: float = Field(default=300, gt=0)
     device: str = "auto"
+    precision: Literal["fp32", "bf16"] | None = Field(default=None, description=(
+        "θ and θ′ weights while scoring (losses are taken in fp32 either way); none: fp32, with TF32 matmuls on "
+        "CUDA"))
 
 
 # ---- GRPO training of the generators (synpro.grpo) -----------------------------------------------
@@ -518,6 +530,16 @@ class GrpoSpec(_Strict):
     save_every: int = Field(default=10, gt=0, description="checkpoint interval in steps (resume only)")
     backend: Literal["auto", "transformers", "vllm"] = Field(default="auto", description="generation during "
                                                             "training; auto: vLLM where CUDA and vllm exist")
+    # Memory and speed on a GPU (in no key); unset, they fit a 1.5B policy on one 80 GB GPU (synpro.grpo.trainer).
+    gradient_checkpointing: bool | None = Field(default=None, description=(
+        "recompute activations in the backward pass; none: on with CUDA, off on a CPU (where it only costs time)"))
+    vllm_mode: Literal["colocate", "server"] | None = Field(default=None, description=(
+        "colocate: vLLM shares the training GPU (none: this); server: a `trl vllm-serve` on other GPUs"))
+    vllm_gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1, description=(
+        "colocate: the share of the GPU vLLM may take; none: 0.3"))
+    vllm_server_url: str | None = Field(default=None, description="server: the `trl vllm-serve` base URL")
+    vllm_max_model_length: int | None = Field(default=None, gt=0, description=(
+        "vLLM's context (prompt + completion); none: the model's own"))
     seed: int | None = Field(default=None, description="default: the data seed (a generator makes data)")
 
     @model_validator(mode="after")
@@ -530,6 +552,8 @@ class GrpoSpec(_Strict):
             raise ValueError("[target_pass_rate] needs held-out evaluations during training: set eval_every > 0")
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
             raise ValueError(f"[epsilon_high] {self.epsilon_high} is below epsilon ({self.epsilon})")
+        if self.vllm_mode == "server" and not self.vllm_server_url:
+            raise ValueError("[vllm_server_url] vllm_mode 'server' needs the `trl vllm-serve` base URL")
         return self
 
     @property
