@@ -310,6 +310,9 @@ class JudgeSpec(_Strict):
     score_regex: str = r"(-?\d+(?:\.\d+)?)"
     max_new_tokens: int = Field(default=64, gt=0)
     timeout_seconds: float = Field(default=60, gt=0)
+    slot_chars: dict[str, int] | None = Field(default=None, description=(
+        "the first N characters of a slot's text go into the prompt, e.g. {source: 3000} (the release's "
+        "faithfulness verifier sees the first 3,000 source characters); none: whole texts"))
     concurrency: int = Field(default=16, gt=0, description="requests in flight to an endpoint (speed only)")
     batch_size: int = Field(default=8, gt=0, description="prompts per generate call of a local model (speed only)")
     max_retries: int = Field(default=4, ge=0, description="retries of a request that failed transiently "

@@ -46,7 +46,8 @@ class Judge:
     def rate(self, **slots: list[str]) -> list[float | None]:
         """One score per position of the slot lists (all the same length), None when unparseable."""
         n = len(next(iter(slots.values())))
-        prompts = [_fill(self.spec.prompt, {k: v[i] for k, v in slots.items()}) for i in range(n)]
+        cut = self.spec.slot_chars or {}
+        prompts = [_fill(self.spec.prompt, {k: v[i][:cut.get(k)] for k, v in slots.items()}) for i in range(n)]
         scores = [self.parse(a) for a in self.answers(prompts)]
         with self._lock:
             self.unparseable += sum(s is None for s in scores)

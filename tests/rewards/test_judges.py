@@ -137,3 +137,9 @@ def test_runtime_knobs_stay_out_of_reward_settings():
 
     assert settings("") == settings(", concurrency: 64, batch_size: 2, max_retries: 9, backoff_seconds: 3")
     assert settings("")["structure"]["judge"]["model"] == "j"
+
+
+def test_a_slot_is_cut_to_its_characters_before_it_reaches_the_judge():
+    with JudgeServer(delay=0) as server:
+        judge = judge_for(judge_spec(server.url, slot_chars={"text": 5}), "rewards.quality.judge")
+        assert judge.rate(text=["0123456789"]) == [float(len("Rate 1-5: 01234") % 5 + 1)]
