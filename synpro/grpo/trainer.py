@@ -80,6 +80,9 @@ def run_settings(spec: "Spec") -> dict[str, Any]:
     g = spec.grpo
     # With a target pass rate the evaluation interval decides where a run stops: then it shapes the generator.
     observation_only = SPEED_ONLY - ({"eval_every"} if g.target_pass_rate is not None else set())
+    # bnpo averages the loss over each micro batch's tokens (trl 0.18's default, as the release ran it): there
+    # the micro batch weighs tokens, so it shapes the generator.
+    observation_only -= {"micro_batch_size"} if g.loss_type == "bnpo" else set()
     return {**g.model_dump(mode="json", exclude=set(observation_only)),
             "seed": spec.experiment.seed if g.seed is None else g.seed,
             "max_completion_length": g.max_completion_length or spec.generation.generator.max_new_tokens,

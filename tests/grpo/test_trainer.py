@@ -215,3 +215,10 @@ def test_gpu_memory_knobs_change_no_key_and_leave_a_cpu_run_alone(random_model, 
             asked["vllm_max_model_length"], asked["gradient_checkpointing"]) == (
         "server", "http://gpu7:8000", 0.5, 4096, True)
     assert asked["per_device_train_batch_size"] == 2 and asked["gradient_accumulation_steps"] == 2
+
+
+def test_under_bnpo_the_micro_batch_weighs_tokens_and_keys_the_run(random_model):
+    from synpro.grpo.trainer import stage_config
+
+    bnpo = make_spec(random_model, loss_type="bnpo")
+    assert stage_config(bnpo.with_params({"grpo.micro_batch_size": 2}), "rephrase") != stage_config(bnpo, "rephrase")
