@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import TYPE_CHECKING
 
+from synpro.generation.operations.presets import preset_texts
 from synpro.generation.text import length_ratio, repetition
 from synpro.registry import Registry
 
@@ -125,8 +126,6 @@ class Operation:
 
     def configured(self, spec: "OperationSpec") -> "Operation":
         """These defaults, then the spec's prompt preset, then its explicit fields."""
-        from synpro.generation.operations.presets import preset_texts
-
         preset = preset_texts(spec.preset, spec.kind) if spec.preset else None
         texts = dict(vars(preset)) if preset else {}
         texts |= {k: getattr(spec, k) for k in ("system_prompt", "prompt", "heading", "prefill_heading")

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from synpro.generation.operations.base import OPERATIONS, NO_ENTRIES, TRUNCATED, Filters, Operation
+from synpro.generation.operations.presets import PRESETS, Texts
 
 HEADING = "Here are the entries:"
 MAX_ENTRIES = 8
@@ -74,3 +75,15 @@ REFORMAT = OPERATIONS.register("reformat")(Reformat(
     body_start="Topic:",
     filters=Filters(min_chars=200, min_length_ratio=0.15, max_length_ratio=1.5, min_similarity=0.5),
 ))
+
+# The authors' release (method.md §2, §6), in our words: the task first, naming the five kinds of entry.
+PRESETS["release"]["reformat"] = Texts(
+    system_prompt="You are a helpful assistant that turns web documents into study entries.",
+    prompt=(f"Write up to {MAX_ENTRIES} entries about the document below. Each entry is one of: factual "
+            "(what the document states), analytical (why or how something in it holds), conceptual (an idea "
+            "it explains), comparative (how things in it differ) or problem-solving (a worked question that "
+            "it answers). Use only information from the document. Write every entry in plain text as:\n"
+            "Topic: <a short title>\nContent: <the entry>\n"
+            f'Begin your answer with "{HEADING}" on its own line, followed by the entries only.\n\n'
+            "Document:\n{text}"),
+    heading=HEADING, prefill_heading=False)
