@@ -115,6 +115,10 @@ def score(spec_path: Path = SpecArg,
         source = _source(spec, theta, _tokenizer(spec, tokenizer))
     funcs, weights = build_rewards(spec, operation, names=names, influence=source)
     rows = score_pairs([p["source"] for p in pairs], [p["output"] for p in pairs], funcs, weights)
+    unparseable = {f.__name__: f.failures for f in funcs if f.failures}
+    if unparseable:  # those scores are 0 for want of a verdict, not by one
+        typer.echo("unparseable judge answers (scored 0): "
+                   + ", ".join(f"{name} {n}" for name, n in unparseable.items()), err=True)
     if fmt == "json":
         for row in rows:
             print(json.dumps(row))

@@ -58,6 +58,7 @@ def _plugins(spec: Spec) -> None:
 
     from synpro.arms import ARMS
     from synpro.generation.operations import OPERATIONS
+    from synpro.generation.operations.presets import preset_texts
 
     problems: list[Problem] = []
     operations: dict[str, list[str]] = {}  # per arm whose options are valid: the synthetic sets it trains on
@@ -65,6 +66,9 @@ def _plugins(spec: Spec) -> None:
         if op.kind not in OPERATIONS:
             problems.append(Problem(f"unknown operation {op.kind!r}; known: {', '.join(OPERATIONS.names())}",
                                     f"generation.operations.{name}.kind"))
+        elif op.preset and preset_texts(op.preset, op.kind) is None:
+            problems.append(Problem(f"prompt preset {op.preset!r} has no prompts for a {op.kind} operation",
+                                    f"generation.operations.{name}.preset"))
     for i, arm in enumerate(spec.arms):
         if arm.kind not in ARMS:
             problems.append(Problem(f"unknown arm kind {arm.kind!r}; known: {', '.join(ARMS.names())}",

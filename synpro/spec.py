@@ -222,6 +222,12 @@ class GeneratorSpec(_Strict):
     concurrency: int = Field(default=8, gt=0, description="requests in flight (backend openai)")
     max_retries: int = Field(default=3, ge=0)
     timeout_seconds: float = Field(default=120, gt=0)
+    # backend vllm (speed and memory only, in no key); unset: vLLM's own defaults
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1, description=(
+        "vllm: share of each GPU's memory the engine may take (vLLM's default 0.9)"))
+    max_num_seqs: int | None = Field(default=None, gt=0, description="vllm: sequences decoded together per engine")
+    enable_prefix_caching: bool | None = Field(default=None, description=(
+        "vllm: reuse the KV cache of a shared prompt prefix (every chunk shares the system prompt and task)"))
 
     @model_validator(mode="after")
     def _endpoint_for_openai(self) -> "GeneratorSpec":
@@ -234,6 +240,9 @@ class OperationSpec(_Strict):
     """One rewrite operation; unset fields take the registered operation's defaults."""
 
     kind: str
+    preset: Literal["release"] | None = Field(default=None, description=(
+        "named prompt texts (synpro.generation.operations.presets): `release`, the authors' release; none: the "
+        "operation's own, tuned on the 135M CPU generator. Explicit fields below override it"))
     system_prompt: str | None = None
     prompt: str | None = None  # must contain a {text} slot
     heading: str | None = None
@@ -284,6 +293,9 @@ class EvalSpec(_Strict):
                                         description="default: training.eval_interval_tokens; a multiple of it")
     batch_size: int = Field(default=32, gt=0, description="sequences per likelihood forward pass")
     limit: int | None = Field(default=None, gt=0, description="score only the first N items of each task")
+    device: str | None = Field(default=None, description="default: training.device (auto: CUDA when present)")
+    precision: Literal["fp32", "bf16"] | None = Field(default=None, description=(
+        "checkpoint weights while scoring; none: fp32 (TF32 matmuls on CUDA)"))
     builtin: BuiltinTaskSpec = Field(default_factory=BuiltinTaskSpec)
 
     @model_validator(mode="after")
@@ -314,6 +326,22 @@ class JudgeSpec(_Strict):
     score_regex: str = r"(-?\d+(?:\.\d+)?)"
     max_new_tokens: int = Field(default=64, gt=0)
     timeout_seconds: float = Field(default=60, gt=0)
+    slot_chars: dict[str, int] | None = Field(default=None, description=(
+        "the first N characters of a slot's text go into the prompt, e.g. {source: 3000} (the release's "
+        "faithfulness verifier sees the first 3,000 source characters); none: whole texts"))
+    concurrency: int = Field(default=16, gt=0, description="requests in flight to an endpoint (speed only)")
+    batch_size: int = Field(default=8, gt=0, description="prompts per generate call of a local model (speed only)")
+    max_retries: int = Field(default=4, ge=0, description="retries of a request that failed transiently "
+                             "(connection, timeout, 408/409/429/5xx), with exponential backoff")
+    backoff_seconds: float = Field(default=1.0, ge=0, description="the first retry's wait; doubled each retry")
+
+    # How fast the judge is reached, never what it says: in no stage key.
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"concurrency", "batch_size", "max_retries",
+                                                          "backoff_seconds"})
+
+    def identity(self, exclude_none: bool = False) -> dict[str, Any]:
+        """The settings that decide a verdict: what reward settings and stage keys take."""
+        return self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS), exclude_none=exclude_none)
 
     @model_validator(mode="after")
     def _regex_compiles(self) -> "JudgeSpec":
@@ -327,6 +355,11 @@ class JudgeSpec(_Strict):
 class _ScorerChoice(_Strict):
     scorer: Literal["offline", "llm"] = "offline"
     judge: JudgeSpec | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The settings a reward's value depends on (the judge's runtime knobs left out)."""
+        out = self.model_dump(mode="json", exclude_none=True, exclude={"judge"})
+        return out | ({"judge": self.judge.identity(exclude_none=True)} if self.judge is not None else {})
 
     @model_validator(mode="after")
     def _judge_for_llm(self) -> "_ScorerChoice":
@@ -346,6 +379,13 @@ class StructureSpec(_ScorerChoice):
 class SimilaritySpec(_Strict):
     threshold: float = Field(default=0.65, ge=-1, le=1)  # paper: BERTScore-F1 > 0.65; ours: MiniLM cosine
     continuous: bool = False  # the cosine itself instead of 1/0
+    scorer: Literal["minilm", "bertscore"] | None = Field(default=None, description=(
+        "none or minilm: MiniLM cosine (offline); bertscore: BERTScore F1 of `model`'s layer `layer`, no idf, "
+        "no baseline rescaling (the release: microsoft/deberta-large-mnli, layer 18)"))
+    model: str | None = Field(default=None, description="bertscore: HF id in the cache or a local folder; "
+                              "default microsoft/deberta-large-mnli")
+    layer: int | None = Field(default=None, ge=0, description="bertscore: hidden layer whose token vectors "
+                              "are matched; default 18 for deberta-large-mnli (bert-score's choice), else the last")
 
 
 class LengthSpec(_Strict):
@@ -435,6 +475,9 @@ class InfluenceSpec(_Strict):
     port: int = Field(default=8642, gt=0, lt=65536)
     timeout_seconds: float = Field(default=300, gt=0)
     device: str = "auto"
+    precision: Literal["fp32", "bf16"] | None = Field(default=None, description=(
+        "θ and θ′ weights while scoring (losses are taken in fp32 either way); none: fp32, with TF32 matmuls on "
+        "CUDA"))
 
 
 # ---- GRPO training of the generators (synpro.grpo) -----------------------------------------------
@@ -506,6 +549,16 @@ class GrpoSpec(_Strict):
     save_every: int = Field(default=10, gt=0, description="checkpoint interval in steps (resume only)")
     backend: Literal["auto", "transformers", "vllm"] = Field(default="auto", description="generation during "
                                                             "training; auto: vLLM where CUDA and vllm exist")
+    # Memory and speed on a GPU (in no key); unset, they fit a 1.5B policy on one 80 GB GPU (synpro.grpo.trainer).
+    gradient_checkpointing: bool | None = Field(default=None, description=(
+        "recompute activations in the backward pass; none: on with CUDA, off on a CPU (where it only costs time)"))
+    vllm_mode: Literal["colocate", "server"] | None = Field(default=None, description=(
+        "colocate: vLLM shares the training GPU (none: this); server: a `trl vllm-serve` on other GPUs"))
+    vllm_gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1, description=(
+        "colocate: the share of the GPU vLLM may take; none: 0.3"))
+    vllm_server_url: str | None = Field(default=None, description="server: the `trl vllm-serve` base URL")
+    vllm_max_model_length: int | None = Field(default=None, gt=0, description=(
+        "vLLM's context (prompt + completion); none: the model's own"))
     seed: int | None = Field(default=None, description="default: the data seed (a generator makes data)")
 
     @model_validator(mode="after")
@@ -518,6 +571,8 @@ class GrpoSpec(_Strict):
             raise ValueError("[target_pass_rate] needs held-out evaluations during training: set eval_every > 0")
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
             raise ValueError(f"[epsilon_high] {self.epsilon_high} is below epsilon ({self.epsilon})")
+        if self.vllm_mode == "server" and not self.vllm_server_url:
+            raise ValueError("[vllm_server_url] vllm_mode 'server' needs the `trl vllm-serve` base URL")
         return self
 
     @property

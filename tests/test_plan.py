@@ -98,3 +98,25 @@ def test_a_fixed_reference_is_one_oracle_shared_by_every_trial():
     own = [{a.seed: a.stage.key for a in t.arms if a.name == "oracle"} for t in trials]
     assert own[0] == references[0] and set(own[1].values()).isdisjoint(references[1].values())
     assert trials[0].reference_name == "reference" and trials[0].arms[0].name == "reference"
+
+
+EXPERIMENTS = QUICKSTART.parent
+
+
+def test_every_shipped_spec_plans(random_model):
+    """Every spec in experiments/ expands to a trial's graph. The paper specs name Hub models this offline
+    machine cannot have, and a stage key fingerprints its generator's weights: the tiny test model stands in
+    for OLMo-2-1B-Instruct there (shape only, as `synpro validate --shape-only`)."""
+    from synpro.resolve import resolve
+
+    for path in sorted(EXPERIMENTS.glob("*.yaml")):
+        spec = load_spec(path)
+        paper = path.name.startswith("paper-")
+        if paper:
+            spec = spec.with_params({"generation.generator.model": str(random_model),
+                                     "grpo.base_model": str(random_model)})
+        resolve(spec, machine=not paper)
+        plan = plan_trial(spec)
+        kinds = {s.kind for s in plan.graph}
+        assert {"pools", "pretrain"} <= kinds, path.name
+        assert {a.name for a in plan.arms} >= {a.name for a in spec.arms}, path.name

@@ -22,12 +22,13 @@ Ablations are options, not code paths: `influence: false` drops the influence re
 authors' earlier RePro recipe), `refresh: false` trains the generators once before pretraining
 (static generators: no probe, so no influence reward), `operations: [rephrase]` keeps one
 operation, `pool: latest` the newest sets only. The `prompted` arm stays the untrained baseline.
-`synthetic_share` (any synthetic arm) fixes the share of each round's tokens drawn from its sets.
+`synthetic_share` (any synthetic arm) fixes the share of each round's tokens drawn from its sets;
+`refresh_operations` names the operations a refresh retrains (the release: reformat only).
 """
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synpro.arms.base import ARMS
 from synpro.arms.synthetic import SyntheticArm, SyntheticOptions
@@ -40,6 +41,16 @@ class SynProOptions(SyntheticOptions):
     pool: Literal["cumulative", "latest"] = "cumulative"
     # Round 0 trains on organic plus sets made by generators GRPO-trained before pretraining (no influence).
     initial_sets: bool = False
+    # The operations a refresh retrains and rewrites with (default: all); the authors' released refreshes
+    # retrain the reformat generator only, the initial rephrase set staying in the pool.
+    refresh_operations: list[str] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _refreshed_are_operations(self) -> "SynProOptions":
+        extra = set(self.refresh_operations or []) - set(self.operations)
+        if extra:
+            raise ValueError(f"refresh_operations {sorted(extra)} are not among operations {self.operations}")
+        return self
 
 
 @ARMS.register("synpro")
@@ -73,7 +84,7 @@ class SynPro(SyntheticArm):
             round_ += 1
             probe = twin_graph.probe(twin, label=f"{self.name}-r{round_}") if self.options.influence else None
             new = {}
-            for op in self.operations():
+            for op in self.options.refresh_operations or self.operations():
                 generators[op] = graph.grpo(op, probe=probe, previous=generators.get(op),
                                             influence=self.options.influence)
                 new[f"{op}-r{round_}"] = graph.synthetic(op, generator=generators[op])

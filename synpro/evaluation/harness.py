@@ -1,7 +1,8 @@
 """Evaluate one checkpoint on the spec's tasks with EleutherAI's lm-eval (zero-shot multiple choice).
 
 The checkpoint is an HF folder (`Olmo2ForCausalLM.save_pretrained`), the tokenizer the data
-stage's folder. Both are loaded once, in fp32, and handed to lm-eval's `HFLM` as objects, so the
+stage's folder. Both are loaded once (fp32 unless the spec's eval.precision says bf16; TF32 matmuls on CUDA)
+and handed to lm-eval's `HFLM` as objects, so the
 harness scores SynPro's own model with lm-eval's request building, batching and metrics.
 
 Settings that change results are set here rather than left to lm-eval's defaults: zero shots and
@@ -50,13 +51,17 @@ class TaskScores:
 
 def evaluate_checkpoint(model_dir: str | Path, tokenizer_dir: str | Path, tasks: Sequence[EvalTaskSpec],
                         task_dir: str | Path | None, *, batch_size: int, limit: int | None = None,
-                        device: str = "cpu") -> TaskScores:
-    """Score the checkpoint in model_dir on every task; task_dir holds the builtin tasks' files."""
-    import torch
+                        device: str = "auto", precision: str | None = None) -> TaskScores:
+    """Score the checkpoint in model_dir on every task on `device` (auto: CUDA when present) in `precision`
+    (None: fp32); task_dir holds the builtin tasks' files."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from synpro.core.devices import allow_tf32, dtype_of, pick_device
+
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device).eval()
+    allow_tf32(device)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype_of(precision))
+    model = model.to(pick_device(device)).eval()
     return evaluate_model(model, tokenizer, tasks, task_dir, batch_size=batch_size, limit=limit)
 
 

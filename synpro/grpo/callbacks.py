@@ -14,11 +14,14 @@ class MetricsLog(TrainerCallback):
     """`write`s each step's trl logs with the step's wall time (generation included, held-out evaluation not),
     and calls `evaluate(model, step)` every `every` steps before the last (the run evaluates the final model).
     With a `target` pass rate, the first evaluation reaching it stops training (`reached` keeps it, with
-    samples, as the run's final evaluation). A saved checkpoint is the `grpo.checkpoint` kill point."""
+    samples, as the run's final evaluation). A saved checkpoint is the `grpo.checkpoint` kill point.
+    `unparseable()` gives each reward's count of scores it could not compute so far, logged with every step."""
 
     def __init__(self, write: Callable[[dict], None], evaluate: Callable[..., Any], every: int, steps: int, *,
-                 target: float | None = None, samples: int = 0):
+                 target: float | None = None, samples: int = 0,
+                 unparseable: Callable[[], dict[str, int]] = dict):
         self.write, self.evaluate, self.every, self.steps = write, evaluate, every, steps
+        self.unparseable = unparseable
         self.target, self.samples, self.reached = target, samples, None
         self.began = time.perf_counter()
         self.seconds = 0.0
@@ -36,7 +39,8 @@ class MetricsLog(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            self.write({"kind": "train", "step": state.global_step, "seconds": self.seconds, **logs})
+            counts = {f"unparseable/{name}": n for name, n in self.unparseable().items()}
+            self.write({"kind": "train", "step": state.global_step, "seconds": self.seconds, **logs, **counts})
 
     def on_save(self, args, state, control, **kwargs):
         kill_point("grpo.checkpoint")

@@ -4,7 +4,8 @@ The folder it works in holds, when finished:
 - `generator/`: the trained generator, an HF folder (LoRA merged in) that the synthesize stage loads;
 - `metrics.jsonl`: one `{"kind": "train", "step", "seconds", <trl's logs>}` line per step (every reward's
   `rewards/<name>/mean` and `/std`, `reward` = the weighted total, `kl`, `completions/mean_length`,
-  `completions/clipped_ratio`, `clip_ratio/*`, `frac_reward_zero_std`, `loss`, `learning_rate`), and
+  `completions/clipped_ratio`, `clip_ratio/*`, `frac_reward_zero_std`, `loss`, `learning_rate`, and
+  `unparseable/<name>`: each reward's scores so far that its judge's answer could not give), and
   `{"kind": "eval", "step", "pass_rate", "reward_mean", "rewards", "failures"}` lines for the held-out
   prompts at step 0, every `eval_every` steps and at the end;
 - `samples.jsonl`: a few held-out answers of the final generator next to their sources.
@@ -18,6 +19,7 @@ deleted once the generator is saved.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -39,7 +41,14 @@ if TYPE_CHECKING:
 VERSION = 1
 GENERATOR, METRICS, SAMPLES, CHECKPOINTS = "generator", "metrics.jsonl", "samples.jsonl", "checkpoints"
 # grpo settings that change how fast or how visibly a run goes, never the trained generator.
-SPEED_ONLY = frozenset({"micro_batch_size", "eval_every", "eval_samples", "save_every", "backend"})
+SPEED_ONLY = frozenset({"micro_batch_size", "eval_every", "eval_samples", "save_every", "backend",
+                        "gradient_checkpointing", "vllm_mode", "vllm_gpu_memory_utilization", "vllm_server_url",
+                        "vllm_max_model_length"})
+# On CUDA, unset knobs take what fits a 1.5B policy beside its reference model and a colocated vLLM on one 80 GB
+# GPU: bf16 weights and AdamW states (~12 GB), activations recomputed, 4 completions of ~4k tokens per forward
+# pass (their fp32 logits over a 100k vocabulary are ~7 GB, the largest tensor), vLLM at 30% of the memory.
+CUDA_MICRO_BATCH = 4
+VLLM_MEMORY_SHARE = 0.3
 # trl settings of the loss that the spec does not expose, pinned to the original GRPO (off) so that a trl
 # release changing their defaults cannot change results.
 PINNED = {"top_entropy_quantile": 1.0, "entropy_coef": 0.0, "use_adaptive_entropy": False,
@@ -71,6 +80,9 @@ def run_settings(spec: "Spec") -> dict[str, Any]:
     g = spec.grpo
     # With a target pass rate the evaluation interval decides where a run stops: then it shapes the generator.
     observation_only = SPEED_ONLY - ({"eval_every"} if g.target_pass_rate is not None else set())
+    # bnpo averages the loss over each micro batch's tokens (trl 0.18's default, as the release ran it): there
+    # the micro batch weighs tokens, so it shapes the generator.
+    observation_only -= {"micro_batch_size"} if g.loss_type == "bnpo" else set()
     return {**g.model_dump(mode="json", exclude=set(observation_only)),
             "seed": spec.experiment.seed if g.seed is None else g.seed,
             "max_completion_length": g.max_completion_length or spec.generation.generator.max_new_tokens,
@@ -87,7 +99,8 @@ def stage_config(spec: "Spec", op_name: str) -> dict[str, Any]:
     rewards, weights = build_rewards(spec, op_name, check=False)
     settings = reward_settings(rewards, weights)
     if "influence" in settings:  # the scorer's location is an input; how it scores is config
-        settings["influence"].update(scorer=None, max_tokens=spec.influence.max_tokens)
+        settings["influence"].update(scorer=None, max_tokens=spec.influence.max_tokens,
+                                     **({"precision": spec.influence.precision} if spec.influence.precision else {}))
     g = spec.generation
     return {"version": VERSION, "grpo": run_settings(spec),
             "operation": {"kind": g.operations[op_name].kind if op_name in g.operations else op_name,
@@ -114,9 +127,12 @@ def trl_kwargs(spec: "Spec", output_dir: Path, weights: Sequence[float], *, vllm
     import torch
 
     g, run = spec.grpo, run_settings(spec)
-    micro = g.micro_batch_size or g.completions_per_step
+    cuda = torch.cuda.is_available()
+    micro = g.micro_batch_size or (math.gcd(CUDA_MICRO_BATCH, g.completions_per_step) if cuda
+                                   else g.completions_per_step)
     accumulation = g.completions_per_step // micro
-    bf16 = g.precision == "bf16" and torch.cuda.is_available()
+    bf16 = g.precision == "bf16" and cuda
+    checkpointing = cuda if g.gradient_checkpointing is None else g.gradient_checkpointing
     cosine = g.lr_schedule == "cosine"
     return {
         "output_dir": str(output_dir), "max_steps": g.steps, "seed": run["seed"], "data_seed": run["seed"],
@@ -141,7 +157,12 @@ def trl_kwargs(spec: "Spec", output_dir: Path, weights: Sequence[float], *, vllm
         # machinery
         "bf16": bf16, "fp16": False, "activation_checkpointing": False, "model_init_kwargs": {
             "dtype": "bfloat16" if bf16 else "float32"},
-        "use_vllm": vllm, "vllm_mode": "colocate", "remove_unused_columns": False,
+        "gradient_checkpointing": checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if checkpointing else None,
+        "use_vllm": vllm, "vllm_mode": g.vllm_mode or "colocate",
+        "vllm_gpu_memory_utilization": g.vllm_gpu_memory_utilization or VLLM_MEMORY_SHARE,
+        "vllm_server_base_url": g.vllm_server_url, "vllm_max_model_length": g.vllm_max_model_length,
+        "remove_unused_columns": False,
         "report_to": "none", "logging_steps": 1, "save_strategy": "steps", "save_steps": g.save_every,
         "save_total_limit": 2, "eval_strategy": "no", "dataloader_num_workers": 0,
         "dataloader_pin_memory": torch.cuda.is_available(), "disable_tqdm": True, "log_completions": False,
@@ -177,8 +198,11 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
     from synpro.grpo.prompts import prompt_rows, render
     from synpro.rewards.scoring import build_rewards
 
+    from synpro.core.devices import allow_tf32
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    allow_tf32("auto")  # the fp32 parts (all of a fp32 run, the loss and optimizer otherwise) on CUDA
     g, run = spec.grpo, run_settings(spec)
     op = training_operation(spec, op_name)
     rewards, weights = build_rewards(spec, op_name, influence=influence)
@@ -211,7 +235,8 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
             if r["step"] <= resumed and not (r["kind"] == "eval" and r["step"] == g.steps)]
     write_atomic(folder / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
     log = MetricsLog(lambda row: append_line(folder / METRICS, row), held_out, g.eval_every, g.steps,
-                     target=g.target_pass_rate, samples=g.eval_samples)
+                     target=g.target_pass_rate, samples=g.eval_samples,
+                     unparseable=lambda: {r.__name__: r.failures for r in rewards})
     shown = [GrpoProgress(op_name, g.steps, g.completions_per_step)] if progress else []
     with _trl_deprecations_hidden():
         trainer = GRPOTrainer(model=str(start), reward_funcs=[_Prefilled(r, op.prefix) for r in rewards],
@@ -238,7 +263,7 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
             "pass_rate_before": first["pass_rate"], "pass_rate_after": final.pass_rate,
             "reward_before": first["reward_mean"], "reward_after": final.reward_mean,
             "seconds_per_step": sum(r["seconds"] for r in steps) / max(len(steps), 1),
-            "train_seconds": seconds}
+            "train_seconds": seconds, **{f"unparseable/{r.__name__}": r.failures for r in rewards}}
 
 
 @contextmanager

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from synpro.core.devices import allow_tf32, dtype_of, pick_device  # noqa: F401  (pick_device: re-exported)
 from synpro.core.hashing import stable_hash
 from synpro.errors import InputError
 from synpro.influence.cache import ScoreCache, text_hash
@@ -28,38 +29,35 @@ if TYPE_CHECKING:
 PROBE_MANIFEST = "probe.json"
 
 
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def load_causal_lm(folder: Path, device: str, what: str, key: str | None = None) -> "torch.nn.Module":
-    """An HF causal LM from a local folder, in eval mode; a folder that holds none is an InputError."""
+def load_causal_lm(folder: Path, device: str, what: str, key: str | None = None,
+                   precision: str | None = None) -> "torch.nn.Module":
+    """An HF causal LM from a local folder, in eval mode, its weights in `precision` (None: fp32, with TF32
+    matmuls on CUDA); a folder that holds none is an InputError."""
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise InputError.one(f"{what} {folder} is not a model folder (no config.json)", key=key,
                              hint="pass the HF model folder a training run saved (its final/ folder)")
-    model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=dtype_of(precision))
+    allow_tf32(device)
     return model.to(pick_device(device)).eval()
 
 
-def scorer_key(probe_dir: Path, max_tokens: int) -> str:
-    """The probe's own key (it names θ, the reference set and the settings) plus the truncation length."""
+def scorer_key(probe_dir: Path, max_tokens: int, precision: str | None = None) -> str:
+    """The probe's own key (it names θ, the reference set and the settings) plus the truncation length and a
+    precision other than fp32 (cached scores of one never stand in for the other's)."""
     manifest = Path(probe_dir) / PROBE_MANIFEST
     probe = json.loads(manifest.read_text())["key"] if manifest.exists() else str(Path(probe_dir).resolve())
-    return stable_hash("influence", probe, max_tokens)
+    return stable_hash("influence", probe, max_tokens, *([precision] if precision not in (None, "fp32") else []))
 
 
 class InfluenceScorer:
     """θ and θ′ loaded once; `influence(texts)` scores a list of texts in length-sorted, masked batches."""
 
     def __init__(self, base_dir: Path, probe_dir: Path, tokenizer_dir: Path, *, max_tokens: int = 2048,
-                 batch_size: int = 16, device: str = "auto", cache_path: Path | None = None):
+                 batch_size: int = 16, device: str = "auto", cache_path: Path | None = None,
+                 precision: str | None = None):
         from synpro.data.tokenizer import load_tokenizer
 
         self.device = pick_device(device)
@@ -69,9 +67,9 @@ class InfluenceScorer:
         self.bos = eos if self.tokenizer.bos_token_id is None else self.tokenizer.bos_token_id
         self.eos = eos
         self.pad = eos if self.tokenizer.pad_token_id is None else self.tokenizer.pad_token_id
-        self.base = load_causal_lm(base_dir, self.device, "checkpoint θ", "--checkpoint")
-        self.probe = load_causal_lm(probe_dir, self.device, "probed checkpoint θ′")
-        self.key = scorer_key(probe_dir, max_tokens)
+        self.base = load_causal_lm(base_dir, self.device, "checkpoint θ", "--checkpoint", precision)
+        self.probe = load_causal_lm(probe_dir, self.device, "probed checkpoint θ′", precision=precision)
+        self.key = scorer_key(probe_dir, max_tokens, precision)
         self.cache = ScoreCache(cache_path, self.key) if cache_path else None
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:

@@ -38,6 +38,7 @@ class InfluenceSource:
     batch_size: int = 16
     device: str = "auto"
     timeout_seconds: float = 300
+    precision: str | None = None
 
     def open(self) -> Scores:
         return _open(self)
@@ -52,7 +53,8 @@ def source_for(spec, base_dir: Path | None = None, probe_dir: Path | None = None
         return InfluenceSource(url=cfg.url, timeout_seconds=cfg.timeout_seconds)
     return InfluenceSource(base_dir=Path(base_dir), probe_dir=Path(probe_dir), tokenizer_dir=Path(tokenizer_dir),
                            cache_path=spec.workdir / "cache" / "influence.sqlite", max_tokens=cfg.max_tokens,
-                           batch_size=cfg.batch_size, device=cfg.device, timeout_seconds=cfg.timeout_seconds)
+                           batch_size=cfg.batch_size, device=cfg.device, timeout_seconds=cfg.timeout_seconds,
+                           precision=cfg.precision)
 
 
 @cache  # one scorer (two models) per process and source
@@ -62,7 +64,8 @@ def _open(source: InfluenceSource) -> Scores:
     from synpro.influence.scoring import InfluenceScorer
 
     return InfluenceScorer(source.base_dir, source.probe_dir, source.tokenizer_dir, max_tokens=source.max_tokens,
-                           batch_size=source.batch_size, device=source.device, cache_path=source.cache_path)
+                           batch_size=source.batch_size, device=source.device, cache_path=source.cache_path,
+                           precision=source.precision)
 
 
 class InfluenceClient:

@@ -27,6 +27,9 @@ class Reward:
     def __init__(self, spec: "Spec", operation: "Operation", influence: "InfluenceSource | None" = None):
         self.spec, self.operation, self.influence = spec, operation, influence
         self.__name__ = self.name
+        # Scores it could not compute (a judge's unparseable answer), since it was built: each is reported
+        # (GRPO's metrics as `unparseable/<name>`), never a silent 0.
+        self.failures = 0
 
     def __call__(self, completions: Sequence[Any], source: Sequence[str], **columns: Any) -> list[float]:
         return self.score(list(source), [as_text(c) for c in completions])

@@ -36,10 +36,6 @@ class Faithfulness(Reward):
     name = "faithfulness"
     kinds = frozenset({"reformat"})
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.failures = 0
-
     def score(self, sources: list[str], answers: list[str]) -> list[float]:
         cfg = self.spec.rewards.faithfulness
         entries = [[f"{t}\n{c}" for t, c in parse_entries(out)][:cfg.max_entries] for out in self.answers(answers)]
@@ -78,4 +74,4 @@ class Faithfulness(Reward):
             judge_for(self.spec.rewards.faithfulness.judge, "rewards.faithfulness.judge")
 
     def settings(self) -> dict:
-        return {**super().settings(), **self.spec.rewards.faithfulness.model_dump(exclude_none=True)}
+        return {**super().settings(), **self.spec.rewards.faithfulness.settings()}

@@ -19,7 +19,6 @@ class Quality(Reward):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.failures = 0
         self._sources: dict[str, float | None] = {}
 
     def score(self, sources: list[str], answers: list[str]) -> list[float]:
@@ -56,4 +55,4 @@ class Quality(Reward):
 
         cfg = self.spec.rewards.quality
         return {**super().settings(), "scorer": cfg.scorer,
-                **({"fluency_version": VERSION} if cfg.scorer == "offline" else cfg.judge.model_dump())}
+                **({"fluency_version": VERSION} if cfg.scorer == "offline" else cfg.judge.identity())}

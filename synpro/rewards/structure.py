@@ -2,7 +2,8 @@
 
 Offline, a layout is the set of block kinds a text uses (lists, code, headings) and its paragraph count:
 the output must use exactly the source's kinds (keeping a list, adding no code) and have between half and
-twice its paragraphs (±1). With `scorer: llm` a judge sees {source} and {output} and answers 1 or 0.
+twice its paragraphs (±1). With `scorer: llm` a judge sees {source} and {output} and answers 1 or 0; an
+unparseable verdict scores 0 and is counted in `failures`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Structure(Reward):
         if self.spec.rewards.structure.scorer == "offline":
             return [float(same_layout(s, o)) for s, o in zip(sources, outputs)]
         judged = judge_for(self.spec.rewards.structure.judge, "rewards.structure.judge").rate(source=sources, output=outputs)
+        self.failures += sum(v is None for v in judged)
         return [float(v is not None and v >= 0.5 and bool(o.strip())) for v, o in zip(judged, outputs)]
 
     def check(self) -> None:
@@ -45,4 +47,4 @@ class Structure(Reward):
             judge_for(self.spec.rewards.structure.judge, "rewards.structure.judge")
 
     def settings(self) -> dict:
-        return {**super().settings(), **self.spec.rewards.structure.model_dump(exclude_none=True)}
+        return {**super().settings(), **self.spec.rewards.structure.settings()}

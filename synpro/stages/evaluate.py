@@ -32,8 +32,9 @@ class EvaluateStage(Stage):
         rounds = pretrain if isinstance(pretrain, list) else [pretrain]
         inputs = {**{_round(i): stage for i, stage in enumerate(rounds)}, "pools": pools,
                   **({"tasks": tasks} if tasks is not None else {})}
+        precision = {"precision": spec.eval.precision} if spec.eval.precision else {}  # unset: fp32, as keyed before
         super().__init__({"tasks": [t.model_dump(mode="json") for t in spec.eval.tasks],
-                          "limit": spec.eval.limit}, inputs, label=label)
+                          "limit": spec.eval.limit, **precision}, inputs, label=label)
         self.spec = spec
 
     def run(self, ctx: StageContext) -> dict:
@@ -53,7 +54,9 @@ class EvaluateStage(Stage):
             for tokens, model_dir in sorted(todo.items()):
                 scores = evaluate_checkpoint(model_dir, pools.tokenizer_dir, self.spec.eval.tasks,
                                              ctx.inputs.get("tasks"), batch_size=self.spec.eval.batch_size,
-                                             limit=self.config["limit"])
+                                             limit=self.config["limit"],
+                                             device=self.spec.eval.device or self.spec.training.device,
+                                             precision=self.spec.eval.precision)
                 with open(ctx.folder / SCORES, "a") as f:
                     f.write(json.dumps({"tokens": tokens, "metrics": scores.metrics(), "items": scores.items,
                                         "seconds": scores.seconds}) + "\n")

@@ -148,3 +148,13 @@ def test_replicates_share_each_refresh_probed_on_the_data_seed(random_model):
     assert second0.inputs["rephrase-r1"] is second1.inputs["rephrase-r1"]  # one set for both
     generator = second1.inputs["rephrase-r1"].inputs["generator"]
     assert generator.inputs["probe"].inputs["pretrain"] is first0  # probed where the data seed's run ended
+
+
+def test_refresh_operations_retrain_only_the_named_generators(random_model):
+    """The release: initial rephrase and reformat sets, refreshes retrain the reformat generator only."""
+    arm = {"kind": "synpro", "initial_sets": True, "refresh_operations": ["reformat"]}
+    first, second = _rounds(_spec(random_model, arm))
+    assert first.config["mixture"] == ["organic", "rephrase-r0", "reformat-r0"]
+    assert second.config["mixture"] == ["organic", "rephrase-r0", "reformat-r0", "reformat-r1"]
+    with pytest.raises(ValueError, match="not among operations"):
+        make_arm(_spec(random_model, {**arm, "operations": ["rephrase"]}).arms[1])

@@ -57,6 +57,7 @@ def test_a_short_run_writes_a_loadable_generator_and_every_rewards_curve(random_
     for row in train:
         for name in REWARDS:
             assert isinstance(row[f"rewards/{name}/mean"], float) and isinstance(row[f"rewards/{name}/std"], float)
+            assert row[f"unparseable/{name}"] == 0  # offline scorers always give a score
         for key in ("reward", "kl", "completions/mean_length", "completions/clipped_ratio", "clip_ratio/region_mean"):
             assert key in row
         assert row["seconds"] > 0
@@ -187,3 +188,37 @@ def test_a_target_pass_rate_stops_training_at_the_first_evaluation_that_reaches_
 def test_a_target_pass_rate_needs_evaluations_during_training(random_model):
     with pytest.raises(ValueError, match="target_pass_rate"):
         make_spec(random_model, eval_every=0, target_pass_rate=0.8)
+
+
+def test_gpu_memory_knobs_change_no_key_and_leave_a_cpu_run_alone(random_model, tmp_path):
+    """Micro batch, gradient checkpointing and vLLM's mode and memory share decide whether a run fits a GPU,
+    never what it learns: no stage key holds them, and on a CPU the unset ones keep the run as it was."""
+    from synpro.generation.synthetic import set_config
+    from synpro.grpo.trainer import stage_config
+
+    spec = make_spec(random_model)
+    gpu = spec.with_params({"grpo.gradient_checkpointing": True, "grpo.vllm_mode": "server",
+                            "grpo.vllm_server_url": "http://gpu7:8000", "grpo.vllm_gpu_memory_utilization": 0.5,
+                            "grpo.vllm_max_model_length": 4096, "grpo.micro_batch_size": 2,
+                            "generation.generator.gpu_memory_utilization": 0.8,
+                            "generation.generator.max_num_seqs": 64,
+                            "generation.generator.enable_prefix_caching": True})
+    assert stage_config(gpu, "rephrase") == stage_config(spec, "rephrase")
+    assert set_config(gpu, "rephrase") == set_config(spec, "rephrase")
+    assert spec.content_hash() == make_spec(random_model).content_hash()
+    cpu = trl_kwargs(spec, tmp_path, [1.0, 1.0, 1.0])
+    assert cpu["gradient_checkpointing"] is False and cpu["bf16"] is False
+    assert cpu["per_device_train_batch_size"] == spec.grpo.completions_per_step  # one pass, as before
+    assert (cpu["vllm_mode"], cpu["vllm_gpu_memory_utilization"]) == ("colocate", 0.3)  # explicit, not trl's
+    asked = trl_kwargs(gpu, tmp_path, [1.0, 1.0, 1.0], vllm=True)
+    assert (asked["vllm_mode"], asked["vllm_server_base_url"], asked["vllm_gpu_memory_utilization"],
+            asked["vllm_max_model_length"], asked["gradient_checkpointing"]) == (
+        "server", "http://gpu7:8000", 0.5, 4096, True)
+    assert asked["per_device_train_batch_size"] == 2 and asked["gradient_accumulation_steps"] == 2
+
+
+def test_under_bnpo_the_micro_batch_weighs_tokens_and_keys_the_run(random_model):
+    from synpro.grpo.trainer import stage_config
+
+    bnpo = make_spec(random_model, loss_type="bnpo")
+    assert stage_config(bnpo.with_params({"grpo.micro_batch_size": 2}), "rephrase") != stage_config(bnpo, "rephrase")

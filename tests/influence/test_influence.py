@@ -126,3 +126,10 @@ def test_the_builtin_reference_set_shares_no_line_with_the_builtin_corpus(tmp_pa
     assert len(pairs) > 300 and ensure_builtin_reference(tmp_path).exists()
     corpus = "\n".join(python_docs())
     assert not [p for p in pairs if p["response"].splitlines()[0] in corpus and len(p["response"].splitlines()[0]) >= 30]
+
+
+def test_scores_in_bf16_are_cached_apart_from_fp32_ones(tmp_path):
+    from synpro.influence.scoring import scorer_key
+
+    assert scorer_key(tmp_path, 2048) == scorer_key(tmp_path, 2048, "fp32") == scorer_key(tmp_path, 2048, None)
+    assert scorer_key(tmp_path, 2048, "bf16") != scorer_key(tmp_path, 2048)

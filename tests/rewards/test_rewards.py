@@ -61,6 +61,20 @@ def test_similarity_separates_a_paraphrase_from_unrelated_text():
     assert cont[0]["similarity"] > 0.65 > cont[1]["similarity"] > -1
 
 
+def test_bertscore_similarity_is_one_for_the_source_itself_and_zero_for_nothing(random_model):
+    from synpro.rewards.bertscore import f1
+    from synpro.rewards.scoring import reward_settings
+
+    extra = f"rewards: {{similarity: {{scorer: bertscore, model: '{random_model}', layer: 1}}}}"
+    rows = scores("rephrase", ["similarity"], [f"{RH}\n{SOURCE}", f"{RH}\n", ""], extra)
+    assert [r["similarity"] for r in rows] == [1.0, 0.0, 0.0]
+    pair = f1([SOURCE, SOURCE], [PARAPHRASE, SOURCE[:120]], model=str(random_model), layer=1)
+    alone = f1([SOURCE], [PARAPHRASE], model=str(random_model), layer=1)
+    assert 0 < pair[0] < 1 and abs(pair[0] - alone[0]) < 1e-5  # a pair's score does not depend on its batch
+    rewards, weights = build_rewards(spec(extra), "rephrase", names=["similarity"], check=False)
+    assert reward_settings(rewards, weights)["similarity"]["scorer"] == "bertscore-f1"
+
+
 def test_structure_keeps_lists_and_code():
     source = "Steps:\n\n- open the file\n- read it\n\nThen close it.\n\n    f.close()"
     kept = "The steps:\n\n- open the file\n- read its content\n\nClose it afterwards.\n\n    f.close()"
@@ -76,6 +90,14 @@ def test_faithfulness_counts_supported_entries_and_zero_without_entries():
     rows = scores("reformat", ["faithfulness"], [f"{FH}\n{faithful}\n\n{invented}", f"{FH}\n{faithful}",
                                                 f"{FH}\njust prose, no entries", ""])
     assert [r["faithfulness"] for r in rows] == [0.5, 1.0, 0.0, 0.0]
+
+
+def test_faithfulness_reads_one_line_entries_as_written():
+    faithful = ("Topic: Conditional execution Content: The if statement is used for conditional execution and "
+                "selects exactly one of the suites.")
+    invented = "Topic: History Content: The if statement was invented in 1957 by Grace Hopper at IBM."
+    rows = scores("reformat", ["faithfulness"], [f"{FH}\n{faithful}\n{invented}"])
+    assert [r["faithfulness"] for r in rows] == [0.5]
 
 
 def test_quality_prefers_the_clean_output_and_punishes_empty_ones():

@@ -66,7 +66,9 @@ def make_backend(spec: Spec) -> Backend:
     if kind == "vllm":
         from synpro.generation.backends.vllm_backend import VllmBackend
 
-        return VllmBackend(folder, g.batch_size)
+        engine = {k: getattr(g, k) for k in ("gpu_memory_utilization", "max_num_seqs", "enable_prefix_caching")
+                  if getattr(g, k) is not None}
+        return VllmBackend(folder, g.batch_size, engine)
     if kind == "ctranslate2":
         from synpro.generation.backends.ctranslate2_backend import CTranslate2Backend
 

@@ -19,12 +19,13 @@ from synpro.generation.operations.base import Messages
 
 
 class _Engine:
-    """One vLLM engine on the GPUs this process sees."""
+    """One vLLM engine on the GPUs this process sees; `engine` holds the spec's engine settings
+    (gpu_memory_utilization, max_num_seqs, enable_prefix_caching), unset ones left to vLLM."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, engine: dict[str, Any] | None = None):
         from vllm import LLM
 
-        self.llm = LLM(model=folder, tensor_parallel_size=1, dtype="bfloat16")
+        self.llm = LLM(model=folder, tensor_parallel_size=1, dtype="bfloat16", **(engine or {}))
 
     def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[Completion]:
         from vllm import SamplingParams
@@ -38,11 +39,11 @@ class _Engine:
                            finished=o.outputs[0].finish_reason != "length") for o in outputs]
 
 
-def _replica(gpu: str, folder: str, jobs: Any, results: Any) -> None:
+def _replica(gpu: str, folder: str, settings: dict[str, Any], jobs: Any, results: Any) -> None:
     """A replica process: pinned to one GPU, serving (prompts, sampling) jobs until it gets None."""
     os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     try:
-        engine = _Engine(folder)
+        engine = _Engine(folder, settings)
     except Exception as exc:  # noqa: BLE001 - handed to the parent, which re-raises it
         results.put(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -58,12 +59,12 @@ class VllmBackend:
     name = "vllm"
     PROMPTS_PER_SLOT = 64  # vLLM batches continuously: give it many prompts per call
 
-    def __init__(self, folder: Path, batch_size: int):
+    def __init__(self, folder: Path, batch_size: int, engine: dict[str, Any] | None = None):
         import torch
 
         gpus = torch.cuda.device_count()
         self.batch_size = batch_size * self.PROMPTS_PER_SLOT * max(gpus, 1)
-        self._local = _Engine(str(folder)) if gpus <= 1 else None
+        self._local = _Engine(str(folder), engine) if gpus <= 1 else None
         self._replicas: list[tuple[Any, Any, Any]] = []
         if gpus > 1:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -72,7 +73,7 @@ class VllmBackend:
             for gpu in ids[:gpus]:
                 jobs, results = ctx.Queue(), ctx.Queue()
                 # not a daemon: vLLM starts child processes of its own
-                proc = ctx.Process(target=_replica, args=(gpu, str(folder), jobs, results))
+                proc = ctx.Process(target=_replica, args=(gpu, str(folder), engine or {}, jobs, results))
                 proc.start()
                 self._replicas.append((proc, jobs, results))
             try:

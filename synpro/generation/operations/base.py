@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import TYPE_CHECKING
 
+from synpro.generation.operations.presets import preset_texts
 from synpro.generation.text import length_ratio, repetition
 from synpro.registry import Registry
 
@@ -124,9 +125,11 @@ class Operation:
         return verdicts
 
     def configured(self, spec: "OperationSpec") -> "Operation":
-        """These defaults with the spec's explicit fields applied."""
-        texts = {k: getattr(spec, k) for k in ("system_prompt", "prompt", "heading", "prefill_heading")
-                 if getattr(spec, k) is not None}
+        """These defaults, then the spec's prompt preset, then its explicit fields."""
+        preset = preset_texts(spec.preset, spec.kind) if spec.preset else None
+        texts = dict(vars(preset)) if preset else {}
+        texts |= {k: getattr(spec, k) for k in ("system_prompt", "prompt", "heading", "prefill_heading")
+                  if getattr(spec, k) is not None}
         limits = {k: getattr(spec, k) for k in ("min_chars", "min_length_ratio", "max_length_ratio", "min_similarity",
                                                 "max_repetition") if getattr(spec, k) is not None}
         return replace(self, **texts, filters=replace(self.filters, **limits))

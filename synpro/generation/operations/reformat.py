@@ -6,17 +6,25 @@ import re
 from dataclasses import dataclass
 
 from synpro.generation.operations.base import OPERATIONS, NO_ENTRIES, TRUNCATED, Filters, Operation
+from synpro.generation.operations.presets import PRESETS, Texts
 
 HEADING = "Here are the entries:"
 MAX_ENTRIES = 8
-# A label at a line start, tolerating list numbering and markdown emphasis ("1. **Topic:**").
-_TOPIC = re.compile(r"^[ \t]*(?:[-*]|\d+[.)])?[ \t]*[*_#]*[ \t]*topic[ \t]*[*_]*[ \t]*:[*_]*", re.I | re.M)
-_CONTENT = re.compile(r"^[ \t]*[*_]*[ \t]*content[ \t]*[*_]*[ \t]*:[*_]*", re.I | re.M)
+# A list marker: "-", "*", "+", "•", "1.", "1)", "(1)".
+_MARKER = r"(?:[-*+•]|\(?\d+[.)])"
+# "Topic:" opens an entry at a line start, after an optional list marker and markdown emphasis ("1. **Topic:**").
+_TOPIC = re.compile(rf"^[ \t]*{_MARKER}?[ \t]*[*_#]*[ \t]*topic[ \t]*[*_]*[ \t]*:[*_]*", re.I | re.M)
+# "Content:" anywhere after the topic: on the next line (possibly bulleted) or on the topic's own line, which is
+# how the format's own name "Topic: … Content: …" reads.
+_CONTENT = re.compile(rf"(?:^[ \t]*{_MARKER}[ \t]+)?[*_]*\bcontent[ \t]*[*_]*[ \t]*:[*_]*", re.I | re.M)
+# What separates a one-line entry's topic from its "Content:" label ("Topic: A - Content: b", "A | Content: b").
+_SEPARATORS = " \t\n-–—|;,*_"
 
 
 def parse_entries(body: str) -> list[tuple[str, str]]:
-    """(topic, content) pairs in order. The content follows a "Content:" label, or, when a small
-    generator leaves the label out, is the text after the topic's line; entries lacking either are dropped."""
+    """(topic, content) pairs in order, one per "Topic:" label, written on one line or on two, numbered,
+    bulleted or plain. The content follows the first "Content:" label, or, when a small generator leaves the
+    label out, is the text after the topic's line; entries lacking either are dropped."""
     starts = list(_TOPIC.finditer(body))
     entries = []
     for here, after in zip(starts, starts[1:] + [None]):
@@ -26,8 +34,9 @@ def parse_entries(body: str) -> list[tuple[str, str]]:
             topic, content = block[:label.start()], block[label.end():]
         else:
             topic, _, content = block.partition("\n")
-        if topic.strip() and content.strip():
-            entries.append((topic.strip(), content.strip()))
+        topic = topic.strip(_SEPARATORS)
+        if topic and content.strip():
+            entries.append((topic, content.strip()))
     return entries
 
 
@@ -66,3 +75,15 @@ REFORMAT = OPERATIONS.register("reformat")(Reformat(
     body_start="Topic:",
     filters=Filters(min_chars=200, min_length_ratio=0.15, max_length_ratio=1.5, min_similarity=0.5),
 ))
+
+# The authors' release (method.md §2, §6), in our words: the task first, naming the five kinds of entry.
+PRESETS["release"]["reformat"] = Texts(
+    system_prompt="You are a helpful assistant that turns web documents into study entries.",
+    prompt=(f"Write up to {MAX_ENTRIES} entries about the document below. Each entry is one of: factual "
+            "(what the document states), analytical (why or how something in it holds), conceptual (an idea "
+            "it explains), comparative (how things in it differ) or problem-solving (a worked question that "
+            "it answers). Use only information from the document. Write every entry in plain text as:\n"
+            "Topic: <a short title>\nContent: <the entry>\n"
+            f'Begin your answer with "{HEADING}" on its own line, followed by the entries only.\n\n'
+            "Document:\n{text}"),
+    heading=HEADING, prefill_heading=False)
