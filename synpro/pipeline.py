@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from synpro import plots
+from synpro import ledger, plots
 from synpro.display import finite
 from synpro.effective import (ACCURACY, Curve, Multiplier, OracleInverse, TailDEff, effective_curve,
                               first_pass_calibration, seed_multiplier, tail_d_eff, tail_multiplier)
@@ -50,6 +50,12 @@ class ArmOutcome:
     evaluation: Any = None  # the evaluate stage over every round's snapshots (None without eval tasks)
     synthetic_similarity: float | None = None  # of the sets its last round trained on (None: it trains on none)
     synthetic: dict[str, Any] = field(default_factory=dict)  # what its synthetic data was (`synthetic_usage`)
+    stages: list[Stage] = field(default_factory=list)  # its pretraining rounds
+    usage: dict[str, Any] = field(default_factory=dict)  # measured device-hours of all it read (`measure`)
+
+    def measure(self, root: Any) -> None:
+        """Its ledger: the device-hours its rounds, evaluation and everything upstream recorded (synpro.ledger)."""
+        self.usage = ledger.usage(root, [*self.stages, *([self.evaluation] if self.evaluation is not None else [])])
 
     def details(self) -> dict[str, Any]:
         """What the store keeps beside the numbers (arms.details): the tail D_eff the multiplier
@@ -60,7 +66,7 @@ class ArmOutcome:
                 "multiplier_extrapolated": self.multiplier.extrapolated if self.multiplier else None,
                 "epochs_per_source": self.result.epochs_per_source,
                 **({} if self.synthetic_similarity is None else {"synthetic_similarity": self.synthetic_similarity}),
-                **self.synthetic}
+                **self.synthetic, **self.usage}
 
     def summary(self) -> dict[str, Any]:
         """This seed's results; `effective_tokens` is D_eff at the last checkpoint (comparable with
@@ -278,7 +284,7 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
     evaluation = arm.builder.evaluate(stages, label=arm.name)
     return ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, run_id, evaluation=evaluation,
                       synthetic_similarity=synthetic_similarity(stages[-1], runner),
-                      synthetic=synthetic_usage(stages, runner))
+                      synthetic=synthetic_usage(stages, runner), stages=stages)
 
 
 def _log_round(stage, runner: Runner, ended: TrainResult, round_: int, arm_id: int, run_id: str | None,
@@ -520,11 +526,20 @@ def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
     outcomes = {(arm.name, arm.seed): run_arm(plan, arm, runner, ctx) for arm in plan.arms}
     analysis = analyze(plan, outcomes)
     attach_accuracy(plan, runner, outcomes)
+    analysis["usage"] = _measure(plan, outcomes)
     for outcome in outcomes.values():
         _record(plan, outcome, outcomes, ctx)
     _record_analysis(analysis, ctx)
     _log_figures(plan, outcomes, ctx)
     return TrialOutcome(outcomes, analysis)
+
+
+def _measure(plan: TrialPlan, outcomes: Outcomes) -> dict[str, Any]:
+    """Each arm's ledger, and the trial's: every stage it ran once (synpro.ledger)."""
+    for outcome in outcomes.values():
+        outcome.measure(plan.stages_dir)
+    return ledger.usage(plan.stages_dir, [s for o in outcomes.values()
+                                          for s in [*o.stages, *([o.evaluation] if o.evaluation is not None else [])]])
 
 
 def objective_values(plan: TrialPlan, trial: TrialOutcome) -> list[float]:
@@ -550,9 +565,11 @@ def _loaded_outcomes(plan: TrialPlan, trial_id: int, store: Store, runner: Runne
         result, stages = _rounds(arm, runner, [])
         unique = _unique_tokens(arm.stage, _shards(arm.stage, runner))
         arm_id = store.upsert_arm(trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens, seed=arm.seed)
-        outcomes[(arm.name, arm.seed)] = ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, None,
-                                                    synthetic_similarity=synthetic_similarity(stages[-1], runner),
-                      synthetic=synthetic_usage(stages, runner))
+        outcome = ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, None,
+                             synthetic_similarity=synthetic_similarity(stages[-1], runner),
+                             synthetic=synthetic_usage(stages, runner), stages=stages,
+                             evaluation=arm.builder.evaluate(stages, label=arm.name))
+        outcomes[(arm.name, arm.seed)] = outcome
     return outcomes
 
 
@@ -577,6 +594,7 @@ def apply_best_reference(spec: Spec, store: Store, *, progress: bool = False) ->
         trial_id = store.trial_id(study, plan.params_hash)
         outcomes = _loaded_outcomes(plan, trial_id, store, runner)
         analysis = analyze(plan, outcomes, references, info)
+        analysis["usage"] = _measure(plan, outcomes)
         for outcome in outcomes.values():
             _store_outcome(outcome, store)
         store.set_trial_analysis(trial_id, analysis)
