@@ -14,10 +14,10 @@ import typer
 from rich.table import Table
 
 from cli.app import WorkdirOpt, app, guarded, out, store_url
+from synpro import ledger
 from synpro.core.fs import sqlite_url
 from synpro.display import constant_interval, estimate, finite, fmt, identification, seed_estimate
 from synpro.errors import InputError
-from synpro.ledger import arm_hours, shown
 
 StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL of the results store.")
 _CSV_COLUMNS = {"N": "params", "D": "tokens", "U": "unique_tokens", "L": "loss"}
@@ -320,8 +320,7 @@ def compare(
     table = Table(title="Arms side by side (means over trials; D_eff inverts the oracle's loss curve)",
                   title_justify="left")
     columns = ["study", "arm", "trials", "mean final loss", "best final loss", "mean D_eff", "× repetition",
-               "best trial × repetition [95%]", "epochs", "R_D* [95% interval]", "R_D* identified", "D'/U [95%]",
-               "device-h", "cost/M gained"]
+               "best trial × repetition [95%]", "epochs", "R_D* [95% interval]", "R_D* identified", "D'/U [95%]"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("study", "arm", "R_D* identified") else "right")
     for r in rows:
@@ -329,9 +328,7 @@ def compare(
         table.add_row(r["study"], r["arm"], f"{r['n_finished']}/{r['n_trials']}", *(fmt(r[key]) for key in (
             "mean_final_loss", "best_final_loss", "mean_effective_tokens", "mean_multiplier")),
             _best_multiplier(r), fmt(r["mean_epochs"]), estimate(r["r_d_star"], r["r_d_star_ci"]), identification(r["r_d_star_identified"]) if fitted else "-",
-            estimate(r["unique_value"], r["unique_value_ci"]),
-            arm_hours({"gpu_hours": r["mean_gpu_hours"], "cpu_core_hours": r["mean_cpu_core_hours"]}),
-            shown(r["mean_cost_per_m_effective_gained"], r["cost_unit"]))
+            estimate(r["unique_value"], r["unique_value_ci"]))
     out.print(table)
     if any(r["mean_final_accuracy"] is not None for r in rows):
         by_accuracy = Table(title="By downstream accuracy (D_eff inverts the oracle's average-accuracy curve)",
@@ -342,6 +339,9 @@ def compare(
             by_accuracy.add_row(r["study"], r["arm"], *(fmt(r[key]) for key in (
                 "mean_final_accuracy", "mean_effective_tokens_accuracy", "mean_multiplier_accuracy")))
         out.print(by_accuracy)
+    costs = [([r["study"], r["arm"]], r) for r in rows if ledger.measured(r)]
+    if costs:
+        out.print(ledger.table("Measured cost (means over trials)", costs, ["study", "arm"], prefix="mean_"))
     if not any(r["r_d_star"] is not None for r in rows):
         out.print("No fitted R_D* yet: synpro fit --study NAME fits one per arm.")
     for name, front in fronts.items():

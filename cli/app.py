@@ -24,9 +24,9 @@ from rich.table import Table  # noqa: E402
 from synpro.core.fs import sqlite_url  # noqa: E402
 from synpro.core.preempt import Preempted  # noqa: E402
 from synpro.core.secrets import mask  # noqa: E402
+from synpro import ledger  # noqa: E402
 from synpro.display import fmt, seed_estimate  # noqa: E402
 from synpro.errors import InputError  # noqa: E402
-from synpro.ledger import arm_hours, shown  # noqa: E402
 
 app = typer.Typer(
     name="synpro",
@@ -180,7 +180,7 @@ def print_results(results: list[dict[str, Any]]) -> None:
     pareto = multi_objective(results)  # two more columns: every objective's value, and * on the Pareto front
     for col in ["trial", "params", *(["objectives", "Pareto"] if pareto else []), "arm", "val loss", "tokens seen",
                 "unique", "D_eff", "extrap.", "× repetition [95%]", "per seed", "accuracy", "D_eff (acc)",
-                "× rep. (acc)", "device-h", "cost/M gained"]:
+                "× rep. (acc)"]:
         table.add_column(col, justify="left" if col in ("params", "arm", "per seed", "objectives") else "right")
     for trial in results:
         params = ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
@@ -191,8 +191,7 @@ def print_results(results: list[dict[str, Any]]) -> None:
             table.add_row(str(trial["trial"]), params, *marks, arm, *(fmt(r.get(f)) for f in ARM_FIELDS[:5]),
                           seed_estimate(r["multiplier_vs_repetition"], r["multiplier_ci"], r["n_seeds"]), seeds,
                           *(fmt(r.get(f)) for f in ("final_accuracy", "effective_tokens_accuracy",
-                                                    "multiplier_accuracy")),
-                          arm_hours(r), shown(r.get("cost_per_m_effective_gained"), r.get("cost_unit")))
+                                                    "multiplier_accuracy")))
             params = ""
             marks = ["", ""] if pareto else []
     out.print(table)
@@ -202,9 +201,8 @@ def print_results(results: list[dict[str, Any]]) -> None:
     references = {json.dumps(t.get("reference"), sort_keys=True) for t in results if t.get("reference")}
     for reference in references:
         out.print(f"reference: {reference}", highlight=False)
-    if any(r.get("cost_per_m_effective_gained") is not None for t in results for r in t["arms"].values()):
-        out.print("device-h: measured wall time x devices of every stage the arm read (shared stages in full); "
-                  "cost/M gained: its device-hours beyond repetition's per million effective tokens beyond "
-                  "repetition's.", highlight=False)
+    costs = [([str(t["trial"]), arm], r) for t in results for arm, r in t["arms"].items() if ledger.measured(r)]
+    if costs:
+        out.print(ledger.table("Measured cost (means over seeds)", costs, ["trial", "arm"]))
 
 

@@ -60,13 +60,14 @@ def usage(root: Path, stages: Iterable["Stage"]) -> dict[str, Any]:
     return {**total, "usage_by_kind": by_kind, "unmeasured_stages": unmeasured}
 
 
-def _per_million_gained(arm: dict, repetition: dict) -> tuple[float | None, str]:
-    """(extra device-hours over repetition per million effective tokens gained over it, its unit)."""
+def _per_million_gained(arm: dict, repetition: dict) -> tuple[float | None, str | None]:
+    """(extra device-hours over repetition per million effective tokens gained over it, its unit); (None,
+    None) without a gain or a measurement."""
     unit = "gpu_hours" if (arm.get("gpu_hours") or 0) > 0 else "cpu_core_hours"
     mine, theirs = arm.get(unit), repetition.get(unit)
     d_eff, base = arm.get("effective_tokens"), repetition.get("effective_tokens")
     if None in (mine, theirs, d_eff, base) or d_eff <= base:
-        return None, unit
+        return None, None
     return (mine - theirs) / ((d_eff - base) / 1e6), unit
 
 
@@ -98,6 +99,11 @@ def study_costs(trials: list[dict], arm: str) -> dict[str, Any]:
             "cost_unit": next(iter(units), None)}
 
 
+def measured(arm: dict) -> bool:
+    """Whether an arm of the results (or a compare row) has a measured ledger."""
+    return any(arm.get(k) is not None for k in ("gpu_hours", "cpu_core_hours", "mean_gpu_hours", "mean_cpu_core_hours"))
+
+
 def shown(hours: float | None, unit: str | None) -> str:
     """A device-hours cell: '0.0123 GPU-h' or '0.0123 core-h'."""
     if hours is None:
@@ -105,8 +111,27 @@ def shown(hours: float | None, unit: str | None) -> str:
     return f"{hours:.3g} {'GPU-h' if unit == 'gpu_hours' else 'core-h'}"
 
 
-def arm_hours(arm: dict) -> str:
+def arm_hours(gpu_hours: float | None, cpu_core_hours: float | None) -> str:
     """An arm's device-hours cell: GPU-hours when it used any, else CPU core-hours."""
-    if arm.get("gpu_hours"):
-        return shown(arm["gpu_hours"], "gpu_hours")
-    return shown(arm.get("cpu_core_hours"), "cpu_core_hours")
+    return shown(gpu_hours, "gpu_hours") if gpu_hours else shown(cpu_core_hours, "cpu_core_hours")
+
+
+NOTE = ("device-h: measured wall time x devices of every stage the arm read (a stage arms share counts in each); "
+        "cost/M gained: its device-hours beyond repetition's per million effective tokens beyond repetition's")
+
+
+def table(title: str, rows: list[tuple[list[str], dict]], labels: list[str], *, prefix: str = "") -> Any:
+    """A rich table of the ledger: the given label cells, then device-hours and cost per M gained."""
+    from rich.table import Table
+
+    out = Table(title=title, title_justify="left", caption=NOTE, caption_justify="left")
+    for label in labels:
+        out.add_column(label)
+    for column in ("device-h", "GPU-h", "CPU core-h", "cost/M gained"):
+        out.add_column(column, justify="right")
+    for cells, arm in rows:
+        gpu, cpu = arm.get(prefix + "gpu_hours"), arm.get(prefix + "cpu_core_hours")
+        out.add_row(*cells, arm_hours(gpu, cpu), "-" if gpu is None else f"{gpu:.4g}",
+                    "-" if cpu is None else f"{cpu:.4g}",
+                    shown(arm.get(prefix + "cost_per_m_effective_gained"), arm.get("cost_unit")))
+    return out
