@@ -107,7 +107,7 @@ def plan(spec_path: Path = SpecArg, workdir: Optional[Path] = WorkdirOpt,
                                        "per GPU and GPU-hours (CPU core-hours for data stages), totals per trial and "
                                        "per sweep; needs nothing of this machine (synpro/cost.py has the formulas)."),
          gpu: Optional[str] = typer.Option(None, "--gpu", help="With --estimate: H100, H100-PCIe, H200, B200, A100, "
-                                           "A100-40GB, L40S, A10G, MI300X, or cpu (core-hours); default H100, or "
+                                           "A100-40GB, L40S, L4, MI300X, or cpu (core-hours); default H100, or "
                                            "cpu for a spec that asks for no GPU and trains under 50M parameters."),
          mfu: float = typer.Option(0.4, "--mfu", help="With --estimate: model FLOPs utilisation of training and "
                                    "scoring passes."),
@@ -174,12 +174,13 @@ def _print_estimate(spec_path: Path, format: Format, gpu: Optional[str], mfu: fl
                       f"{s.cpu_core_hours:,.4g}" if s.flops is None else "-")
     out.print(table)
     totals = result.totals()
-    for scope, label in (("trial", "per trial"), ("sweep", f"per sweep ({totals['n_trials']} trials)")):
+    n = totals["n_trials"]
+    for scope, label in (("trial", "per trial"), ("sweep", f"per sweep ({n} trial{'' if n == 1 else 's'})")):
         t = totals[scope]
         out.print(f"total {label}: {t['flops']:.3g} FLOPs, {t['gpu_hours']:,.4g} GPU-hours on {dev.name}, "
                   f"{t['cpu_core_hours']:,.4g} CPU core-hours", highlight=False)
     a = result.assumptions
-    out.print(f"assumed: {dev.name} at {dev.peak_flops / 1e12:g} TFLOP/s bf16 peak ({dev.source}); MFU {a.mfu:g} for "
+    out.print(f"assumed: {dev.name} at {dev.peak_flops / 1e12:g} TFLOP/s peak ({dev.source}); MFU {a.mfu:g} for "
               f"training and scoring, {a.gen_mfu:g} for generation; {a.chars_per_token:g} characters a token; "
               f"{a.prompt_tokens} instruction tokens a prompt; {a.request_tokens} tokens an lm-eval request; "
               f"{a.tokenize_per_core:,.0f} tokens/s a core to tokenize; completions at their maximum length; "

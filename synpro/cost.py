@@ -66,7 +66,7 @@ DEVICES: dict[str, Device] = {d.name.lower(): d for d in [
     Device("A100", 312e12, 80, "NVIDIA A100 80GB SXM datasheet: 312 TFLOPS bf16 dense, 80 GB"),
     Device("A100-40GB", 312e12, 40, "NVIDIA A100 40GB datasheet: 312 TFLOPS bf16 dense, 40 GB"),
     Device("L40S", 362e12, 48, "NVIDIA L40S datasheet: 362 TFLOPS bf16 dense (733 with sparsity), 48 GB"),
-    Device("A10G", 70e12, 24, "NVIDIA A10 datasheet: 125 TFLOPS bf16 dense tensor (A10G ~70), 24 GB"),
+    Device("L4", 121e12, 24, "NVIDIA L4 datasheet: 242 TFLOPS bf16 with sparsity, so 121 dense, 24 GB"),
     Device("MI300X", 1307e12, 192, "AMD Instinct MI300X datasheet: 1,307 TFLOPS bf16 dense, 192 GB"),
     # One core: 2 FMA units x 16 fp32 lanes x 2 FLOPs x ~3 GHz (AVX-512); memory is this machine's RAM.
     Device("cpu", 192e9, None, "one AVX-512 core: 2 FMA x 16 fp32 lanes x 2 FLOPs x 3 GHz = 192 GFLOP/s", "cpu"),
