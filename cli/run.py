@@ -153,10 +153,12 @@ def _print_estimate(spec_path: Path, format: Format, gpu: Optional[str], mfu: fl
     from synpro import cost, search
 
     spec = load_spec_with(spec_path, {}, machine=False)
-    points = search.grid_points(spec) if spec.search.sampler == "grid" else [{}]
-    first = spec.with_params(points[0])
-    dev = cost.device(gpu or cost.default_device(first))
-    result = cost.estimate(first, dev, cost.Assumptions(mfu=mfu, gen_mfu=gen_mfu), search.n_trials(spec))
+    n = search.n_trials(spec)
+    # A grid's trials each at their own point; other samplers' trials are unknown before they run: the spec as written.
+    points = search.grid_points(spec)[:n] if spec.search.sampler == "grid" else [{}] * n
+    trials = [spec.with_params(point) for point in points]
+    dev = cost.device(gpu or cost.default_device(trials[0]))
+    result = cost.estimate(trials[0], dev, cost.Assumptions(mfu=mfu, gen_mfu=gen_mfu), trials)
     if format == Format.json:
         out.print_json(data=result.to_json())
         return
@@ -185,7 +187,8 @@ def _print_estimate(spec_path: Path, format: Format, gpu: Optional[str], mfu: fl
               f"{a.prompt_tokens} instruction tokens a prompt; {a.request_tokens} tokens an lm-eval request; "
               f"{a.tokenize_per_core:,.0f} tokens/s a core to tokenize; completions at their maximum length; "
               "plateau refreshes at equal shares of T, up to refresh.max_rounds; LLM judges not counted; the sweep "
-              "counts stages its trials share once per trial.", highlight=False, soft_wrap=True)
+              "sums every trial (a grid: each at its own point), counting stages that trials share once per trial.",
+              highlight=False, soft_wrap=True)
     if totals["over_memory"]:
         out.print(f"[red]over {dev.name}'s {dev.memory_gb:g} GB per device[/]: {', '.join(totals['over_memory'])}",
                   highlight=False)

@@ -244,6 +244,7 @@ class Node:
     info: dict[str, Any]
     arms: list[str] = field(default_factory=list)
     label: str = ""
+    spec: Any = None  # the spec it is costed under (a fixed reference's differs from the trial's)
     stopped_early: bool = True  # what a recipe reads from a round's result (`rounds.send`)
 
     @property
@@ -254,8 +255,10 @@ class Node:
 class CostGraph:
     """Duck-types `synpro.stages.graph.GraphBuilder` for the arm recipes: same calls, cost nodes back."""
 
-    def __init__(self, spec: "Spec", total: int, seed: int, nodes: dict[str, Node] | None = None, arm: str = ""):
+    def __init__(self, spec: "Spec", total: int, seed: int, nodes: dict[str, Node] | None = None, arm: str = "",
+                 salt: Any = None):
         self.spec, self.total, self.seed, self.arm = spec, total, seed, arm
+        self.salt = salt  # a fixed reference's params: its training stages are not the trial's
         self.data_seed = spec.experiment.resolved_data_seed()
         self.nodes: dict[str, Node] = {} if nodes is None else nodes
         self.pools = self._add("pools", {"seed": self.data_seed})
@@ -263,13 +266,13 @@ class CostGraph:
     def _add(self, kind: str, info: dict, inputs: dict[str, Node] | None = None, label: str = "") -> Node:
         inputs = inputs or {}
         ident = stable_hash(kind, info, {n: s.ident for n, s in inputs.items()})
-        node = self.nodes.setdefault(ident, Node(kind, ident, inputs, info, label=label))
+        node = self.nodes.setdefault(ident, Node(kind, ident, inputs, info, label=label, spec=self.spec))
         if self.arm and self.arm not in node.arms:
             node.arms.append(self.arm)
         return node
 
     def seeded(self, seed: int, arm: str | None = None) -> "CostGraph":
-        return CostGraph(self.spec, self.total, seed, self.nodes, self.arm if arm is None else arm)
+        return CostGraph(self.spec, self.total, seed, self.nodes, self.arm if arm is None else arm, self.salt)
 
     def data_seeded(self) -> "CostGraph":
         return self.seeded(self.data_seed)
@@ -294,7 +297,7 @@ class CostGraph:
         end = self._round_end(stop, start)
         inputs = {"pools": self.pools, **sources, **({"parent": parent} if parent is not None else {})}
         return self._add("pretrain", {"seed": self.seed, "start": start, "end": end, "share": synthetic_share,
-                                      "sources": sorted(sources)}, inputs, label=label)
+                                      "sources": sorted(sources), "salt": self.salt}, inputs, label=label)
 
     def _round_end(self, stop: dict | None, start: int) -> int:
         """Where a round ends: a fixed count, else (a plateau) an equal share of what is left per round."""
@@ -315,19 +318,26 @@ class CostGraph:
 
         builtin = sorted(t.name for t in self.spec.eval.tasks if t.name in BUILTIN_TASKS)
         tasks = {"tasks": self._add("evaltask", {"tasks": builtin}, {"pools": self.pools})} if builtin else {}
-        return self._add("evaluate", {}, {**{f"pretrain{i or ''}": s for i, s in enumerate(rounds)}, **tasks},
-                         label=label)
+        return self._add("evaluate", {"salt": self.salt},
+                         {**{f"pretrain{i or ''}": s for i, s in enumerate(rounds)}, **tasks}, label=label)
 
 
 def unroll(spec: "Spec", total: int) -> list[Node]:
     """Every stage of one trial, inputs first: each arm's recipe driven through all of its rounds (a
-    refreshing arm is told every round stopped early, up to `refresh.max_rounds`), once per training seed."""
+    refreshing arm is told every round stopped early, up to `refresh.max_rounds`), once per training seed;
+    a fixed reference adds its oracle per seed, under the reference's own spec (as `plan_trial` does)."""
     from synpro.plan import make_arm
+    from synpro.spec import REFERENCE_ARM, ArmSpec
 
     graph = CostGraph(spec, total, spec.experiment.training_seeds()[0])
+    runs = [(graph, arm_spec) for arm_spec in spec.arms]
+    if spec.reference.kind == "fixed":
+        fixed = spec.with_params(spec.reference.params)
+        runs.append((CostGraph(fixed, fixed.resolved_budget().total, graph.seed, graph.nodes,
+                               salt=spec.reference.params), ArmSpec(kind="oracle", name=REFERENCE_ARM)))
     for seed in spec.experiment.training_seeds():
-        for arm_spec in spec.arms:
-            seeded = graph.seeded(seed, arm_spec.name)
+        for base, arm_spec in runs:
+            seeded = base.seeded(seed, arm_spec.name)
             recipe = make_arm(arm_spec).rounds(seeded)
             rounds = [next(recipe)]
             try:
@@ -368,6 +378,7 @@ class StageCost:
     gpus: int
     fits: bool | None
     parts: dict[str, float] = field(default_factory=dict)
+    per_study: str | None = None  # a fixed reference's: its identity in the study, where trials share it
 
     @property
     def wall_hours(self) -> float | None:
@@ -378,17 +389,24 @@ class StageCost:
         return {**asdict(self), "wall_hours": self.wall_hours}
 
 
+def _sum(stages: Iterable[StageCost]) -> dict[str, float]:
+    stages = list(stages)
+    return {"flops": sum(s.flops or 0 for s in stages), "gpu_hours": sum(s.gpu_hours for s in stages),
+            "cpu_core_hours": sum(s.cpu_core_hours for s in stages)}
+
+
 @dataclass
 class Estimate:
+    """The first trial's stages, and the sweep's total over every trial (see `estimate`)."""
+
     device: Device
     assumptions: Assumptions
     stages: list[StageCost]
     n_trials: int
+    sweep: dict[str, float]
 
     def totals(self) -> dict[str, Any]:
-        trial = {"flops": sum(s.flops or 0 for s in self.stages), "gpu_hours": sum(s.gpu_hours for s in self.stages),
-                 "cpu_core_hours": sum(s.cpu_core_hours for s in self.stages)}
-        return {"trial": trial, "sweep": {k: v * self.n_trials for k, v in trial.items()}, "n_trials": self.n_trials,
+        return {"trial": _sum(self.stages), "sweep": self.sweep, "n_trials": self.n_trials,
                 "over_memory": [f"{s.kind} {s.label or s.arm}" for s in self.stages if s.fits is False]}
 
     def to_json(self) -> dict[str, Any]:
@@ -533,12 +551,32 @@ class _Costs:
         return snapshots * per_snapshot, memory, {"snapshots": snapshots, "requests_per_snapshot": requests}, 0.0
 
 
+def trial_costs(spec: "Spec", dev: Device, assumptions: Assumptions) -> list[StageCost]:
+    """Every stage of one trial of `spec`, costed under the spec it runs with."""
+    from synpro.spec import REFERENCE_ARM
+
+    costs: dict[int, _Costs] = {}
+    rows = []
+    for node in unroll(spec, spec.resolved_budget().total):
+        model = costs.setdefault(id(node.spec), _Costs(node.spec, node.spec.resolved_budget().total, dev, assumptions))
+        row = model.cost(node)
+        if node.arms == [REFERENCE_ARM]:
+            row.per_study = stable_hash(node.ident, node.spec.content_hash())
+        rows.append(row)
+    return rows
+
+
 def estimate(spec: "Spec", dev: Device, assumptions: Assumptions = Assumptions(),
-             n_trials: int = 1) -> Estimate:
-    """The cost of one trial of `spec` (its first grid point as written) on `dev`; `n_trials` scales the sweep."""
-    total = spec.resolved_budget().total
-    costs = _Costs(spec, total, dev, assumptions.check())
-    return Estimate(dev, assumptions, [costs.cost(n) for n in unroll(spec, total)], n_trials)
+             trials: list["Spec"] | None = None) -> Estimate:
+    """The stages of `spec`'s trial on `dev`, and the sweep total over `trials` (each trial's spec: every
+    grid point has its own costs; default: `spec` alone), a fixed reference's stages once per distinct
+    reference (trials whose reference spec is the same share it)."""
+    assumptions.check()
+    stages = trial_costs(spec, dev, assumptions)
+    every = [stages] + [trial_costs(t, dev, assumptions) for t in (trials or [spec])[1:]]
+    shared = {s.per_study: s for rows in every for s in rows if s.per_study}  # a study trains each once
+    sweep = _sum([s for rows in every for s in rows if not s.per_study] + list(shared.values()))
+    return Estimate(dev, assumptions, stages, len(every), sweep)
 
 
 def default_device(spec: "Spec") -> str:

@@ -81,3 +81,28 @@ def test_bad_estimate_input_is_exit_2():
     for args, words in ((["--gpu", "V100X"], "unknown GPU"), (["--mfu", "1.5"], "--mfu 1.5")):
         res = CliRunner().invoke(app, ["plan", spec, "--estimate", *args])
         assert res.exit_code == 2 and words in res.output, res.output
+
+
+def _grid(param: str, choices: list) -> list:
+    from synpro import search
+
+    grid = parse_spec(TINY.replace("arms: [{kind: repetition}]", "arms: [{kind: repetition}, {kind: oracle}]").replace(
+        "search: {objective: {arm: repetition, metric: final_val_loss, direction: minimize}}",
+        "reference: {kind: fixed, params: {training.lr: 3.0e-3}}\n"
+        "search: {sampler: grid, objective: {arm: repetition, metric: final_val_loss, direction: minimize},\n"
+        f"         params: {{{param}: {{type: categorical, choices: {choices}}}}}}}"))
+    return [grid.with_params(p) for p in search.grid_points(grid)]
+
+
+def test_the_sweep_sums_each_grid_point_and_a_shared_fixed_reference_once():
+    h100 = cost.device("H100")
+    for param, choices, shared in (("budget.total_tokens", [20480, 40960], False), ("training.lr", [0.01, 0.02], True)):
+        trials = _grid(param, choices)
+        result = cost.estimate(trials[0], h100, trials=trials)
+        reference = [s for s in result.stages if s.arm == "reference"]
+        assert [s.kind for s in reference] == ["pretrain"] and reference[0].per_study
+        per_point = [sum(s.flops or 0 for s in cost.trial_costs(t, h100, cost.Assumptions())) for t in trials]
+        # A grid over T gives each trial its own costs and its own reference; over the lr, one reference.
+        assert (per_point[1] > per_point[0]) is not shared
+        expected = sum(per_point) - (reference[0].flops if shared else 0)
+        assert result.totals()["sweep"]["flops"] == pytest.approx(expected), param
