@@ -214,8 +214,9 @@ def pretrain_shape(spec: "Spec") -> Shape:
     else:
         data = _local_json(tok.name, "tokenizer.json")
         if data is None:
-            raise InputError.one(f"cannot size the vocabulary of tokenizer {tok.name!r} for the estimate", key="tokenizer.name",
-                                 file=spec.source_file, hint="use a local tokenizer folder or download it first")
+            raise InputError.one(f"cannot size the vocabulary of tokenizer {tok.name!r} for the estimate",
+                                 key="tokenizer.name", file=spec.source_file,
+                                 hint="use a local tokenizer folder or download it first")
         vocab = len(data["model"]["vocab"]) + len({t["id"] for t in data.get("added_tokens", [])
                                                    if t["id"] >= len(data["model"]["vocab"])})
     m = spec.model
@@ -281,9 +282,12 @@ class CostGraph:
         return self._add("extra", {}, {"pools": self.pools})
 
     def synthetic(self, op_name: str, generator: Node | None = None) -> Node:
-        self.spec.generation.operations[op_name]  # KeyError -> the caller's spec is wrong, as for the real graph
-        return self._add("synthesize", {"op": op_name}, {"pools": self.pools, **({"generator": generator} if generator else {})},
-                         label=op_name)
+        if op_name not in self.spec.generation.operations:
+            raise InputError.one(f"arm {self.arm!r} names operation {op_name!r}, which generation.operations lacks",
+                                 file=self.spec.source_file, key="arms",
+                                 hint=f"operations: {', '.join(self.spec.generation.operations)}")
+        inputs = {"pools": self.pools, **({"generator": generator} if generator else {})}
+        return self._add("synthesize", {"op": op_name}, inputs, label=op_name)
 
     def grpo(self, op_name: str, *, probe: Node | None = None, previous: Node | None = None,
              influence: bool = True) -> Node:

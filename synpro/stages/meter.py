@@ -53,7 +53,8 @@ class Meter:
         if peak_gb:
             return "gpu", 1, peak_gb
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        per = (r.cpus if r is not None and r.cpus else None) or (min(cores, torch.get_num_threads()) if torch else cores)
+        threads = min(cores, torch.get_num_threads()) if torch else cores
+        per = r.cpus if r is not None and r.cpus else threads
         return "cpu", per * (r.processes if r is not None else 1), None
 
     def _attempt(self) -> dict[str, Any]:
