@@ -106,3 +106,11 @@ def test_the_sweep_sums_each_grid_point_and_a_shared_fixed_reference_once():
         assert (per_point[1] > per_point[0]) is not shared
         expected = sum(per_point) - (reference[0].flops if shared else 0)
         assert result.totals()["sweep"]["flops"] == pytest.approx(expected), param
+
+
+@pytest.mark.parametrize("spec", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_spec_estimates(spec):
+    res = CliRunner().invoke(app, ["plan", str(spec), "--estimate", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["totals"]["trial"]["flops"] > 0 and all(r["kind"] for r in data["stages"])
