@@ -481,6 +481,7 @@ def _record(plan: TrialPlan, outcome: ArmOutcome, outcomes: Outcomes, ctx: Trial
     ctx.tracker.log_points(run_id, "multiplier_vs_repetition",
                            _multiplier_curve(outcome, repetition, plan.spec.analysis.tail_checkpoints))
     ctx.tracker.log_dict(run_id, finite(outcome.summary()), "result.json")
+    ctx.tracker.log_values(run_id, {f"usage/{k}": outcome.usage[k] for k in ledger.UNITS.values() if k in outcome.usage})
     ctx.tracker.finish(run_id)
 
 
@@ -498,6 +499,8 @@ def _record_analysis(analysis: dict[str, Any], ctx: TrialContext) -> None:
     ctx.store.set_trial_analysis(ctx.trial_id, analysis)
     ctx.tracker.log_dict(ctx.trial_run_id, finite(analysis), "analysis.json")
     ctx.tracker.log_values(ctx.trial_run_id, _floor_values(analysis))
+    usage = analysis.get("usage") or {}
+    ctx.tracker.log_values(ctx.trial_run_id, {f"usage/{k}": usage[k] for k in ledger.UNITS.values() if k in usage})
 
 
 def _label(plan: TrialPlan, name: str, seed: int) -> str:

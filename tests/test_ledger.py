@@ -44,6 +44,12 @@ def test_the_ledger_sums_the_stage_timings_it_recorded(tmp_path):
             (oracle["cpu_core_hours"] - rep["cpu_core_hours"]) / (gained / 1e6))
         assert oracle["cost_unit"] == "cpu_core_hours"
     assert rep["cost_per_m_effective_gained"] is None  # no gain over itself
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    logged = client.get_run(rep["mlflow_run_id"]).data.metrics
+    assert logged["usage/cpu_core_hours"] == pytest.approx(rep["cpu_core_hours"]) and logged["usage/gpu_hours"] == 0
+    assert client.get_run(trial["mlflow_run_id"]).data.metrics["usage/cpu_core_hours"] == pytest.approx(hours(""))
 
     table = synpro("results", "--workdir", str(workdir), cwd=tmp_path)
     assert table.returncode == 0 and "device-h" in table.stdout and "core-h" in table.stdout
