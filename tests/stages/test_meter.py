@@ -70,3 +70,15 @@ def test_a_stage_given_gpus_is_counted_in_gpu_hours(tmp_path):
     usage = read_manifest(tmp_path / stage.dirname)["usage"]
     assert usage["device"] == "gpu" and usage["devices"] == 4 and usage["cpu_core_hours"] == 0
     assert usage["gpu_hours"] == pytest.approx(usage["seconds"] * 4 / 3600)
+
+
+def test_a_stage_in_its_own_process_records_its_usage_there(tmp_path):
+    from executor_stages import Numbers
+    from synpro.executors.local import SubprocessExecutor
+
+    stage = Numbers(2, pause=0.3)
+    Runner(tmp_path, progress=False, executor=SubprocessExecutor(poll_seconds=0.05)).run(stage)
+    manifest = read_manifest(tmp_path / stage.dirname)
+    usage = manifest["usage"]  # written by the stage's process, which held the lock
+    assert usage["device"] == "cpu" and usage["attempts"] == 1 and usage["seconds"] >= 0.3
+    assert usage["cpu_core_hours"] == pytest.approx(usage["seconds"] * usage["devices"] / 3600)
