@@ -60,6 +60,11 @@ def usage(root: Path, stages: Iterable["Stage"]) -> dict[str, Any]:
     return {**total, "usage_by_kind": by_kind, "unmeasured_stages": unmeasured}
 
 
+def metrics(usage: dict[str, Any]) -> dict[str, float]:
+    """A ledger as MLflow metrics: usage/gpu_hours, usage/cpu_core_hours."""
+    return {f"usage/{unit}": usage[unit] for unit in UNITS.values() if unit in usage}
+
+
 def _per_million_gained(arm: dict, repetition: dict) -> tuple[float | None, str | None]:
     """(extra device-hours over repetition per million effective tokens gained over it, its unit); (None,
     None) without a gain or a measurement."""

@@ -51,11 +51,12 @@ class ArmOutcome:
     synthetic_similarity: float | None = None  # of the sets its last round trained on (None: it trains on none)
     synthetic: dict[str, Any] = field(default_factory=dict)  # what its synthetic data was (`synthetic_usage`)
     stages: list[Stage] = field(default_factory=list)  # its pretraining rounds
-    usage: dict[str, Any] = field(default_factory=dict)  # measured device-hours of all it read (`measure`)
+    usage: dict[str, Any] = field(default_factory=dict)  # measured device-hours of all it ran (`_measure`)
 
-    def measure(self, root: Any) -> None:
-        """Its ledger: the device-hours its rounds, evaluation and everything upstream recorded (synpro.ledger)."""
-        self.usage = ledger.usage(root, [*self.stages, *([self.evaluation] if self.evaluation is not None else [])])
+    @property
+    def ran(self) -> list[Stage]:
+        """Its rounds and its evaluation: everything upstream of them is what it ran."""
+        return [*self.stages, *([self.evaluation] if self.evaluation is not None else [])]
 
     def details(self) -> dict[str, Any]:
         """What the store keeps beside the numbers (arms.details): the tail D_eff the multiplier
@@ -481,7 +482,7 @@ def _record(plan: TrialPlan, outcome: ArmOutcome, outcomes: Outcomes, ctx: Trial
     ctx.tracker.log_points(run_id, "multiplier_vs_repetition",
                            _multiplier_curve(outcome, repetition, plan.spec.analysis.tail_checkpoints))
     ctx.tracker.log_dict(run_id, finite(outcome.summary()), "result.json")
-    ctx.tracker.log_values(run_id, {f"usage/{k}": outcome.usage[k] for k in ledger.UNITS.values() if k in outcome.usage})
+    ctx.tracker.log_values(run_id, ledger.metrics(outcome.usage))
     ctx.tracker.finish(run_id)
 
 
@@ -499,8 +500,7 @@ def _record_analysis(analysis: dict[str, Any], ctx: TrialContext) -> None:
     ctx.store.set_trial_analysis(ctx.trial_id, analysis)
     ctx.tracker.log_dict(ctx.trial_run_id, finite(analysis), "analysis.json")
     ctx.tracker.log_values(ctx.trial_run_id, _floor_values(analysis))
-    usage = analysis.get("usage") or {}
-    ctx.tracker.log_values(ctx.trial_run_id, {f"usage/{k}": usage[k] for k in ledger.UNITS.values() if k in usage})
+    ctx.tracker.log_values(ctx.trial_run_id, ledger.metrics(analysis.get("usage") or {}))
 
 
 def _label(plan: TrialPlan, name: str, seed: int) -> str:
@@ -538,11 +538,10 @@ def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
 
 
 def _measure(plan: TrialPlan, outcomes: Outcomes) -> dict[str, Any]:
-    """Each arm's ledger, and the trial's: every stage it ran once (synpro.ledger)."""
+    """Each arm's ledger (the device-hours of everything it ran), and the trial's: each stage once."""
     for outcome in outcomes.values():
-        outcome.measure(plan.stages_dir)
-    return ledger.usage(plan.stages_dir, [s for o in outcomes.values()
-                                          for s in [*o.stages, *([o.evaluation] if o.evaluation is not None else [])]])
+        outcome.usage = ledger.usage(plan.stages_dir, outcome.ran)
+    return ledger.usage(plan.stages_dir, [s for o in outcomes.values() for s in o.ran])
 
 
 def objective_values(plan: TrialPlan, trial: TrialOutcome) -> list[float]:
@@ -568,11 +567,10 @@ def _loaded_outcomes(plan: TrialPlan, trial_id: int, store: Store, runner: Runne
         result, stages = _rounds(arm, runner, [])
         unique = _unique_tokens(arm.stage, _shards(arm.stage, runner))
         arm_id = store.upsert_arm(trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens, seed=arm.seed)
-        outcome = ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, None,
-                             synthetic_similarity=synthetic_similarity(stages[-1], runner),
-                             synthetic=synthetic_usage(stages, runner), stages=stages,
-                             evaluation=arm.builder.evaluate(stages, label=arm.name))
-        outcomes[(arm.name, arm.seed)] = outcome
+        outcomes[(arm.name, arm.seed)] = ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, None,
+                                                    synthetic_similarity=synthetic_similarity(stages[-1], runner),
+                                                    synthetic=synthetic_usage(stages, runner), stages=stages,
+                                                    evaluation=arm.builder.evaluate(stages, label=arm.name))
     return outcomes
 
 
