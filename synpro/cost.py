@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -424,12 +425,18 @@ class _Costs:
     def __init__(self, spec: "Spec", total: int, dev: Device, a: Assumptions):
         self.spec, self.total, self.dev, self.a = spec, total, dev, a
         self.model = pretrain_shape(spec)
-        gen = spec.generation.generator.model
-        self.generator = model_shape(gen, file=spec.source_file, key="generation.generator.model")
-        base = spec.grpo.base_model or gen
-        self.policy = model_shape(base, file=spec.source_file, key="grpo.base_model" if spec.grpo.base_model
-                                  else "generation.generator.model")
         self.unique = spec.budget.resolve(spec.model)[0]
+
+    @cached_property
+    def generator(self) -> Shape:
+        """Sized only when a stage generates: a spec without synthetic arms needs no generator's shape."""
+        return model_shape(self.spec.generation.generator.model, file=self.spec.source_file,
+                           key="generation.generator.model")
+
+    @cached_property
+    def policy(self) -> Shape:
+        base = self.spec.grpo.base_model
+        return model_shape(base, file=self.spec.source_file, key="grpo.base_model") if base else self.generator
 
     def hours(self, flops: float, mfu: float) -> float:
         return flops / (self.dev.peak_flops * mfu) / 3600

@@ -114,3 +114,13 @@ def test_every_shipped_spec_estimates(spec):
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["totals"]["trial"]["flops"] > 0 and all(r["kind"] for r in data["stages"])
+
+
+def test_an_unknown_generator_is_exit_2_only_where_a_stage_generates(tmp_path):
+    unknown = "generation: {generator: {model: /nowhere/a-model}}\n"
+    spec = tmp_path / "s.yaml"
+    spec.write_text(TINY + unknown)
+    assert CliRunner().invoke(app, ["plan", str(spec), "--estimate"]).exit_code == 0  # repetition generates nothing
+    spec.write_text(TINY.replace("arms: [{kind: repetition}]", "arms: [{kind: repetition}, {kind: prompted}]") + unknown)
+    res = CliRunner().invoke(app, ["plan", str(spec), "--estimate"])
+    assert res.exit_code == 2 and "cannot size model '/nowhere/a-model'" in res.output, res.output
