@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from cli.app import WorkdirOpt, app, guarded, out, store_url
+from synpro import ledger
 from synpro.core.fs import sqlite_url
 from synpro.display import constant_interval, estimate, finite, fmt, identification, seed_estimate
 from synpro.errors import InputError
@@ -338,6 +339,9 @@ def compare(
             by_accuracy.add_row(r["study"], r["arm"], *(fmt(r[key]) for key in (
                 "mean_final_accuracy", "mean_effective_tokens_accuracy", "mean_multiplier_accuracy")))
         out.print(by_accuracy)
+    costs = [([r["study"], r["arm"]], r) for r in rows if ledger.measured(r)]
+    if costs:
+        out.print(ledger.table("Measured cost (means over trials)", costs, ["study", "arm"], prefix="mean_"))
     if not any(r["r_d_star"] is not None for r in rows):
         out.print("No fitted R_D* yet: synpro fit --study NAME fits one per arm.")
     for name, front in fronts.items():

@@ -24,6 +24,7 @@ from rich.table import Table  # noqa: E402
 from synpro.core.fs import sqlite_url  # noqa: E402
 from synpro.core.preempt import Preempted  # noqa: E402
 from synpro.core.secrets import mask  # noqa: E402
+from synpro import ledger  # noqa: E402
 from synpro.display import fmt, seed_estimate  # noqa: E402
 from synpro.errors import InputError  # noqa: E402
 
@@ -200,5 +201,8 @@ def print_results(results: list[dict[str, Any]]) -> None:
     references = {json.dumps(t.get("reference"), sort_keys=True) for t in results if t.get("reference")}
     for reference in references:
         out.print(f"reference: {reference}", highlight=False)
+    costs = [([str(t["trial"]), arm], r) for t in results for arm, r in t["arms"].items() if ledger.measured(r)]
+    if costs:
+        out.print(ledger.table("Measured cost (means over seeds)", costs, ["trial", "arm"]))
 
 

@@ -102,19 +102,33 @@ def validate(spec_path: Path = SpecArg,
 @guarded
 def plan(spec_path: Path = SpecArg, workdir: Optional[Path] = WorkdirOpt,
          format: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
-         executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP)) -> None:
+         executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+         estimate: bool = typer.Option(False, "--estimate", help="Instead of the graph: each stage's FLOPs, memory "
+                                       "per GPU and GPU-hours (CPU core-hours for data stages), totals per trial and "
+                                       "per sweep; needs nothing of this machine (synpro/cost.py has the formulas)."),
+         gpu: Optional[str] = typer.Option(None, "--gpu", help="With --estimate: H100, H100-PCIe, H200, B200, A100, "
+                                           "A100-40GB, L40S, L4, MI300X, or cpu (core-hours); default H100, or "
+                                           "cpu for a spec that asks for no GPU and trains under 50M parameters."),
+         mfu: float = typer.Option(0.4, "--mfu", help="With --estimate: model FLOPs utilisation of training and "
+                                   "scoring passes."),
+         gen_mfu: float = typer.Option(0.1, "--gen-mfu", help="With --estimate: utilisation of generation "
+                                       "(rollouts, synthesis; decoding is memory-bound).")) -> None:
     """Print a trial's stage graph (kind, key, inputs, folder, done, executor, resources, last job)
-    without running anything.
+    without running anything; with --estimate, what each stage will cost.
 
     The spec as written is the first trial; grid points only change the stages they touch.
 
     Examples:
       synpro plan experiments/quickstart.yaml
       synpro plan experiments/quickstart.yaml --format json | jq '.[] | select(.done | not)'
+      synpro plan experiments/paper-400m.yaml --estimate --gpu H100 --mfu 0.4
     """
     from synpro import search
     from synpro.plan import plan_trial
 
+    if estimate:
+        _print_estimate(spec_path, format, gpu, mfu, gen_mfu)
+        return
     from synpro.executors import with_kind
 
     spec = with_kind(load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None}),
@@ -132,6 +146,52 @@ def plan(spec_path: Path = SpecArg, workdir: Optional[Path] = WorkdirOpt,
                       ", ".join(f"{n}={k}" for n, k in row["inputs"].items()), "yes" if row["done"] else "no",
                       row["executor"], " ".join(f"{k}={v}" for k, v in row["resources"].items()), row["path"])
     out.print(table)
+
+
+def _print_estimate(spec_path: Path, format: Format, gpu: Optional[str], mfu: float, gen_mfu: float) -> None:
+    """`plan --estimate`: the cost model's rows for the spec's first trial (shape-only: nothing is loaded)."""
+    from synpro import cost, search
+
+    spec = load_spec_with(spec_path, {}, machine=False)
+    n = search.n_trials(spec)
+    # A grid's trials each at their own point; other samplers' trials are unknown before they run: the spec as written.
+    points = search.grid_points(spec)[:n] if spec.search.sampler == "grid" else [{}] * n
+    trials = [spec.with_params(point) for point in points]
+    dev = cost.device(gpu or cost.default_device(trials[0]))
+    result = cost.estimate(trials[0], dev, cost.Assumptions(mfu=mfu, gen_mfu=gen_mfu), trials)
+    if format == Format.json:
+        out.print_json(data=result.to_json())
+        return
+    unit = "core-h" if dev.kind == "cpu" else "GPU-h"
+    table = Table(title=f"cost estimate of {spec_path} (first trial) on {dev.name}", title_justify="left")
+    for col in ("kind", "arm", "label", "FLOPs", "mem/device GB", "fits", unit, "wall h (GPUs)", "CPU core-h"):
+        table.add_column(col, justify="left" if col in ("kind", "arm", "label", "fits") else "right")
+    for s in result.stages:
+        hours = s.cpu_core_hours if dev.kind == "cpu" else s.gpu_hours
+        table.add_row(s.kind, s.arm, s.label, "-" if s.flops is None else f"{s.flops:.3g}",
+                      "-" if s.memory_gb is None else f"{s.memory_gb:,.1f}",
+                      {None: "", True: "yes", False: f"[red]NO (> {dev.memory_gb:g})[/]"}[s.fits],
+                      "-" if s.flops is None else f"{hours:,.4g}",
+                      f"{s.wall_hours:,.4g} ({s.gpus})" if s.wall_hours is not None else "-",
+                      f"{s.cpu_core_hours:,.4g}" if s.flops is None else "-")
+    out.print(table)
+    totals = result.totals()
+    n = totals["n_trials"]
+    for scope, label in (("trial", "per trial"), ("sweep", f"per sweep ({n} trial{'' if n == 1 else 's'})")):
+        t = totals[scope]
+        out.print(f"total {label}: {t['flops']:.3g} FLOPs, {t['gpu_hours']:,.4g} GPU-hours on {dev.name}, "
+                  f"{t['cpu_core_hours']:,.4g} CPU core-hours", highlight=False)
+    a = result.assumptions
+    out.print(f"assumed: {dev.name} at {dev.peak_flops / 1e12:g} TFLOP/s peak ({dev.source}); MFU {a.mfu:g} for "
+              f"training and scoring, {a.gen_mfu:g} for generation; {a.chars_per_token:g} characters a token; "
+              f"{a.prompt_tokens} instruction tokens a prompt; {a.request_tokens} tokens an lm-eval request; "
+              f"{a.tokenize_per_core:,.0f} tokens/s a core to tokenize; completions at their maximum length; "
+              "plateau refreshes at equal shares of T, up to refresh.max_rounds; LLM judges not counted; the sweep "
+              "sums every trial (a grid: each at its own point), counting stages that trials share once per trial.",
+              highlight=False, soft_wrap=True)
+    if totals["over_memory"]:
+        out.print(f"[red]over {dev.name}'s {dev.memory_gb:g} GB per device[/]: {', '.join(totals['over_memory'])}",
+                  highlight=False)
 
 
 @app.command()

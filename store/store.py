@@ -29,6 +29,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from store.schema import (ARM_STATES, TRIAL_STATES, Arm, Evaluation, Fit, FitTrial, RefreshRound, Study, Trial,
                           utcnow)
+from synpro import ledger
 from synpro.display import finite
 from synpro.core.faults import kill_point
 from synpro.core.secrets import hide, mask
@@ -187,7 +188,7 @@ def _arm_over_seeds(per_seed: dict[int, dict], summary: dict | None) -> dict[str
            "multiplier_ci": None, "n_seeds": len(rows), "multiplier_method": None, "multiplier_extrapolated": None,
            "mlflow_run_id": rows[0]["mlflow_run_id"],
            **{key: _mean([r[key] for r in rows if r.get(key) is not None])
-              for key in ("synthetic_share", "synthetic_tokens")}}
+              for key in ("synthetic_share", "synthetic_tokens", "gpu_hours", "cpu_core_hours")}}
     if summary is not None:
         arm.update({key: summary.get(key) for key in ("multiplier_vs_repetition", "multiplier_ci",
                                                        "multiplier_method", "multiplier_extrapolated", "n_seeds")})
@@ -566,7 +567,7 @@ class Store:
                     "study": row.study, "trial": row.optuna_number, "params_hash": row.params_hash,
                     "params": row.params, "state": row.state, "objective_value": row.objective_value,
                     "mlflow_run_id": row.mlflow_run_id, "reference": analysis.get("reference"),
-                    "noise_floor": analysis.get("noise_floor"), "arms": {}}
+                    "noise_floor": analysis.get("noise_floor"), "usage": analysis.get("usage"), "arms": {}}
                 if "objectives" in (row.objective or {}):  # a multi-objective study's trial (see mark_pareto)
                     trial["objective_values"] = row.objective_values
                 objectives[row.study] = row.objective
@@ -584,6 +585,8 @@ class Store:
                     "mlflow_run_id": row.arm_mlflow_run_id, **(row.details or {})}
         for (trial_id, arm), per_seed in seeds.items():
             trials[trial_id]["arms"][arm] = _arm_over_seeds(per_seed, analyses[trial_id].get("arms", {}).get(arm))
+        for trial in trials.values():
+            ledger.add_costs(trial["arms"])
         for name, objective in objectives.items():
             mark_pareto([t for t in trials.values() if t["study"] == name], objective)
         return list(trials.values())
@@ -690,7 +693,9 @@ class Store:
         row), the latest fitted R_D* with its interval (`r_d_star_ci`: [low, high] or None) and
         identification (`r_d_star_identified`: {identified, reason}, None on fits that predate it),
         and the multiplier of the study's best trial by its objective (`multiplier_trial`): its mean
-        over seeds `multiplier_vs_repetition`, `multiplier_ci`, `n_seeds`, `multiplier_method`, `per_seed`.
+        over seeds `multiplier_vs_repetition`, `multiplier_ci`, `n_seeds`, `multiplier_method`, `per_seed`;
+        and the measured ledger over its trials (`mean_gpu_hours`, `mean_cpu_core_hours`,
+        `mean_cost_per_m_effective_gained` in `cost_unit`; synpro.ledger).
 
         Two grouped queries joined in SQL (arms aggregated; the newest fit per arm that has an
         R_D_star picked with a window function), so the answer stays one round trip at any size.
@@ -745,9 +750,10 @@ class Store:
             flag, reason = found.pop("r_d_star_identified"), found.pop("r_d_star_reason")
             found["r_d_star_identified"] = None if flag is None else {"identified": flag, "reason": reason}
             compared.append(found)
-        best = {name: best_trial(self.results(name), self.study(name)["objective"] or {})
-                for name in {c["study"] for c in compared}}
+        results = {name: self.results(name) for name in {c["study"] for c in compared}}
+        best = {name: best_trial(trials, self.study(name)["objective"] or {}) for name, trials in results.items()}
         for found in compared:
+            found.update(ledger.study_costs(results[found["study"]], found["arm"]))
             trial = best[found["study"]]
             arm = (trial or {}).get("arms", {}).get(found["arm"])
             found["multiplier_trial"] = trial["trial"] if arm else None

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from synpro import plots
+from synpro import ledger, plots
 from synpro.display import finite
 from synpro.effective import (ACCURACY, Curve, Multiplier, OracleInverse, TailDEff, effective_curve,
                               first_pass_calibration, seed_multiplier, tail_d_eff, tail_multiplier)
@@ -50,6 +50,13 @@ class ArmOutcome:
     evaluation: Any = None  # the evaluate stage over every round's snapshots (None without eval tasks)
     synthetic_similarity: float | None = None  # of the sets its last round trained on (None: it trains on none)
     synthetic: dict[str, Any] = field(default_factory=dict)  # what its synthetic data was (`synthetic_usage`)
+    stages: list[Stage] = field(default_factory=list)  # its pretraining rounds
+    usage: dict[str, Any] = field(default_factory=dict)  # measured device-hours of all it ran (`_measure`)
+
+    @property
+    def ran(self) -> list[Stage]:
+        """Its rounds and its evaluation: everything upstream of them is what it ran."""
+        return [*self.stages, *([self.evaluation] if self.evaluation is not None else [])]
 
     def details(self) -> dict[str, Any]:
         """What the store keeps beside the numbers (arms.details): the tail D_eff the multiplier
@@ -60,7 +67,7 @@ class ArmOutcome:
                 "multiplier_extrapolated": self.multiplier.extrapolated if self.multiplier else None,
                 "epochs_per_source": self.result.epochs_per_source,
                 **({} if self.synthetic_similarity is None else {"synthetic_similarity": self.synthetic_similarity}),
-                **self.synthetic}
+                **self.synthetic, **self.usage}
 
     def summary(self) -> dict[str, Any]:
         """This seed's results; `effective_tokens` is D_eff at the last checkpoint (comparable with
@@ -280,7 +287,7 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
     evaluation = arm.builder.evaluate(stages, label=arm.name)
     return ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, run_id, evaluation=evaluation,
                       synthetic_similarity=synthetic_similarity(stages[-1], runner),
-                      synthetic=synthetic_usage(stages, runner))
+                      synthetic=synthetic_usage(stages, runner), stages=stages)
 
 
 def _log_round(stage, runner: Runner, ended: TrainResult, round_: int, arm_id: int, run_id: str | None,
@@ -477,6 +484,7 @@ def _record(plan: TrialPlan, outcome: ArmOutcome, outcomes: Outcomes, ctx: Trial
     ctx.tracker.log_points(run_id, "multiplier_vs_repetition",
                            _multiplier_curve(outcome, repetition, plan.spec.analysis.tail_checkpoints))
     ctx.tracker.log_dict(run_id, finite(outcome.summary()), "result.json")
+    ctx.tracker.log_values(run_id, ledger.metrics(outcome.usage))
     ctx.tracker.finish(run_id)
 
 
@@ -494,6 +502,7 @@ def _record_analysis(analysis: dict[str, Any], ctx: TrialContext) -> None:
     ctx.store.set_trial_analysis(ctx.trial_id, analysis)
     ctx.tracker.log_dict(ctx.trial_run_id, finite(analysis), "analysis.json")
     ctx.tracker.log_values(ctx.trial_run_id, _floor_values(analysis))
+    ctx.tracker.log_values(ctx.trial_run_id, ledger.metrics(analysis.get("usage") or {}))
 
 
 def _label(plan: TrialPlan, name: str, seed: int) -> str:
@@ -527,6 +536,7 @@ def run_trial(plan: TrialPlan, ctx: TrialContext) -> TrialOutcome:
     analysis = analyze(plan, outcomes)
     _each(parallel, runner.run, [o.evaluation for o in outcomes.values() if o.evaluation is not None])
     attach_accuracy(plan, runner, outcomes)
+    analysis["usage"] = _measure(plan, outcomes)
     for outcome in outcomes.values():
         _record(plan, outcome, outcomes, ctx)
     _record_analysis(analysis, ctx)
@@ -545,6 +555,13 @@ def _each(parallel: int, fn: Any, items: list) -> list:
         futures = [pool.submit(fn, item) for item in items]
         wait(futures)
     return [f.result() for f in futures]
+
+
+def _measure(plan: TrialPlan, outcomes: Outcomes) -> dict[str, Any]:
+    """Each arm's ledger (the device-hours of everything it ran), and the trial's: each stage once."""
+    for outcome in outcomes.values():
+        outcome.usage = ledger.usage(plan.stages_dir, outcome.ran)
+    return ledger.usage(plan.stages_dir, [s for o in outcomes.values() for s in o.ran])
 
 
 def objective_values(plan: TrialPlan, trial: TrialOutcome) -> list[float]:
@@ -572,7 +589,8 @@ def _loaded_outcomes(plan: TrialPlan, trial_id: int, store: Store, runner: Runne
         arm_id = store.upsert_arm(trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens, seed=arm.seed)
         outcomes[(arm.name, arm.seed)] = ArmOutcome(arm.name, arm.spec.kind, arm.seed, arm_id, result, unique, None,
                                                     synthetic_similarity=synthetic_similarity(stages[-1], runner),
-                      synthetic=synthetic_usage(stages, runner))
+                                                    synthetic=synthetic_usage(stages, runner), stages=stages,
+                                                    evaluation=arm.builder.evaluate(stages, label=arm.name))
     return outcomes
 
 
@@ -597,6 +615,7 @@ def apply_best_reference(spec: Spec, store: Store, *, progress: bool = False) ->
         trial_id = store.trial_id(study, plan.params_hash)
         outcomes = _loaded_outcomes(plan, trial_id, store, runner)
         analysis = analyze(plan, outcomes, references, info)
+        analysis["usage"] = _measure(plan, outcomes)
         for outcome in outcomes.values():
             _store_outcome(outcome, store)
         store.set_trial_analysis(trial_id, analysis)

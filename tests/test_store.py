@@ -211,13 +211,16 @@ def test_results_contract(store: Store) -> None:
     no_stats = {"multiplier_ci": None, "n_seeds": 1, "multiplier_method": None, "multiplier_extrapolated": None,
                 "final_accuracy": None, "effective_tokens_accuracy": None, "multiplier_accuracy": None,
                 "effective_tokens_accuracy_extrapolated": None,
-                "synthetic_share": None, "synthetic_tokens": None}  # rows stored without synthetic usage
+                "synthetic_share": None, "synthetic_tokens": None,  # rows stored without synthetic usage
+                "gpu_hours": None, "cpu_core_hours": None,  # nor measured usage (synpro.ledger)
+                "cost_per_m_effective_gained": None, "cost_unit": None}
     no_accuracy = {"final_accuracy": None, "effective_tokens_accuracy": None,
-                   "effective_tokens_accuracy_extrapolated": None, "multiplier_accuracy": None}
+                   "effective_tokens_accuracy_extrapolated": None, "multiplier_accuracy": None,
+                   "cost_per_m_effective_gained": None, "cost_unit": None}
     assert results[1] == {
         "study": "zeta", "trial": 0, "params_hash": "hash-a", "params": {"lr": 0.001}, "state": "finished",
         "objective_value": 3.5, "mlflow_run_id": "run-t0", "reference": None, "noise_floor": None,
-        "arms": {
+        "usage": None, "arms": {
             "repetition": {"kind": "repetition", "state": "finished", "final_val_loss": 3.5,
                            "tokens_seen": 4 * BIG, "unique_tokens": BIG, "effective_tokens": float(BIG),
                            "effective_tokens_extrapolated": False, "multiplier_vs_repetition": 1.0,

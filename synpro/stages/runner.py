@@ -2,9 +2,10 @@
 
 One completion convention for every stage: `<folder>/_stage.json`, written last and atomically,
 holding the key, the inputs' keys, the config, every output file's size and mtime (and sha256 up
-to `HASH_LIMIT` bytes), the metrics and the timings. A folder without it is unfinished work, which
-the stage resumes (training, generation) or redoes. A folder whose files no longer match their
-manifest (a truncated shard, a deleted checkpoint) is rebuilt, with a warning naming the files.
+to `HASH_LIMIT` bytes), the metrics, the timings and the usage (wall time x devices over every
+attempt: synpro.stages.meter). A folder without it is unfinished work, which the stage resumes
+(training, generation) or redoes. A folder whose files no longer match their manifest (a truncated
+shard, a deleted checkpoint) is rebuilt, with a warning naming the files.
 
 Loading a finished stage checks every file's size, always, and re-reads a file's content only when
 its mtime is not the one recorded: a file rewritten in place (any write moves its mtime) is hashed
@@ -31,6 +32,7 @@ from typing import Any, Callable
 from synpro.core.fs import clear_temp, dir_lock, write_atomic
 from synpro.core.hashing import file_digest
 from synpro.stages.base import Stage, StageContext
+from synpro.stages.meter import Meter
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +138,20 @@ class Runner:
             if self.on_start:
                 self.on_start(stage)
             started = time.time()
+            meter = Meter(folder, self.executor.resources(stage) if self.executor is not None else None)
             ctx = StageContext(folder, inputs, self.progress, list(callbacks or []))
-            metrics = self.executor.launch(stage, ctx, self.root) if self.executor is not None else stage.run(ctx)
+            try:
+                metrics = self.executor.launch(stage, ctx, self.root) if self.executor is not None else stage.run(ctx)
+            except BaseException:
+                meter.failed()
+                raise
             finished = time.time()
             write_atomic(folder / MANIFEST, json.dumps({
                 "kind": stage.kind, "version": stage.version, "key": stage.key, "label": stage.label,
                 "config": stage.config, "inputs": {n: s.key for n, s in stage.inputs.items()},
                 "outputs": _outputs(folder), "metrics": metrics or {},
                 "timings": {"started": started, "finished": finished, "seconds": finished - started},
+                "usage": meter.finished(),  # wall time x devices over every attempt; in no key
                 "pid": os.getpid(),
             }, indent=1, default=str))
             return self._keep(stage, stage.load(folder, inputs))
