@@ -9,7 +9,8 @@ waits for the longest row of a batch; only the end of a call drains the batch.
 Sampling is the transformers backend's: temperature, then top-p over the full vocabulary (the
 smallest set of most likely tokens whose mass reaches top_p, renormalised), greedy at temperature 0.
 Top-p is exact without sorting the vocabulary (`top_p_filter`): the nucleus is looked for among the
-top `TOP_K_FIRST` tokens and only rows whose nucleus is wider fall back to a full sort.
+top `TOP_K_LADDER[0]` tokens, rows whose nucleus is wider among the next rung's, and only rows wider
+than the last rung fall back to a full sort.
 
 Seeding: each prompt draws its sampling noise from a `torch.Generator` of its own, seeded from
 (seed, prompt index in the call), so a prompt's output depends on neither the batch it shares nor
@@ -44,13 +45,16 @@ if TYPE_CHECKING:
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 # Rows decoded together and prompts handed over per call, per spec batch_size (sized for the transformers
-# backend): 32 rows and 64 prompts a call at the default 8. Wider rows make the matmuls more efficient but
-# the attention over the cache grows with them; more prompts a call drain the batch less often (a call
-# ends with its last rows decoding alone) but a crash loses more. Not tuned beyond these first choices.
-SLOTS_PER_BATCH = 4
+# backend): 64 rows and 128 prompts a call at the default 8. Wider rows make the weight matmuls (the LM
+# head's above all) more efficient; the attention over the cache grows with them, but only over each
+# step's filled length. More prompts a call drain the batch less often (a call ends with its last rows
+# decoding alone) but a crash loses more. 64 rows measured 10-18% less decode time a token than 32.
+SLOTS_PER_BATCH = 8
 PROMPTS_PER_SLOT = 2
 PREFILL_TOKENS = 2048  # prompt tokens prefilled in one forward at most (bounds activation memory)
-TOP_K_FIRST = 128  # top-p looks for the nucleus among this many tokens before sorting the whole vocabulary
+# top-p looks for the nucleus among the top 128 tokens, then the top 2048, before sorting the whole vocabulary
+TOP_K_LADDER = (128, 2048)
+KEY_BUCKET = 32  # a decode step attends to the filled cache length rounded up to this (fewer shapes)
 
 
 PRECISIONS = ("bf16", "int8", "fp32")
@@ -100,27 +104,42 @@ def _quantize_linears(model: "PreTrainedModel") -> None:
     quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
 
 
-def top_p_filter(probs: torch.Tensor, top_p: float, k: int = TOP_K_FIRST) -> tuple[torch.Tensor, torch.Tensor]:
+def _largest(probs: torch.Tensor, top_p: float, ladder: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's most likely tokens, most likely first (values, ids) [rows, width], at least up to the
+    end of its nucleus, zero-padded (id 0) past what a row was given: the first rung's top k for every
+    row, the next rung's for rows whose top k hold less than top_p, a full sort past the last rung."""
+    vocab = probs.shape[-1]
+    k = min(ladder[0], vocab) if ladder else vocab
+    values, ids = torch.topk(probs, k, dim=-1) if k < vocab else torch.sort(probs, dim=-1, descending=True)
+    wide = values.sum(-1) < top_p
+    if k >= vocab or not bool(wide.any()):
+        return values, ids
+    rows = wide.nonzero().squeeze(1)
+    more_values, more_ids = _largest(probs[rows], top_p, ladder[1:])
+    # the wide rows' nuclei end past k: cut them to their own nucleus before widening the others to fit
+    n = int(((more_values.cumsum(-1) - more_values) < top_p).sum(-1).max())
+    more_values, more_ids = more_values[:, :n], more_ids[:, :n]
+    if n > k:
+        values = torch.nn.functional.pad(values, (0, n - k))
+        ids = torch.nn.functional.pad(ids, (0, n - k))
+    width = values.shape[1]
+    values[rows] = torch.nn.functional.pad(more_values, (0, width - n))
+    ids[rows] = torch.nn.functional.pad(more_ids, (0, width - n))
+    return values, ids
+
+
+def top_p_filter(probs: torch.Tensor, top_p: float,
+                 ladder: Sequence[int] = TOP_K_LADDER) -> tuple[torch.Tensor, torch.Tensor]:
     """The top-p nucleus of each row of `probs` [rows, vocab]: (token ids, their probabilities) [rows, n],
     most likely first, zero-padded past each row's nucleus (probabilities not renormalised).
 
     The nucleus is the shortest most-likely-first prefix whose mass reaches top_p: a token is kept when
     the mass of the tokens before it is below top_p (as transformers' TopPLogitsWarper keeps it). When
-    the top k tokens hold at least top_p, the nucleus ends inside them, so `topk` gives it exactly; the
-    other rows are sorted in full.
+    the top k tokens hold at least top_p, the nucleus ends inside them, so `topk` gives it exactly; rows
+    whose nucleus is wider climb the `ladder` of larger k (each rung only for the rows still wider), and
+    rows wider than its last rung are sorted in full. Every path gives the full sort's nucleus.
     """
-    k = min(k, probs.shape[-1])
-    values, ids = torch.topk(probs, k, dim=-1)
-    wide = values.sum(-1) < top_p
-    if bool(wide.any()):
-        rows = wide.nonzero().squeeze(1)
-        full_values, full_ids = torch.sort(probs[rows], dim=-1, descending=True)
-        n = int(((full_values.cumsum(-1) - full_values) < top_p).sum(-1).max())
-        values = torch.nn.functional.pad(values, (0, n - k)) if n > k else values
-        ids = torch.nn.functional.pad(ids, (0, n - k)) if n > k else ids
-        width = max(n, k)
-        values[rows] = torch.nn.functional.pad(full_values[:, :n], (0, width - n))
-        ids[rows] = torch.nn.functional.pad(full_ids[:, :n], (0, width - n))
+    values, ids = _largest(probs, top_p, tuple(ladder))
     kept = (values.cumsum(-1) - values) < top_p
     n = int(kept.sum(-1).max())
     return ids[:, :n], (values * kept)[:, :n]
@@ -133,7 +152,7 @@ def sample_rows(logits: torch.Tensor, sampling: Sampling, uniforms: torch.Tensor
         return logits.argmax(-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
-        ids, kept = top_p_filter(probs, sampling.top_p)
+        ids, kept = top_p_filter(probs, sampling.top_p, TOP_K_LADDER)
     else:
         ids, kept = None, probs
     cdf = kept.cumsum(-1)
@@ -167,7 +186,11 @@ class _Decoder:
         self.k = torch.zeros(shape[:3] + shape[:2:-1], dtype=cache_dtype)  # keys stored transposed: q @ k is plain
         self.v = torch.zeros(shape, dtype=cache_dtype)
 
-    def _project(self, attn, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _rotary(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary embedding's (cos, sin) at `positions`, computed once per forward for every layer."""
+        return self.rotary(x, positions)
+
+    def _project(self, attn, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         rows, length, _ = x.shape
         q = attn.q_proj(x).view(rows, length, self.heads, self.head_dim)
         k = attn.k_proj(x).view(rows, length, self.kv_heads, self.head_dim)
@@ -175,8 +198,7 @@ class _Decoder:
         if hasattr(attn, "q_norm"):  # Qwen3
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        cos, sin = self.rotary(v, positions)
-        q, k = self.rope(q, k, cos, sin)
+        q, k = self.rope(q, k, *rotary)
         return q, k, v
 
     def _layer(self, layer, x: torch.Tensor, attend) -> torch.Tensor:
@@ -212,9 +234,10 @@ class _Decoder:
         index = torch.tensor(slots)
         causal = torch.full((longest, longest), float("-inf")).triu(1).repeat(self.heads // self.kv_heads, 1)
         x = self.embed(ids)
+        rotary = self._rotary(x, positions)
         for n, layer in enumerate(self.layers):
             def attend(attn, h, n=n):
-                q, k, v = self._project(attn, h, positions)
+                q, k, v = self._project(attn, h, rotary)
                 k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # attend to the keys as the cache holds them
                 self.k[n, index, :, :, :longest] = k.transpose(-1, -2)
                 self.v[n, index, :, :longest] = v
@@ -225,18 +248,22 @@ class _Decoder:
 
     def step(self, tokens: torch.Tensor, lengths: torch.Tensor, rows: int) -> torch.Tensor:
         """Decode one token for the first `rows` slots: tokens [rows] at positions `lengths` [rows] (each
-        slot's filled length); logits [rows, vocab]. Keys past a slot's length are masked out."""
-        visible = torch.arange(self.v.shape[3]).unsqueeze(0) <= lengths.unsqueeze(1)
+        slot's filled length); logits [rows, vocab]. Attention reads the cache only up to the longest
+        slot's length (rounded up to KEY_BUCKET); keys past a slot's own length are masked out."""
+        capacity = self.v.shape[3]
+        keys = min(capacity, -(-(int(lengths.max()) + 1) // KEY_BUCKET) * KEY_BUCKET)
+        visible = torch.arange(keys).unsqueeze(0) <= lengths.unsqueeze(1)
         mask = torch.zeros(visible.shape).masked_fill(~visible, float("-inf")).view(rows, 1, 1, -1)
         positions = lengths.view(rows, 1)
         index = torch.arange(rows)
         x = self.embed(tokens.view(rows, 1))
+        rotary = self._rotary(x, positions)
         for n, layer in enumerate(self.layers):
             def attend(attn, h, n=n):
-                q, k, v = self._project(attn, h, positions)
+                q, k, v = self._project(attn, h, rotary)
                 self.k[n, index, :, :, lengths] = k[:, :, 0].to(self.k.dtype)
                 self.v[n, index, :, lengths] = v[:, :, 0].to(self.v.dtype)
-                return self._attend(q, self.k[n, :rows], self.v[n, :rows], mask)
+                return self._attend(q, self.k[n, :rows, :, :, :keys], self.v[n, :rows, :, :keys], mask)
             x = self._layer(layer, x, attend)
         return self._logits(x[:, 0])
 
