@@ -121,7 +121,10 @@ def test_greedy_matches_the_transformers_backend_at_fp32(random_model, parrot_mo
     greedy = Sampling(temperature=0, max_new_tokens=12)
     for model in (random_model, parrot_model):
         reference = TransformersBackend.load(model, batch_size=2).generate(_prompts(), greedy)
-        fast = ContinuousBackend.load(model, batch_size=1, precision="fp32")  # 4 slots for 5 prompts: a refill
+        fast = ContinuousBackend.load(model, batch_size=1, precision="fp32")  # 8 slots for 5 prompts
+        attn = fast.model.model.layers[0].self_attn  # fused projections: the modules' weights are views of them
+        assert fast.fused and attn.q_proj.weight.data_ptr() == fast.fused[0].qkv.data_ptr()
+        fast.slots = 3  # a refill
         assert [c.text for c in fast.generate(_prompts(), greedy)] == [c.text for c in reference]
     for precision in ("bf16", "int8"):  # weights round differently, but the trained answer survives them
         rounded = ContinuousBackend.load(parrot_model, batch_size=1, precision=precision)

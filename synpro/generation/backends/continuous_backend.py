@@ -46,15 +46,13 @@ if TYPE_CHECKING:
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 # Rows decoded together and prompts handed over per call, per spec batch_size (sized for the transformers
 # backend): 64 rows and 128 prompts a call at the default 8. Wider rows make the weight matmuls (the LM
-# head's above all) more efficient; the attention over the cache grows with them, but only over each
-# step's filled length. More prompts a call drain the batch less often (a call ends with its last rows
+# head's above all) more efficient; the attention over the cache grows with them. More prompts a call drain the batch less often (a call ends with its last rows
 # decoding alone) but a crash loses more. 64 rows measured 10-18% less decode time a token than 32.
 SLOTS_PER_BATCH = 8
 PROMPTS_PER_SLOT = 2
 PREFILL_TOKENS = 2048  # prompt tokens prefilled in one forward at most (bounds activation memory)
 # top-p looks for the nucleus among the top 128 tokens, then the top 2048, before sorting the whole vocabulary
 TOP_K_LADDER = (128, 2048)
-KEY_BUCKET = 32  # a decode step attends to the filled cache length rounded up to this (fewer shapes)
 
 
 PRECISIONS = ("bf16", "int8", "fp32")
@@ -162,6 +160,38 @@ def sample_rows(logits: torch.Tensor, sampling: Sampling, uniforms: torch.Tensor
     return pick if ids is None else ids.gather(1, pick.unsqueeze(1)).squeeze(1)
 
 
+class Fused:
+    """One layer's query, key and value projections as one weight (and bias), gate and up as another, so
+    a forward makes two matmuls where it made five (one wide matmul beats several narrow ones on a CPU).
+    The modules' own weights become views of these, so the model is unchanged and holds no second copy."""
+
+    def __init__(self, layer):
+        attn, mlp = layer.self_attn, layer.mlp
+        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+        self.qkv_split = [p.weight.shape[0] for p in projections]
+        self.qkv = torch.cat([p.weight.detach() for p in projections])
+        biases = [p.bias for p in projections]
+        self.qkv_bias = None if all(b is None for b in biases) else torch.cat(
+            [b.detach() if b is not None else torch.zeros(p.weight.shape[0], dtype=p.weight.dtype)
+             for b, p in zip(biases, projections)])
+        self.gate_up = torch.cat([mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach()])
+        for p, w in zip(projections, self.qkv.split(self.qkv_split)):
+            p.weight = torch.nn.Parameter(w, requires_grad=False)
+        if self.qkv_bias is not None:
+            for p, b in zip(projections, self.qkv_bias.split(self.qkv_split)):
+                if p.bias is not None:
+                    p.bias = torch.nn.Parameter(b, requires_grad=False)
+        for p, w in zip((mlp.gate_proj, mlp.up_proj), self.gate_up.chunk(2)):
+            p.weight = torch.nn.Parameter(w, requires_grad=False)
+
+    @staticmethod
+    def applies(layer) -> bool:
+        """Plain Linear projections and a gated MLP (not int8's quantized modules)."""
+        attn, mlp = layer.self_attn, layer.mlp
+        modules = (attn.q_proj, attn.k_proj, attn.v_proj, getattr(mlp, "gate_proj", None), getattr(mlp, "up_proj", None))
+        return all(type(m) is torch.nn.Linear for m in modules) and hasattr(mlp, "act_fn")
+
+
 def row_generator(seed: int, index: int) -> torch.Generator:
     """Prompt `index`'s own random stream for a call seeded with `seed`."""
     return torch.Generator().manual_seed((seed * 1_000_003 + index) % 2**63)
@@ -170,13 +200,15 @@ def row_generator(seed: int, index: int) -> torch.Generator:
 class _Decoder:
     """The model's forward over a KV cache of `slots` rows of up to `capacity` tokens."""
 
-    def __init__(self, model: "PreTrainedModel", slots: int, capacity: int, cache_dtype: torch.dtype):
+    def __init__(self, model: "PreTrainedModel", slots: int, capacity: int, cache_dtype: torch.dtype,
+                 fused: "list[Fused] | None" = None):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         self.rope = apply_rotary_pos_emb
         inner = model.model
         self.embed, self.layers, self.norm, self.rotary = inner.embed_tokens, inner.layers, inner.norm, inner.rotary_emb
         self.lm_head = model.lm_head
+        self.fused = fused
         config = model.config
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
@@ -190,24 +222,35 @@ class _Decoder:
         """The rotary embedding's (cos, sin) at `positions`, computed once per forward for every layer."""
         return self.rotary(x, positions)
 
-    def _project(self, attn, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def _project(self, n: int, attn, x: torch.Tensor,
+                 rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         rows, length, _ = x.shape
-        q = attn.q_proj(x).view(rows, length, self.heads, self.head_dim)
-        k = attn.k_proj(x).view(rows, length, self.kv_heads, self.head_dim)
-        v = attn.v_proj(x).view(rows, length, self.kv_heads, self.head_dim)
+        if self.fused:
+            fused = self.fused[n]
+            q, k, v = torch.nn.functional.linear(x, fused.qkv, fused.qkv_bias).split(fused.qkv_split, -1)
+        else:
+            q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        q = q.view(rows, length, self.heads, self.head_dim)
+        k = k.view(rows, length, self.kv_heads, self.head_dim)
+        v = v.view(rows, length, self.kv_heads, self.head_dim)
         if hasattr(attn, "q_norm"):  # Qwen3
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         q, k = self.rope(q, k, *rotary)
         return q, k, v
 
-    def _layer(self, layer, x: torch.Tensor, attend) -> torch.Tensor:
+    def _layer(self, n: int, layer, x: torch.Tensor, attend) -> torch.Tensor:
         attn = layer.self_attn
         h = layer.input_layernorm(x)
         out = attend(attn, h)
         rows, length = x.shape[:2]
         x = x + attn.o_proj(out.transpose(1, 2).reshape(rows, length, self.heads * self.head_dim))
-        return x + layer.mlp(layer.post_attention_layernorm(x))
+        h = layer.post_attention_layernorm(x)
+        if not self.fused:
+            return x + layer.mlp(h)
+        mlp = layer.mlp
+        gate, up = torch.nn.functional.linear(h, self.fused[n].gate_up).chunk(2, -1)
+        return x + mlp.down_proj(mlp.act_fn(gate) * up)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Softmax attention of q [rows, heads, length, dim] over k [rows, kv_heads, dim, keys] (transposed)
@@ -237,22 +280,20 @@ class _Decoder:
         rotary = self._rotary(x, positions)
         for n, layer in enumerate(self.layers):
             def attend(attn, h, n=n):
-                q, k, v = self._project(attn, h, rotary)
+                q, k, v = self._project(n, attn, h, rotary)
                 k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # attend to the keys as the cache holds them
                 self.k[n, index, :, :, :longest] = k.transpose(-1, -2)
                 self.v[n, index, :, :longest] = v
                 return self._attend(q, k.transpose(-1, -2), v, causal)
-            x = self._layer(layer, x, attend)
+            x = self._layer(n, layer, x, attend)
         last = x[torch.arange(len(prompts)), torch.tensor([len(p) - 1 for p in prompts])]
         return self._logits(last)
 
     def step(self, tokens: torch.Tensor, lengths: torch.Tensor, rows: int) -> torch.Tensor:
         """Decode one token for the first `rows` slots: tokens [rows] at positions `lengths` [rows] (each
-        slot's filled length); logits [rows, vocab]. Attention reads the cache only up to the longest
-        slot's length (rounded up to KEY_BUCKET); keys past a slot's own length are masked out."""
-        capacity = self.v.shape[3]
-        keys = min(capacity, -(-(int(lengths.max()) + 1) // KEY_BUCKET) * KEY_BUCKET)
-        visible = torch.arange(keys).unsqueeze(0) <= lengths.unsqueeze(1)
+        slot's filled length); logits [rows, vocab]. Keys past a slot's length are masked out. (Attending
+        only to the filled part of the cache measured slower: a sliced cache is copied before the matmul.)"""
+        visible = torch.arange(self.v.shape[3]).unsqueeze(0) <= lengths.unsqueeze(1)
         mask = torch.zeros(visible.shape).masked_fill(~visible, float("-inf")).view(rows, 1, 1, -1)
         positions = lengths.view(rows, 1)
         index = torch.arange(rows)
@@ -260,11 +301,11 @@ class _Decoder:
         rotary = self._rotary(x, positions)
         for n, layer in enumerate(self.layers):
             def attend(attn, h, n=n):
-                q, k, v = self._project(attn, h, rotary)
+                q, k, v = self._project(n, attn, h, rotary)
                 self.k[n, index, :, :, lengths] = k[:, :, 0].to(self.k.dtype)
                 self.v[n, index, :, lengths] = v[:, :, 0].to(self.v.dtype)
-                return self._attend(q, self.k[n, :rows, :, :, :keys], self.v[n, :rows, :, :keys], mask)
-            x = self._layer(layer, x, attend)
+                return self._attend(q, self.k[n, :rows], self.v[n, :rows], mask)
+            x = self._layer(n, layer, x, attend)
         return self._logits(x[:, 0])
 
     def move(self, source: int, target: int, length: int) -> None:
@@ -285,6 +326,8 @@ class ContinuousBackend:
         self.batch_size = self.slots * PROMPTS_PER_SLOT  # prompts per call: a crash loses at most these
         self.precision = precision
         self.cache_dtype = torch.float32 if precision == "fp32" or not native_bf16() else torch.bfloat16
+        layers = model.model.layers
+        self.fused = [Fused(layer) for layer in layers] if all(Fused.applies(layer) for layer in layers) else None
 
     @classmethod
     def load(cls, folder: Path, batch_size: int, spec: "Spec | None" = None, *,
@@ -327,7 +370,8 @@ class ContinuousBackend:
         budget = sampling.max_new_tokens
         queue = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # pop() takes the longest
         slots = min(self.slots, len(encoded))
-        decoder = _Decoder(self.model, slots, max(len(e) for e in encoded) + budget, self.cache_dtype)
+        decoder = _Decoder(self.model, slots, max(len(e) for e in encoded) + budget, self.cache_dtype,
+                           self.fused)
         outputs: list[list[int]] = [[] for _ in encoded]
         owner = [-1] * slots  # prompt index per slot; -1: free
         lengths = torch.zeros(slots, dtype=torch.long)  # tokens in each slot's cache
