@@ -12,6 +12,7 @@ is the speed-up of the backend `auto` takes on this CPU.
     python benchmarks/generation_throughput.py --threads 1          # ~25 minutes on 2 busy CPU cores
     python benchmarks/generation_throughput.py --rounds 1 --ct2-batch 16 --threads 2
     python benchmarks/generation_throughput.py --compute-type int8_float32
+    python benchmarks/generation_throughput.py --backends continuous-bf16   # auto's backend only
     python benchmarks/generation_throughput.py --pass-rates 24  # share of outputs passing the filters
 
 --pass-rates N instead runs both operations through `generate_set` over N builtin documents
@@ -100,10 +101,12 @@ def cpu_backends(args: argparse.Namespace, folder: Path) -> dict[str, object]:
 
     from synpro.generation.backends.continuous_backend import ContinuousBackend, native_bf16
 
+    wanted = set(args.backends.split(",")) if args.backends else None
     made: dict[str, object] = {}
     for precision in ("bf16", "int8") if native_bf16() else ("fp32", "int8"):
-        made[f"continuous-{precision}"] = ContinuousBackend.load(folder, args.batch_size, precision=precision)
-    if importlib.util.find_spec("ctranslate2"):
+        if wanted is None or f"continuous-{precision}" in wanted:
+            made[f"continuous-{precision}"] = ContinuousBackend.load(folder, args.batch_size, precision=precision)
+    if importlib.util.find_spec("ctranslate2") and (wanted is None or f"ctranslate2-{args.compute_type}" in wanted):
         from synpro.generation.backends.ctranslate2_backend import CTranslate2Backend
 
         ct2 = CTranslate2Backend.load(folder, args.batch_size, quantization=args.compute_type)  # converts once
@@ -202,6 +205,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="the transformers backend's batch")
     parser.add_argument("--ct2-batch", type=int, help="CTranslate2's rows per batch (default: what the "
                         "pipeline takes for --batch-size)")
+    parser.add_argument("--backends", help="comma-separated CPU backends to compare (default: all), e.g. "
+                        "continuous-bf16,ctranslate2-int8; auto's must be among them")
     parser.add_argument("--compute-type", default="int8", choices=["int8", "int8_float32", "float32"])
     # The quickstart's setting: a 128-token window rewritten at up to ~1.25x its length, plus room.
     parser.add_argument("--max-new-tokens", type=int, default=224)
