@@ -12,6 +12,7 @@ is the speed-up of the backend `auto` takes on this CPU.
     python benchmarks/generation_throughput.py --threads 1          # ~25 minutes on 2 busy CPU cores
     python benchmarks/generation_throughput.py --rounds 1 --ct2-batch 16 --threads 2
     python benchmarks/generation_throughput.py --compute-type int8_float32
+    python benchmarks/generation_throughput.py --backends continuous-bf16   # auto's backend only
     python benchmarks/generation_throughput.py --pass-rates 24  # share of outputs passing the filters
 
 --pass-rates N instead runs both operations through `generate_set` over N builtin documents
@@ -70,12 +71,12 @@ def peak_rss() -> Iterator[dict[str, float]]:
 
 def measure(backend, prompts: list, sampling: Sampling) -> dict[str, float]:
     with peak_rss() as rss:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         out = backend.generate(prompts, sampling)
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     tokens = sum(c.tokens for c in out)
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_rss_gib": rss["peak_gib"],
-            "finished": sum(c.finished for c in out)}
+            "finished": sum(c.finished for c in out), "cpu_seconds": cpu_seconds}
 
 
 def window_prompts(folder: Path, op_name: str, n: int, window_tokens: int) -> list:
@@ -100,10 +101,12 @@ def cpu_backends(args: argparse.Namespace, folder: Path) -> dict[str, object]:
 
     from synpro.generation.backends.continuous_backend import ContinuousBackend, native_bf16
 
+    wanted = set(args.backends.split(",")) if args.backends else None
     made: dict[str, object] = {}
     for precision in ("bf16", "int8") if native_bf16() else ("fp32", "int8"):
-        made[f"continuous-{precision}"] = ContinuousBackend.load(folder, args.batch_size, precision=precision)
-    if importlib.util.find_spec("ctranslate2"):
+        if wanted is None or f"continuous-{precision}" in wanted:
+            made[f"continuous-{precision}"] = ContinuousBackend.load(folder, args.batch_size, precision=precision)
+    if importlib.util.find_spec("ctranslate2") and (wanted is None or f"ctranslate2-{args.compute_type}" in wanted):
         from synpro.generation.backends.ctranslate2_backend import CTranslate2Backend
 
         ct2 = CTranslate2Backend.load(folder, args.batch_size, quantization=args.compute_type)  # converts once
@@ -124,9 +127,12 @@ def throughput(args: argparse.Namespace, spec: Spec) -> None:
     backends = {f"transformers-fp32": TransformersBackend.load(folder, args.batch_size), **cpu_backends(args, folder)}
     per_round = max(args.windows, *(b.batch_size for b in backends.values()))
     prompts = window_prompts(folder, args.op, per_round * args.rounds, args.window_tokens)
+    if len(prompts) < per_round * args.rounds:  # the builtin documents hold ~140 windows: later rounds repeat them
+        print(f"  {len(prompts)} windows for {per_round * args.rounds}: rounds repeat windows", flush=True)
+        prompts = (prompts * (per_round * args.rounds // len(prompts) + 1))[:per_round * args.rounds]
     for b in backends.values():
         b.generate(prompts[:1], warm)
-    totals = {name: {"tokens": 0, "seconds": 0.0, "finished": 0, "prompts": 0, "peak_rss_gib": 0.0}
+    totals = {name: {"tokens": 0, "seconds": 0.0, "cpu_seconds": 0.0, "finished": 0, "prompts": 0, "peak_rss_gib": 0.0}
               for name in backends}
     loads = [os.getloadavg()[0]]
     for r in range(args.rounds):
@@ -136,29 +142,37 @@ def throughput(args: argparse.Namespace, spec: Spec) -> None:
             got = measure(b, batch, sampling)
             t = totals[name]
             t.update(tokens=t["tokens"] + got["tokens"], seconds=t["seconds"] + got["seconds"],
+                     cpu_seconds=t["cpu_seconds"] + got["cpu_seconds"],
                      finished=t["finished"] + got["finished"], prompts=t["prompts"] + len(batch),
                      peak_rss_gib=max(t["peak_rss_gib"], got["peak_rss_gib"]))
             loads.append(os.getloadavg()[0])
             print(f"  round {r + 1} {name}: {got['tokens']} tokens in {got['seconds']:.1f} s = "
-                  f"{got['tokens_per_s']:.1f} tokens/s (load {loads[-1]:.1f})", flush=True)
+                  f"{got['tokens_per_s']:.1f} tokens/s, {got['tokens'] / got['cpu_seconds']:.1f} a CPU second "
+                  f"(load {loads[-1]:.1f})", flush=True)
     print(f"model {spec.generation.generator.model}  op {args.op}  {args.rounds} rounds  windows x "
           f"{args.window_tokens} tokens  max_new_tokens {args.max_new_tokens}  temperature {args.temperature}  "
           f"top_p 0.9  threads {torch.get_num_threads()}  1-min load {min(loads):.1f}-{max(loads):.1f}")
     base = totals["transformers-fp32"]
     base_rate = base["tokens"] / base["seconds"]
+    base_cpu_rate = base["tokens"] / base["cpu_seconds"]
     for name, t in totals.items():
         b = backends[name]
         shape = (f"batch {args.batch_size}" if name.startswith("transformers") else
                  f"{getattr(b, 'slots', getattr(b, 'max_batch_size', '?'))} rows, {b.batch_size} prompts a call")
         rate = t["tokens"] / t["seconds"]
+        cpu_rate = t["tokens"] / t["cpu_seconds"]
         print(f"{name + ', ' + shape:>48}: {t['tokens']:6d} tokens in {t['seconds']:7.1f} s = {rate:6.1f} tokens/s "
-              f"({rate / base_rate:.2f}x), {t['finished']}/{t['prompts']} finished, peak RSS {t['peak_rss_gib']:.2f} GiB")
+              f"({rate / base_rate:.2f}x; per CPU second {cpu_rate:.1f}, {cpu_rate / base_cpu_rate:.2f}x), "
+              f"{t['finished']}/{t['prompts']} finished, peak RSS {t['peak_rss_gib']:.2f} GiB")
     auto = spec.model_copy(update={"generation": spec.generation.model_copy(update={
         "generator": spec.generation.generator.model_copy(update={"backend": "auto"})})})
     picked = set_identity(auto) or resolve_backend(auto)
     picked = picked if picked in totals else f"{picked}-fp32"
     print(f"auto on this CPU: {picked}")
     rate = totals[picked]["tokens"] / totals[picked]["seconds"]
+    # on shared cores the wall-clock ratio moves with the load between calls; CPU time much less
+    cpu_rate = totals[picked]["tokens"] / totals[picked]["cpu_seconds"]
+    print(f"cpu backend speed-up vs transformers per CPU second (less load-dependent): {cpu_rate / base_cpu_rate:.2f}x")
     print(f"cpu backend speed-up vs transformers: {rate / base_rate:.2f}x")
 
 
@@ -202,6 +216,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="the transformers backend's batch")
     parser.add_argument("--ct2-batch", type=int, help="CTranslate2's rows per batch (default: what the "
                         "pipeline takes for --batch-size)")
+    parser.add_argument("--backends", help="comma-separated CPU backends to compare (default: all), e.g. "
+                        "continuous-bf16,ctranslate2-int8; auto's must be among them")
     parser.add_argument("--compute-type", default="int8", choices=["int8", "int8_float32", "float32"])
     # The quickstart's setting: a 128-token window rewritten at up to ~1.25x its length, plus room.
     parser.add_argument("--max-new-tokens", type=int, default=224)

@@ -248,11 +248,26 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
     if not any(r["kind"] == "eval" and r["step"] == 0 for r in rows):
         held_out(trainer.model, 0)
     started = time.perf_counter()
-    with _trl_deprecations_hidden():
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    stopped = _stopped_at(rows, resumed, g) if checkpoint else None
+    if stopped is not None:
+        # The killed run had stopped early here (its evaluation reached the target) and was killed before
+        # saving its generator: take the checkpoint's weights and that evaluation, and train no further,
+        # as the uninterrupted run did. Its samples are drawn again (seeded, so the same answers).
+        with _trl_deprecations_hidden():
+            trainer._load_from_checkpoint(str(checkpoint))
+        from synpro.grpo.evaluation import HeldOut, evaluate
+
+        again = evaluate(trainer.model, tokenizer, op, heldout, rewards, weights, sampling,
+                         batch_size=g.micro_batch_size or 8, samples=g.eval_samples)
+        final = HeldOut(**{k: stopped[k] for k in ("pass_rate", "reward_mean", "rewards", "failures", "seconds")},
+                        samples=again.samples)
+        trained = resumed
+    else:
+        with _trl_deprecations_hidden():
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        trained = trainer.state.global_step
+        final = held_out(trainer.model, trained, samples=g.eval_samples) if trained >= g.steps else log.reached
     seconds = time.perf_counter() - started
-    trained = trainer.state.global_step
-    final = held_out(trainer.model, trained, samples=g.eval_samples) if trained >= g.steps else log.reached
     write_atomic(folder / SAMPLES, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in final.samples))
     _save_generator(trainer.model, tokenizer, folder / GENERATOR)
     shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
@@ -264,6 +279,15 @@ def train_generator(spec: "Spec", op_name: str, organic_docs: Path, tokenizer_di
             "reward_before": first["reward_mean"], "reward_after": final.reward_mean,
             "seconds_per_step": sum(r["seconds"] for r in steps) / max(len(steps), 1),
             "train_seconds": seconds, **{f"unparseable/{r.__name__}": r.failures for r in rewards}}
+
+
+def _stopped_at(rows: Sequence[dict[str, Any]], step: int, g) -> dict[str, Any] | None:
+    """The kept evaluation row at `step` that reached the target pass rate (so the run stopped there), if any:
+    an evaluation during training (0 < step < g.steps) with a target set."""
+    if g.target_pass_rate is None or not 0 < step < g.steps:
+        return None
+    return next((r for r in rows if r["kind"] == "eval" and r["step"] == step
+                 and r["pass_rate"] >= g.target_pass_rate), None)
 
 
 @contextmanager

@@ -49,17 +49,45 @@ def test_top_p_keeps_exactly_the_nucleus(top_p):
     # peaked rows (nucleus inside the first top-k) and flat rows (the full-sort fallback) together
     logits = torch.randn(12, vocab) * torch.tensor([8.0, 6, 4, 3, 2, 1, 0.5, 0.1, 5, 7, 0.2, 3]).unsqueeze(1)
     probs = torch.softmax(logits, -1)
-    ids, values = top_p_filter(probs, top_p, k=32)
     reference = _reference_nucleus(probs, top_p)
     assert any(len(r) > 32 for r in reference) and any(len(r) < 32 for r in reference)  # both paths ran
-    for row_ids, row_values, ref in zip(ids, values, reference):
-        got = {i: v for i, v in zip(row_ids.tolist(), row_values.tolist()) if v > 0}
-        assert got == ref
+    for ladder in ((32,), (32, 256), (8, 32, 1024), ()):
+        ids, values = top_p_filter(probs, top_p, ladder=ladder)
+        for row_ids, row_values, ref in zip(ids, values, reference):
+            got = {i: v for i, v in zip(row_ids.tolist(), row_values.tolist()) if v > 0}
+            assert got == ref
     # and the same set as transformers' own warper keeps (finite logits = kept)
     from transformers.generation.logits_process import TopPLogitsWarper
 
     warped = TopPLogitsWarper(top_p)(None, torch.log(probs))
     assert [set(torch.isfinite(w).nonzero().squeeze(1).tolist()) for w in warped] == [set(r) for r in reference]
+
+
+def test_top_p_ladder_equals_the_full_sort_on_every_rung():
+    """Rows whose nucleus ends inside the first rung, the second, and past the last (full sort) in one batch:
+    ids, order and probabilities equal a full sort's nucleus, and so does the token sampled from it."""
+    torch.manual_seed(1)
+    vocab = 4000
+    scales = torch.tensor([9.0, 0.02, 3.0, 1.5, 0.05, 6.0, 2.0, 0.01]).unsqueeze(1)
+    probs = torch.softmax(torch.randn(8, vocab) * scales, -1)
+    widths = [len(r) for r in _reference_nucleus(probs, 0.9)]
+    assert min(widths) <= 16 and any(16 < w <= 256 for w in widths) and max(widths) > 256  # every rung and the sort
+    ids, values = top_p_filter(probs, 0.9, ladder=(16, 256))
+    sorted_values, sorted_ids = torch.sort(probs, dim=-1, descending=True)
+    for r, w in enumerate(widths):
+        assert torch.equal(values[r, :w], sorted_values[r, :w]) and (values[r, w:] == 0).all()
+        assert set(ids[r, :w].tolist()) == set(sorted_ids[r, :w].tolist())  # ties may swap places
+    from synpro.generation.backends import continuous_backend
+
+    draws = torch.rand(8, generator=torch.Generator().manual_seed(2))
+    sampling = Sampling(temperature=1.0, top_p=0.9)
+    laddered = sample_rows(torch.log(probs), sampling, draws)
+    ladder = continuous_backend.TOP_K_LADDER
+    try:
+        continuous_backend.TOP_K_LADDER = ()
+        assert torch.equal(laddered, sample_rows(torch.log(probs), sampling, draws))
+    finally:
+        continuous_backend.TOP_K_LADDER = ladder
 
 
 def test_sampling_draws_from_the_renormalised_nucleus():
@@ -93,7 +121,10 @@ def test_greedy_matches_the_transformers_backend_at_fp32(random_model, parrot_mo
     greedy = Sampling(temperature=0, max_new_tokens=12)
     for model in (random_model, parrot_model):
         reference = TransformersBackend.load(model, batch_size=2).generate(_prompts(), greedy)
-        fast = ContinuousBackend.load(model, batch_size=1, precision="fp32")  # 4 slots for 5 prompts: a refill
+        fast = ContinuousBackend.load(model, batch_size=1, precision="fp32")  # 8 slots for 5 prompts
+        attn = fast.model.model.layers[0].self_attn  # fused projections: the modules' weights are views of them
+        assert fast.fused and attn.q_proj.weight.data_ptr() == fast.fused[0].qkv.data_ptr()
+        fast.slots = 3  # a refill
         assert [c.text for c in fast.generate(_prompts(), greedy)] == [c.text for c in reference]
     for precision in ("bf16", "int8"):  # weights round differently, but the trained answer survives them
         rounded = ContinuousBackend.load(parrot_model, batch_size=1, precision=precision)
@@ -117,7 +148,7 @@ def test_auto_on_a_cpu_and_the_set_key(random_model):
     spec = _spec(random_model, backend="auto", batch_size=3)
     assert resolve_backend(spec) == "continuous"
     backend = make_backend(spec)
-    assert isinstance(backend, ContinuousBackend) and backend.slots == 12 and backend.batch_size == 24
+    assert isinstance(backend, ContinuousBackend) and backend.slots == 24 and backend.batch_size == 48
     assert backend.precision == precision_for_cpu()
     key = set_config(_spec(random_model), "rephrase")
     assert key["backend"] == f"continuous-{precision_for_cpu()}"

@@ -77,7 +77,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 sys.path.insert(0, {tests!r})
-from test_trainer import make_spec
+from test_trainer import early_stop_spec, make_spec
 from synpro.grpo.trainer import train_generator
 
 class Kill(TrainerCallback):
@@ -86,19 +86,14 @@ class Kill(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 torch.set_num_threads(1)
-train_generator(make_spec(Path({model!r}), steps=4), "rephrase", Path({docs!r}), Path({tok!r}), Path({out!r}),
+train_generator({spec}, "rephrase", Path({docs!r}), Path({tok!r}), Path({out!r}),
                 callbacks=[Kill()], progress=False)
 """
 
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_from_its_checkpoint(random_model, organic, tmp_path):
-    script = KILLER.format(tests=str(Path(__file__).parent), model=str(random_model), docs=str(organic[0]),
-                           tok=str(organic[1]), out=str(tmp_path))
-    paths = [str(Path(__file__).parents[2]), str(Path(__file__).parents[1])]  # the repository, tests/
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    _run_killed_at_step_2("make_spec(Path({model!r}), steps=4)", random_model, organic, tmp_path)
     assert (tmp_path / CHECKPOINTS / "checkpoint-2" / "trainer_state.json").is_file()
     out = train_generator(make_spec(random_model, steps=4), "rephrase", *organic, tmp_path, progress=False)
     assert out["resumed_at"] == 2
@@ -106,6 +101,41 @@ def test_a_killed_run_resumes_from_its_checkpoint(random_model, organic, tmp_pat
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]  # the killed run's lines kept once
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 2, 4]
     assert (tmp_path / GENERATOR / "config.json").is_file()
+
+
+def _run_killed_at_step_2(spec: str, model: Path, organic, out: Path) -> None:
+    """Run train_generator in a subprocess that SIGKILLs itself once checkpoint-2 is saved."""
+    script = KILLER.format(tests=str(Path(__file__).parent), spec=spec.format(model=str(model)), docs=str(organic[0]),
+                           tok=str(organic[1]), out=str(out))
+    paths = [str(Path(__file__).parents[2]), str(Path(__file__).parents[1])]  # the repository, tests/
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_stopping_early_at_a_checkpoint_resumes_stopped(parrot_model, organic, tmp_path):
+    """Stopped early at step 2 (its evaluation reached the target), checkpoint-2 saved, killed before the
+    generator was: the re-run trains no further and ends as the uninterrupted run did."""
+    from safetensors.torch import load_file
+
+    reference = tmp_path / "reference"
+    expected = train_generator(early_stop_spec(parrot_model), "rephrase", *organic, reference, progress=False)
+    killed = tmp_path / "killed"
+    _run_killed_at_step_2("early_stop_spec(Path({model!r}))", parrot_model, organic, killed)
+    assert (killed / CHECKPOINTS / "checkpoint-2" / "trainer_state.json").is_file()
+    assert not (killed / GENERATOR).exists()
+    out = train_generator(early_stop_spec(parrot_model), "rephrase", *organic, killed, progress=False)
+    assert out["resumed_at"] == 2 and out["steps"] == 2 and out["stopped_early"]
+    for key in ("steps", "pass_rate_before", "pass_rate_after", "reward_before", "reward_after"):
+        assert out[key] == expected[key], key
+    rows = read_metrics(killed)
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 2]  # the kept evaluation, not a new one
+    assert (killed / SAMPLES).read_text() == (reference / SAMPLES).read_text()
+    got, want = load_file(killed / GENERATOR / "model.safetensors"), load_file(reference / GENERATOR / "model.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert not (killed / CHECKPOINTS).exists()
 
 
 # trl settings that change the loss or the samples: each must be passed, and equal the spec.
@@ -167,12 +197,17 @@ def test_a_lora_run_saves_a_merged_plain_generator(random_model, organic, tmp_pa
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
 
 
+def early_stop_spec(model: Path) -> Spec:
+    """A run the parrot stops at its first evaluation during training (step 2 of 6): it passes untrained."""
+    spec = make_spec(model, steps=6, eval_every=2, target_pass_rate=0.01, lr=1e-6, beta=0.0)
+    return spec.with_params({"generation.generator.max_new_tokens": 80, "generation.operations": {
+        "rephrase": {"kind": "rephrase", "min_chars": 10, "min_length_ratio": 0, "min_similarity": -1}}})
+
+
 def test_a_target_pass_rate_stops_training_at_the_first_evaluation_that_reaches_it(parrot_model, organic, tmp_path):
     from synpro.grpo.trainer import run_settings
 
-    spec = make_spec(parrot_model, steps=6, eval_every=2, target_pass_rate=0.01, lr=1e-6, beta=0.0)
-    spec = spec.with_params({"generation.generator.max_new_tokens": 80, "generation.operations": {  # the parrot passes
-        "rephrase": {"kind": "rephrase", "min_chars": 10, "min_length_ratio": 0, "min_similarity": -1}}})
+    spec = early_stop_spec(parrot_model)
     out = train_generator(spec, "rephrase", *organic, tmp_path, progress=False)
     rows = read_metrics(tmp_path)
     evals = [r for r in rows if r["kind"] == "eval"]

@@ -9,7 +9,8 @@ waits for the longest row of a batch; only the end of a call drains the batch.
 Sampling is the transformers backend's: temperature, then top-p over the full vocabulary (the
 smallest set of most likely tokens whose mass reaches top_p, renormalised), greedy at temperature 0.
 Top-p is exact without sorting the vocabulary (`top_p_filter`): the nucleus is looked for among the
-top `TOP_K_FIRST` tokens and only rows whose nucleus is wider fall back to a full sort.
+top `TOP_K_LADDER[0]` tokens, rows whose nucleus is wider among the next rung's, and only rows wider
+than the last rung fall back to a full sort.
 
 Seeding: each prompt draws its sampling noise from a `torch.Generator` of its own, seeded from
 (seed, prompt index in the call), so a prompt's output depends on neither the batch it shares nor
@@ -44,15 +45,18 @@ if TYPE_CHECKING:
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 # Rows decoded together and prompts handed over per call, per spec batch_size (sized for the transformers
-# backend): 32 rows and 64 prompts a call at the default 8. Wider rows make the matmuls more efficient but
-# the attention over the cache grows with them; more prompts a call drain the batch less often (a call
-# ends with its last rows decoding alone) but a crash loses more. Not tuned beyond these first choices.
-SLOTS_PER_BATCH = 4
+# backend): 64 rows and 128 prompts a call at the default 8. Wider rows make the weight matmuls (the LM
+# head's above all) more efficient; the attention over the cache grows with them. More prompts a call drain the batch less often (a call ends with its last rows
+# decoding alone) but a crash loses more. 64 rows measured 10-18% less decode time a token than 32.
+SLOTS_PER_BATCH = 8
 PROMPTS_PER_SLOT = 2
 PREFILL_TOKENS = 2048  # prompt tokens prefilled in one forward at most (bounds activation memory)
-TOP_K_FIRST = 128  # top-p looks for the nucleus among this many tokens before sorting the whole vocabulary
+# top-p looks for the nucleus among the top 128 tokens, then the top 2048, before sorting the whole vocabulary
+TOP_K_LADDER = (128, 2048)
 
 
+# int8 (dynamic, per call) moves SmolLM2-135M's next-token distribution ~1 nat/token from fp32's (bf16: 0.001)
+# and all but removes its stop token, so its answers run to the length limit: measured, not a default.
 PRECISIONS = ("bf16", "int8", "fp32")
 
 
@@ -100,27 +104,42 @@ def _quantize_linears(model: "PreTrainedModel") -> None:
     quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
 
 
-def top_p_filter(probs: torch.Tensor, top_p: float, k: int = TOP_K_FIRST) -> tuple[torch.Tensor, torch.Tensor]:
+def _largest(probs: torch.Tensor, top_p: float, ladder: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's most likely tokens, most likely first (values, ids) [rows, width], at least up to the
+    end of its nucleus, zero-padded (id 0) past what a row was given: the first rung's top k for every
+    row, the next rung's for rows whose top k hold less than top_p, a full sort past the last rung."""
+    vocab = probs.shape[-1]
+    k = min(ladder[0], vocab) if ladder else vocab
+    values, ids = torch.topk(probs, k, dim=-1) if k < vocab else torch.sort(probs, dim=-1, descending=True)
+    wide = values.sum(-1) < top_p
+    if k >= vocab or not bool(wide.any()):
+        return values, ids
+    rows = wide.nonzero().squeeze(1)
+    more_values, more_ids = _largest(probs[rows], top_p, ladder[1:])
+    # the wide rows' nuclei end past k: cut them to their own nucleus before widening the others to fit
+    n = int(((more_values.cumsum(-1) - more_values) < top_p).sum(-1).max())
+    more_values, more_ids = more_values[:, :n], more_ids[:, :n]
+    if n > k:
+        values = torch.nn.functional.pad(values, (0, n - k))
+        ids = torch.nn.functional.pad(ids, (0, n - k))
+    width = values.shape[1]
+    values[rows] = torch.nn.functional.pad(more_values, (0, width - n))
+    ids[rows] = torch.nn.functional.pad(more_ids, (0, width - n))
+    return values, ids
+
+
+def top_p_filter(probs: torch.Tensor, top_p: float,
+                 ladder: Sequence[int] = TOP_K_LADDER) -> tuple[torch.Tensor, torch.Tensor]:
     """The top-p nucleus of each row of `probs` [rows, vocab]: (token ids, their probabilities) [rows, n],
     most likely first, zero-padded past each row's nucleus (probabilities not renormalised).
 
     The nucleus is the shortest most-likely-first prefix whose mass reaches top_p: a token is kept when
     the mass of the tokens before it is below top_p (as transformers' TopPLogitsWarper keeps it). When
-    the top k tokens hold at least top_p, the nucleus ends inside them, so `topk` gives it exactly; the
-    other rows are sorted in full.
+    the top k tokens hold at least top_p, the nucleus ends inside them, so `topk` gives it exactly; rows
+    whose nucleus is wider climb the `ladder` of larger k (each rung only for the rows still wider), and
+    rows wider than its last rung are sorted in full. Every path gives the full sort's nucleus.
     """
-    k = min(k, probs.shape[-1])
-    values, ids = torch.topk(probs, k, dim=-1)
-    wide = values.sum(-1) < top_p
-    if bool(wide.any()):
-        rows = wide.nonzero().squeeze(1)
-        full_values, full_ids = torch.sort(probs[rows], dim=-1, descending=True)
-        n = int(((full_values.cumsum(-1) - full_values) < top_p).sum(-1).max())
-        values = torch.nn.functional.pad(values, (0, n - k)) if n > k else values
-        ids = torch.nn.functional.pad(ids, (0, n - k)) if n > k else ids
-        width = max(n, k)
-        values[rows] = torch.nn.functional.pad(full_values[:, :n], (0, width - n))
-        ids[rows] = torch.nn.functional.pad(full_ids[:, :n], (0, width - n))
+    values, ids = _largest(probs, top_p, tuple(ladder))
     kept = (values.cumsum(-1) - values) < top_p
     n = int(kept.sum(-1).max())
     return ids[:, :n], (values * kept)[:, :n]
@@ -133,7 +152,7 @@ def sample_rows(logits: torch.Tensor, sampling: Sampling, uniforms: torch.Tensor
         return logits.argmax(-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
-        ids, kept = top_p_filter(probs, sampling.top_p)
+        ids, kept = top_p_filter(probs, sampling.top_p, TOP_K_LADDER)
     else:
         ids, kept = None, probs
     cdf = kept.cumsum(-1)
@@ -141,6 +160,38 @@ def sample_rows(logits: torch.Tensor, sampling: Sampling, uniforms: torch.Tensor
     # the first token whose cumulative mass exceeds the draw; the count of kept tokens caps it
     pick = torch.minimum((cdf <= target).sum(-1), (kept > 0).sum(-1) - 1).clamp(min=0)
     return pick if ids is None else ids.gather(1, pick.unsqueeze(1)).squeeze(1)
+
+
+class Fused:
+    """One layer's query, key and value projections as one weight (and bias), gate and up as another, so
+    a forward makes two matmuls where it made five (one wide matmul beats several narrow ones on a CPU).
+    The modules' own weights become views of these, so the model is unchanged and holds no second copy."""
+
+    def __init__(self, layer):
+        attn, mlp = layer.self_attn, layer.mlp
+        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+        self.qkv_split = [p.weight.shape[0] for p in projections]
+        self.qkv = torch.cat([p.weight.detach() for p in projections])
+        biases = [p.bias for p in projections]
+        self.qkv_bias = None if all(b is None for b in biases) else torch.cat(
+            [b.detach() if b is not None else torch.zeros(p.weight.shape[0], dtype=p.weight.dtype)
+             for b, p in zip(biases, projections)])
+        self.gate_up = torch.cat([mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach()])
+        for p, w in zip(projections, self.qkv.split(self.qkv_split)):
+            p.weight = torch.nn.Parameter(w, requires_grad=False)
+        if self.qkv_bias is not None:
+            for p, b in zip(projections, self.qkv_bias.split(self.qkv_split)):
+                if p.bias is not None:
+                    p.bias = torch.nn.Parameter(b, requires_grad=False)
+        for p, w in zip((mlp.gate_proj, mlp.up_proj), self.gate_up.chunk(2)):
+            p.weight = torch.nn.Parameter(w, requires_grad=False)
+
+    @staticmethod
+    def applies(layer) -> bool:
+        """Plain Linear projections and a gated MLP (not int8's quantized modules)."""
+        attn, mlp = layer.self_attn, layer.mlp
+        modules = (attn.q_proj, attn.k_proj, attn.v_proj, getattr(mlp, "gate_proj", None), getattr(mlp, "up_proj", None))
+        return all(type(m) is torch.nn.Linear for m in modules) and hasattr(mlp, "act_fn")
 
 
 def row_generator(seed: int, index: int) -> torch.Generator:
@@ -151,13 +202,15 @@ def row_generator(seed: int, index: int) -> torch.Generator:
 class _Decoder:
     """The model's forward over a KV cache of `slots` rows of up to `capacity` tokens."""
 
-    def __init__(self, model: "PreTrainedModel", slots: int, capacity: int, cache_dtype: torch.dtype):
+    def __init__(self, model: "PreTrainedModel", slots: int, capacity: int, cache_dtype: torch.dtype,
+                 fused: "list[Fused] | None" = None):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         self.rope = apply_rotary_pos_emb
         inner = model.model
         self.embed, self.layers, self.norm, self.rotary = inner.embed_tokens, inner.layers, inner.norm, inner.rotary_emb
         self.lm_head = model.lm_head
+        self.fused = fused
         config = model.config
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
@@ -167,25 +220,39 @@ class _Decoder:
         self.k = torch.zeros(shape[:3] + shape[:2:-1], dtype=cache_dtype)  # keys stored transposed: q @ k is plain
         self.v = torch.zeros(shape, dtype=cache_dtype)
 
-    def _project(self, attn, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _rotary(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary embedding's (cos, sin) at `positions`, computed once per forward for every layer."""
+        return self.rotary(x, positions)
+
+    def _project(self, n: int, attn, x: torch.Tensor,
+                 rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         rows, length, _ = x.shape
-        q = attn.q_proj(x).view(rows, length, self.heads, self.head_dim)
-        k = attn.k_proj(x).view(rows, length, self.kv_heads, self.head_dim)
-        v = attn.v_proj(x).view(rows, length, self.kv_heads, self.head_dim)
+        if self.fused:
+            fused = self.fused[n]
+            q, k, v = torch.nn.functional.linear(x, fused.qkv, fused.qkv_bias).split(fused.qkv_split, -1)
+        else:
+            q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        q = q.view(rows, length, self.heads, self.head_dim)
+        k = k.view(rows, length, self.kv_heads, self.head_dim)
+        v = v.view(rows, length, self.kv_heads, self.head_dim)
         if hasattr(attn, "q_norm"):  # Qwen3
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        cos, sin = self.rotary(v, positions)
-        q, k = self.rope(q, k, cos, sin)
+        q, k = self.rope(q, k, *rotary)
         return q, k, v
 
-    def _layer(self, layer, x: torch.Tensor, attend) -> torch.Tensor:
+    def _layer(self, n: int, layer, x: torch.Tensor, attend) -> torch.Tensor:
         attn = layer.self_attn
         h = layer.input_layernorm(x)
         out = attend(attn, h)
         rows, length = x.shape[:2]
         x = x + attn.o_proj(out.transpose(1, 2).reshape(rows, length, self.heads * self.head_dim))
-        return x + layer.mlp(layer.post_attention_layernorm(x))
+        h = layer.post_attention_layernorm(x)
+        if not self.fused:
+            return x + layer.mlp(h)
+        mlp = layer.mlp
+        gate, up = torch.nn.functional.linear(h, self.fused[n].gate_up).chunk(2, -1)
+        return x + mlp.down_proj(mlp.act_fn(gate) * up)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Softmax attention of q [rows, heads, length, dim] over k [rows, kv_heads, dim, keys] (transposed)
@@ -212,32 +279,35 @@ class _Decoder:
         index = torch.tensor(slots)
         causal = torch.full((longest, longest), float("-inf")).triu(1).repeat(self.heads // self.kv_heads, 1)
         x = self.embed(ids)
+        rotary = self._rotary(x, positions)
         for n, layer in enumerate(self.layers):
             def attend(attn, h, n=n):
-                q, k, v = self._project(attn, h, positions)
+                q, k, v = self._project(n, attn, h, rotary)
                 k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # attend to the keys as the cache holds them
                 self.k[n, index, :, :, :longest] = k.transpose(-1, -2)
                 self.v[n, index, :, :longest] = v
                 return self._attend(q, k.transpose(-1, -2), v, causal)
-            x = self._layer(layer, x, attend)
+            x = self._layer(n, layer, x, attend)
         last = x[torch.arange(len(prompts)), torch.tensor([len(p) - 1 for p in prompts])]
         return self._logits(last)
 
     def step(self, tokens: torch.Tensor, lengths: torch.Tensor, rows: int) -> torch.Tensor:
         """Decode one token for the first `rows` slots: tokens [rows] at positions `lengths` [rows] (each
-        slot's filled length); logits [rows, vocab]. Keys past a slot's length are masked out."""
+        slot's filled length); logits [rows, vocab]. Keys past a slot's length are masked out. (Attending
+        only to the filled part of the cache measured slower: a sliced cache is copied before the matmul.)"""
         visible = torch.arange(self.v.shape[3]).unsqueeze(0) <= lengths.unsqueeze(1)
         mask = torch.zeros(visible.shape).masked_fill(~visible, float("-inf")).view(rows, 1, 1, -1)
         positions = lengths.view(rows, 1)
         index = torch.arange(rows)
         x = self.embed(tokens.view(rows, 1))
+        rotary = self._rotary(x, positions)
         for n, layer in enumerate(self.layers):
             def attend(attn, h, n=n):
-                q, k, v = self._project(attn, h, positions)
+                q, k, v = self._project(n, attn, h, rotary)
                 self.k[n, index, :, :, lengths] = k[:, :, 0].to(self.k.dtype)
                 self.v[n, index, :, lengths] = v[:, :, 0].to(self.v.dtype)
                 return self._attend(q, self.k[n, :rows], self.v[n, :rows], mask)
-            x = self._layer(layer, x, attend)
+            x = self._layer(n, layer, x, attend)
         return self._logits(x[:, 0])
 
     def move(self, source: int, target: int, length: int) -> None:
@@ -258,6 +328,8 @@ class ContinuousBackend:
         self.batch_size = self.slots * PROMPTS_PER_SLOT  # prompts per call: a crash loses at most these
         self.precision = precision
         self.cache_dtype = torch.float32 if precision == "fp32" or not native_bf16() else torch.bfloat16
+        layers = model.model.layers
+        self.fused = [Fused(layer) for layer in layers] if all(Fused.applies(layer) for layer in layers) else None
 
     @classmethod
     def load(cls, folder: Path, batch_size: int, spec: "Spec | None" = None, *,
@@ -300,7 +372,8 @@ class ContinuousBackend:
         budget = sampling.max_new_tokens
         queue = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # pop() takes the longest
         slots = min(self.slots, len(encoded))
-        decoder = _Decoder(self.model, slots, max(len(e) for e in encoded) + budget, self.cache_dtype)
+        decoder = _Decoder(self.model, slots, max(len(e) for e in encoded) + budget, self.cache_dtype,
+                           self.fused)
         outputs: list[list[int]] = [[] for _ in encoded]
         owner = [-1] * slots  # prompt index per slot; -1: free
         lengths = torch.zeros(slots, dtype=torch.long)  # tokens in each slot's cache
