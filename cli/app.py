@@ -24,6 +24,9 @@ from rich.table import Table  # noqa: E402
 from synpro.core.fs import sqlite_url  # noqa: E402
 from synpro.core.preempt import Preempted  # noqa: E402
 from synpro.core.secrets import mask  # noqa: E402
+from cli.tables import Column, render, unknown_columns, width_of  # noqa: E402
+from synpro.caveats import AT_CHANCE, BY_CONSTRUCTION, DEFAULT_FLOOR, annotate, percent  # noqa: E402
+from synpro.caveats import warnings as caveat_lines  # noqa: E402
 from synpro.display import fmt, seed_estimate  # noqa: E402
 from synpro.errors import InputError  # noqa: E402
 
@@ -36,9 +39,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-# Piped output (CI logs, `| less`) gets room for the results table instead of rich's 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Piped output (CI logs, `| less`) gets room for the results table instead of rich's 80 columns, unless
+# COLUMNS says how wide the reader is.
+_PIPED_WIDTH = None if "COLUMNS" in os.environ else 160
+out = Console(width=None if sys.stdout.isatty() else _PIPED_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
 
 ERROR_LOG = Path(os.environ.get("SYNPRO_ERROR_LOG", Path.home() / ".cache" / "synpro" / "last-error.log"))
 
@@ -150,6 +155,26 @@ def store_url(workdir: Optional[Path], store: Optional[str]) -> str:
     return sqlite_url(db)
 
 
+ColumnsOpt = typer.Option(None, "--columns", help="Comma-separated columns of the table, e.g. "
+                          "arm,synthetic,multiplier,accuracy (trial and arm are always shown; default: all that "
+                          "fit the terminal).")
+FloorOpt = typer.Option(DEFAULT_FLOOR, "--synthetic-floor", min=0.0, max=1.0, help="Flag arms whose synthetic "
+                        "share of training tokens is below this fraction: their multiplier is ≈ repetition by "
+                        "construction.")
+
+
+def parse_columns(value: Optional[str], columns: list[Column]) -> list[str] | None:
+    """--columns as keys, InputError naming the unknown ones."""
+    if value is None:
+        return None
+    wanted = [w.strip() for w in value.split(",") if w.strip()]
+    unknown = unknown_columns(columns, wanted)
+    if unknown:
+        raise InputError.one(f"unknown column(s) {', '.join(unknown)}", key="--columns",
+                             hint=f"choose among {','.join(c.key for c in columns)}")
+    return wanted
+
+
 class Format(str, Enum):
     table = "table"
     json = "json"
@@ -172,31 +197,79 @@ def multi_objective(results: list[dict[str, Any]]) -> bool:
     return any("objective_values" in t for t in results)
 
 
-def print_results(results: list[dict[str, Any]]) -> None:
-    table = Table(title="SynPro results (means over seeds; effective tokens invert the reference oracle's curve, by "
-                        "loss and by accuracy; × repetition: tail-mean ratio, 95% interval paired by seed)",
-                  title_justify="left")
+def with_caveats(rows: list[dict[str, Any]], db: Any, floor: float = DEFAULT_FLOOR) -> list[dict[str, Any]]:
+    """`Store.results()` rows with what each figure rests on (`synpro.caveats`), judged with each study's
+    stored spec where the evaluations did not record their chance levels."""
+    specs = {name: db.study(name)["spec_yaml"] for name in {t["study"] for t in rows}}
+    return annotate(rows, floor=floor, spec_yaml=specs)
+
+
+def _multiplier_cell(r: dict[str, Any]) -> str:
+    cell = seed_estimate(r["multiplier_vs_repetition"], r["multiplier_ci"], r["n_seeds"])
+    return f"{cell} {BY_CONSTRUCTION}" if r.get("synthetic_below_floor") and cell != "-" else cell
+
+
+def _accuracy_cells(r: dict[str, Any]) -> list[str]:
+    """accuracy, D_eff and × repetition by accuracy; at chance, the reason instead of a number."""
+    if r.get("final_accuracy") is None:
+        return ["-", "-", "-"]
+    caveat = r.get("accuracy_caveat")
+    accuracy = fmt(r["final_accuracy"]) + (f" ({AT_CHANCE})" if r.get("accuracy_at_chance") else "")
+    if caveat:
+        return [accuracy, caveat, caveat]
+    return [accuracy, fmt(r.get("effective_tokens_accuracy")),
+            r.get("multiplier_accuracy_caveat") or fmt(r.get("multiplier_accuracy"))]
+
+
+RESULT_COLUMNS = [  # key, header, numeric, required, rank (the lowest goes first when the terminal is narrow)
+    Column("trial", "trial", required=True), Column("params", "params", numeric=False, rank=3),
+    Column("objectives", "objectives", numeric=False, rank=2), Column("pareto", "Pareto", rank=2),
+    Column("arm", "arm", numeric=False, required=True), Column("loss", "val loss", rank=5),
+    Column("seen", "tokens seen", rank=2), Column("unique", "unique", rank=1),
+    Column("synthetic", "synth. share", rank=7), Column("synthetic_tokens", "synth. tokens", rank=3),
+    Column("d_eff", "D_eff", rank=6), Column("extrapolated", "extrap.", rank=1),
+    Column("multiplier", "× repetition [95%]", numeric=False, rank=8),
+    Column("per_seed", "per seed", numeric=False, rank=0), Column("accuracy", "accuracy", numeric=False, rank=5),
+    Column("d_eff_acc", "D_eff (acc)", numeric=False, rank=4), Column("multiplier_acc", "× rep. (acc)",
+                                                                        numeric=False, rank=4)]
+
+
+def print_results(results: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """The results table (rows annotated by `with_caveats`), fitted to the terminal, then a line per
+    flagged arm and per column left out."""
     pareto = multi_objective(results)  # two more columns: every objective's value, and * on the Pareto front
-    for col in ["trial", "params", *(["objectives", "Pareto"] if pareto else []), "arm", "val loss", "tokens seen",
-                "unique", "D_eff", "extrap.", "× repetition [95%]", "per seed", "accuracy", "D_eff (acc)",
-                "× rep. (acc)"]:
-        table.add_column(col, justify="left" if col in ("params", "arm", "per seed", "objectives") else "right")
+    rows = []
     for trial in results:
         params = ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
-        marks = ([", ".join(fmt(v) for v in trial.get("objective_values") or []) or "-",
-                  "*" if trial.get("pareto_optimal") else ""] if pareto else [])
         for arm, r in trial["arms"].items():
-            seeds = ", ".join(f"{s}: {fmt(v)}" for s, v in per_seed_multipliers(r).items())
-            table.add_row(str(trial["trial"]), params, *marks, arm, *(fmt(r.get(f)) for f in ARM_FIELDS[:5]),
-                          seed_estimate(r["multiplier_vs_repetition"], r["multiplier_ci"], r["n_seeds"]), seeds,
-                          *(fmt(r.get(f)) for f in ("final_accuracy", "effective_tokens_accuracy",
-                                                    "multiplier_accuracy")))
+            rows.append({
+                "trial": str(trial["trial"]), "params": params, "arm": arm,
+                "objectives": ", ".join(fmt(v) for v in trial.get("objective_values") or []) or "-",
+                "pareto": "*" if trial.get("pareto_optimal") else "",
+                **dict(zip(("loss", "seen", "unique", "d_eff", "extrapolated"),
+                           (fmt(r.get(f)) for f in ARM_FIELDS[:5]))),
+                "synthetic": percent(r.get("synthetic_share")), "synthetic_tokens": fmt(r.get("synthetic_tokens")),
+                "multiplier": _multiplier_cell(r),
+                "per_seed": ", ".join(f"{s}: {fmt(v)}" for s, v in per_seed_multipliers(r).items()),
+                **dict(zip(("accuracy", "d_eff_acc", "multiplier_acc"), _accuracy_cells(r)))})
             params = ""
-            marks = ["", ""] if pareto else []
-    out.print(table)
+    available = [c for c in RESULT_COLUMNS if pareto or c.key not in ("objectives", "pareto")]
+    title = ("SynPro results (means over seeds; D_eff inverts the reference's curve, by loss and by accuracy; "
+             "× repetition: tail-mean ratio, 95% interval paired by seed)")
+    hidden = render(out, title, available, rows, columns)
     if pareto:
         out.print("Pareto: * marks the trials no other finished trial beats on every objective (objectives in the "
                   "order of the spec's search.objectives).", highlight=False)
+    if any(c.key == "params" for c in hidden):
+        for trial in results:
+            out.print(f"trial {trial['trial']}: " + (", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items())
+                                                    or "-"), highlight=False)
+    for line in caveat_lines(results):
+        out.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+    if hidden and columns is None:
+        out.print(f"left out to fit {width_of(out)} columns: {', '.join(c.key for c in hidden)} "
+                  f"(--columns {','.join(c.key for c in available)} chooses; --format json has everything)",
+                  highlight=False)
     references = {json.dumps(t.get("reference"), sort_keys=True) for t in results if t.get("reference")}
     for reference in references:
         out.print(f"reference: {reference}", highlight=False)

@@ -56,6 +56,7 @@ class EvaluateStage(Stage):
                                              limit=self.config["limit"])
                 with open(ctx.folder / SCORES, "a") as f:
                     f.write(json.dumps({"tokens": tokens, "metrics": scores.metrics(), "items": scores.items,
+                                        "chance": scores.chance,
                                         "seconds": scores.seconds}) + "\n")
                 bar.advance(task)
         rows = _read(ctx.folder)
