@@ -218,8 +218,8 @@ def fit(
     """Fit a scaling law to points in a CSV, or per-recipe laws to a study's stored runs.
 
     With --points, prints the fitted constants (JSON: "constants" keyed A, B, E, alpha, beta,
-    R_D_star, R_N_star as the law has them; "ci" null without --bootstrap, else the fitted ones'
-    [low, high] with "interval" saying how; "identified" per fitted constant with a reason when
+    R_D_star, R_N_star as the law has them; "ci" null without --bootstrap, else a low-high pair per
+    fitted constant, with "interval" saying how; "identified" per fitted constant with a reason when
     not; "residual_spread", "points_per_free_constant", "loss"). With --study, fits the base law
     on the oracle's unique-data points (freezing what one model size cannot identify, and saying
     so), then R_D* for each other arm, bootstrapped by default, and saves the fits to the store.

@@ -38,7 +38,22 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit it
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from synpro import __version__
+
+        typer.echo(f"synpro {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="Print SynPro's version and exit.")) -> None:
+    """Declarative sweeps for synthetic pretraining data in the data-bound regime."""
 # Piped output (CI logs, `| less`) gets room for the results table instead of rich's 80 columns, unless
 # COLUMNS says how wide the reader is.
 _PIPED_WIDTH = None if "COLUMNS" in os.environ else 160
@@ -80,6 +95,24 @@ def machine_fault(exc: BaseException) -> str | None:
     return None
 
 
+def _wants_json(kwargs: dict[str, Any]) -> bool:
+    """Whether the command was asked for JSON (`--format json`, whatever its parameter is called)."""
+    return any(getattr(kwargs.get(name), "value", kwargs.get(name)) == "json" for name in ("format", "fmt"))
+
+
+def _json_errors(errors: list[dict[str, Any]], hint: str | None = None) -> None:
+    """Errors for scripts, on stdout where they read the JSON: {"errors": [{file, line, key, message}]}."""
+    sys.stdout.write(json.dumps({"errors": errors, **({"hint": mask(hint)} if hint else {})}, indent=2) + "\n")
+
+
+def _blame(exc: InputError, kwargs: dict[str, Any]) -> str:
+    """The file an error without one is about: a flag's is the command line, anything else the spec the
+    command was given (if any), never a made-up `<input>`."""
+    if kwargs.get("spec_path") is not None and not any((p.key or "").startswith("--") for p in exc.problems):
+        return str(kwargs["spec_path"])
+    return "command line"
+
+
 def guarded(command: Callable) -> Callable:
     """Turn user errors and machine faults into one screen and exit code 2, never a traceback; nothing
     printed or logged carries a secret."""
@@ -89,7 +122,12 @@ def guarded(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except InputError as exc:
+            if exc.file is None:
+                exc.file = _blame(exc, kwargs)
             err.print(f"[bold red]error:[/] {escape(mask(str(exc)))}", highlight=False, soft_wrap=True)
+            if _wants_json(kwargs):
+                _json_errors([{"file": exc.file, "line": p.line, "key": p.key, "message": mask(p.message)}
+                              for p in exc.problems], exc.hint)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: finished work is kept; run the same command again to resume.")
@@ -104,6 +142,8 @@ def guarded(command: Callable) -> Callable:
             fault = machine_fault(exc)
             if fault is not None:
                 err.print(f"[bold red]error:[/] {escape(mask(fault))}", highlight=False, soft_wrap=True)
+                if _wants_json(kwargs):
+                    _json_errors([{"file": None, "line": None, "key": None, "message": mask(fault)}])
                 raise typer.Exit(2) from None
             where = "not written (the error log's disk failed too)"
             try:
