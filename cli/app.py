@@ -274,9 +274,15 @@ RESULT_COLUMNS = [  # key, header, numeric, required, rank (the lowest goes firs
                                                                         numeric=False, rank=4)]
 
 
-def print_results(results: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+RESULTS_TITLE = ("SynPro results (means over seeds; D_eff inverts the reference's curve, by loss and by accuracy; "
+                 "× repetition: tail-mean ratio, 95% interval paired by seed)")
+
+
+def print_results(results: list[dict[str, Any]], columns: list[str] | None = None, *,
+                  title: str = RESULTS_TITLE, fit: list[str] | None = None) -> None:
     """The results table (rows annotated by `with_caveats`), fitted to the terminal, then a line per
-    flagged arm and per column left out."""
+    flagged arm and per column left out. `columns`: the user's choice; `fit`: the columns to fit to the
+    terminal when there is none (default: all)."""
     pareto = multi_objective(results)  # two more columns: every objective's value, and * on the Pareto front
     rows = []
     for trial in results:
@@ -293,9 +299,8 @@ def print_results(results: list[dict[str, Any]], columns: list[str] | None = Non
                 "per_seed": ", ".join(f"{s}: {fmt(v)}" for s, v in per_seed_multipliers(r).items()),
                 **dict(zip(("accuracy", "d_eff_acc", "multiplier_acc"), _accuracy_cells(r)))})
             params = ""
-    available = [c for c in RESULT_COLUMNS if pareto or c.key not in ("objectives", "pareto")]
-    title = ("SynPro results (means over seeds; D_eff inverts the reference's curve, by loss and by accuracy; "
-             "× repetition: tail-mean ratio, 95% interval paired by seed)")
+    available = [c for c in RESULT_COLUMNS if (pareto or c.key not in ("objectives", "pareto"))
+                 and (fit is None or columns is not None or c.key in fit)]
     hidden = render(out, title, available, rows, columns)
     if pareto:
         out.print("Pareto: * marks the trials no other finished trial beats on every objective (objectives in the "
