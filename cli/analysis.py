@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cli.app import (RESULT_COLUMNS, ColumnsOpt, FloorOpt, WorkdirOpt, app, guarded, out, parse_columns,
                      print_results, store_url, with_caveats)
-from cli.tables import Column, render, width_of
+from cli.tables import Column, fitted, render, width_of
 from synpro.core.fs import sqlite_url
 from synpro.display import constant_interval, estimate, finite, fmt, identification, seed_estimate
 from synpro.errors import InputError
@@ -331,7 +331,8 @@ def compare(
                      **({"pareto": fronts} if fronts else {})})
         return
     if across_trials:
-        _print_across_trials(rows)
+        with fitted(out):
+            _print_across_trials(rows)
     else:
         print_results(trials, wanted, fit=BY_TRIAL, title="Arms side by side, per trial (means over seeds; D_eff "
                       "inverts the reference's curve; × repetition: tail-mean ratio, 95% interval paired by seed)")

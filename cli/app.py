@@ -24,7 +24,7 @@ from rich.table import Table  # noqa: E402
 from synpro.core.fs import sqlite_url  # noqa: E402
 from synpro.core.preempt import Preempted  # noqa: E402
 from synpro.core.secrets import mask  # noqa: E402
-from cli.tables import Column, render, unknown_columns, width_of  # noqa: E402
+from cli.tables import Column, fitted, render, unknown_columns, width_of  # noqa: E402
 from synpro.caveats import AT_CHANCE, BY_CONSTRUCTION, DEFAULT_FLOOR, annotate, percent  # noqa: E402
 from synpro.caveats import warnings as caveat_lines  # noqa: E402
 from synpro.display import fmt, seed_estimate  # noqa: E402
@@ -191,7 +191,8 @@ def store_url(workdir: Optional[Path], store: Optional[str]) -> str:
         workdir = found[0].parent
     db = workdir / "synpro.db"
     if not db.exists():
-        raise InputError.one(f"no results store at {db}", hint="run `synpro sweep SPEC` first, or pass --store URL")
+        raise InputError.one(f"no results store at {db}", file=str(db),
+                             hint="run `synpro sweep SPEC` first, or pass --store URL")
     return sqlite_url(db)
 
 
@@ -280,6 +281,12 @@ RESULTS_TITLE = ("SynPro results (means over seeds; D_eff inverts the reference'
 
 def print_results(results: list[dict[str, Any]], columns: list[str] | None = None, *,
                   title: str = RESULTS_TITLE, fit: list[str] | None = None) -> None:
+    with fitted(out):
+        _print_results(results, columns, title=title, fit=fit)
+
+
+def _print_results(results: list[dict[str, Any]], columns: list[str] | None = None, *,
+                   title: str = RESULTS_TITLE, fit: list[str] | None = None) -> None:
     """The results table (rows annotated by `with_caveats`), fitted to the terminal, then a line per
     flagged arm and per column left out. `columns`: the user's choice; `fit`: the columns to fit to the
     terminal when there is none (default: all)."""

@@ -24,7 +24,7 @@ def _executor_kind(value: Optional[str]) -> Optional[str]:
     from synpro.executors import KINDS
 
     if value is not None and value not in KINDS:
-        raise InputError.one(f"--executor {value!r}: expected one of {', '.join(KINDS)}")
+        raise InputError.one(f"--executor {value!r}: expected one of {', '.join(KINDS)}", key="--executor")
     return value
 
 

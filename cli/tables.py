@@ -8,8 +8,10 @@ which (and how to choose them: `--columns`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 from rich.console import Console
 from rich.table import Table
@@ -56,6 +58,18 @@ def choose(columns: list[Column], rows: list[dict[str, str]], width: int,
             break
         keep.remove(column)
     return keep, [c for c in columns if c not in keep]
+
+
+@contextlib.contextmanager
+def fitted(console: Console) -> Iterator[Console]:
+    """The console at `width_of` its terminal while a table and its notes print (COLUMNS is read then, not
+    at import), as it was after."""
+    before = console._width  # noqa: SLF001 - rich keeps a fixed width here; None: ask the terminal
+    console.width = width_of(console)
+    try:
+        yield console
+    finally:
+        console._width = before  # noqa: SLF001
 
 
 def width_of(console: Console) -> int:
