@@ -25,8 +25,8 @@ from synpro.core.fs import sqlite_url  # noqa: E402
 from synpro.core.preempt import Preempted  # noqa: E402
 from synpro.core.secrets import mask  # noqa: E402
 from cli.tables import Column, fitted, render, unknown_columns, width_of  # noqa: E402
-from synpro.caveats import AT_CHANCE, BY_CONSTRUCTION, DEFAULT_FLOOR, annotate, percent  # noqa: E402
-from synpro.caveats import warnings as caveat_lines  # noqa: E402
+from synpro.caveats import (AT_CHANCE, BY_CONSTRUCTION, DEFAULT_FLOOR, annotate, percent, set_shares,  # noqa: E402
+                            warning_lines)
 from synpro.display import fmt, seed_estimate  # noqa: E402
 from synpro.errors import InputError  # noqa: E402
 
@@ -268,6 +268,7 @@ RESULT_COLUMNS = [  # key, header, numeric, required, rank (the lowest goes firs
     Column("arm", "arm", numeric=False, required=True), Column("loss", "val loss", rank=5),
     Column("seen", "tokens seen", rank=2), Column("unique", "unique", rank=1),
     Column("synthetic", "synth. share", rank=7), Column("synthetic_tokens", "synth. tokens", rank=3),
+    Column("sets", "synth. share per set", numeric=False, rank=0),
     Column("d_eff", "D_eff", rank=6), Column("extrapolated", "extrap.", rank=1),
     Column("multiplier", "× repetition [95%]", numeric=False, rank=8),
     Column("per_seed", "per seed", numeric=False, rank=0), Column("accuracy", "accuracy", numeric=False, rank=5),
@@ -302,6 +303,7 @@ def _print_results(results: list[dict[str, Any]], columns: list[str] | None = No
                 **dict(zip(("loss", "seen", "unique", "d_eff", "extrapolated"),
                            (fmt(r.get(f)) for f in ARM_FIELDS[:5]))),
                 "synthetic": percent(r.get("synthetic_share")), "synthetic_tokens": fmt(r.get("synthetic_tokens")),
+                "sets": set_shares(r),
                 "multiplier": _multiplier_cell(r),
                 "per_seed": ", ".join(f"{s}: {fmt(v)}" for s, v in per_seed_multipliers(r).items()),
                 **dict(zip(("accuracy", "d_eff_acc", "multiplier_acc"), _accuracy_cells(r)))})
@@ -316,7 +318,7 @@ def _print_results(results: list[dict[str, Any]], columns: list[str] | None = No
         for trial in results:
             out.print(f"trial {trial['trial']}: " + (", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items())
                                                     or "-"), highlight=False)
-    for line in caveat_lines(results):
+    for line in warning_lines(results):
         out.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     if hidden and columns is None:
         out.print(f"left out to fit {width_of(out)} columns: {', '.join(c.key for c in hidden)} "

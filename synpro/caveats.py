@@ -103,7 +103,7 @@ def _accuracy(trial: dict[str, Any], fallback: Mapping[str, Any]) -> None:
         arm["accuracy_at_chance"] = at_chance(arm.get("final_accuracy"), band)
     reference = (trial.get("reference") or {}).get("arm")
     repetition = next((n for n, a in arms.items() if a.get("kind") == "repetition"), None)
-    for name, arm in arms.items():
+    for arm in arms.values():
         if arm.get("final_accuracy") is None:
             arm["accuracy_caveat"] = None
             continue
@@ -113,8 +113,8 @@ def _accuracy(trial: dict[str, Any], fallback: Mapping[str, Any]) -> None:
         arm["accuracy_caveat"] = caveat
         if caveat is not None:
             arm["effective_tokens_accuracy"] = arm["multiplier_accuracy"] = None
-    for name, arm in arms.items():
-        base = arms.get(repetition) if repetition else None
+    base = arms.get(repetition) if repetition else None
+    for arm in arms.values():
         if arm["accuracy_caveat"] is not None or base is None:
             continue
         if base.get("accuracy_caveat") is not None:
@@ -140,7 +140,7 @@ def annotate(trials: list[dict[str, Any]], *, floor: float = DEFAULT_FLOOR,
     return trials
 
 
-def warnings(trials: list[dict[str, Any]]) -> list[str]:
+def warning_lines(trials: list[dict[str, Any]]) -> list[str]:
     """One line per flagged arm, for under a table."""
     lines = []
     for trial in trials:
@@ -157,6 +157,11 @@ def warnings(trials: list[dict[str, Any]]) -> list[str]:
                 lines.append(f"{where}: accuracy {arm['final_accuracy']:.3f}{rng}: {arm['accuracy_caveat']}, "
                              "so no effective tokens or multiplier by accuracy")
     return lines
+
+
+def set_shares(arm: dict[str, Any]) -> str:
+    """Each synthetic set's share of the arm's tokens, e.g. 'rephrase 0.19%, rephrase-r1 0.02%' ('-': none)."""
+    return ", ".join(f"{name} {percent(row['share'])}" for name, row in arm.get("synthetic_set_shares", {}).items()) or "-"
 
 
 def percent(share: float | None) -> str:
