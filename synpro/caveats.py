@@ -66,10 +66,13 @@ def spec_accuracy_basis(spec_yaml: str | None) -> dict[str, Any]:
 
 
 def _basis(arm: dict[str, Any], fallback: Mapping[str, Any]) -> dict[str, Any]:
-    """An arm's chance levels and item counts: recorded with its evaluations, else the spec's."""
+    """An arm's chance levels and item counts: recorded with its evaluations (a task whose chance level
+    could not be read takes the spec's), else the spec's."""
     for seed in arm.get("per_seed", {}).values():
         if seed.get("accuracy_items") and seed.get("accuracy_chance"):
-            return {"chance": seed["accuracy_chance"], "items": seed["accuracy_items"], "from": "evaluation"}
+            chance = {t: c if c is not None else fallback.get("chance", {}).get(t)
+                      for t, c in seed["accuracy_chance"].items()}
+            return {"chance": chance, "items": seed["accuracy_items"], "from": "evaluation"}
     return dict(fallback)
 
 

@@ -76,7 +76,8 @@ def evaluate_model(model, tokenizer, tasks: Sequence[EvalTaskSpec], task_dir: st
                            log_samples=False, cache_requests=False)
     scores = {t.name: {t.metric: float(results["results"][t.name][f"{t.metric},none"])} for t in tasks}
     items = {t.name: int(results["n-samples"][t.name]["effective"]) for t in tasks}
-    chance = {t.name: chance_level(task_dict.get(t.name), items[t.name]) for t in tasks}
+    loaded = task_dict.get("tasks", task_dict)  # lm-eval ≥ 0.4.9 nests tasks under "tasks"
+    chance = {t.name: chance_level(loaded.get(t.name), items[t.name]) for t in tasks}
     return TaskScores(scores, items, time.perf_counter() - started, chance)
 
 
