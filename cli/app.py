@@ -280,8 +280,13 @@ RESULTS_TITLE = ("SynPro results (means over seeds; D_eff inverts the reference'
                  "× repetition: tail-mean ratio, 95% interval paired by seed)")
 
 
+def _params(trial: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
+
+
 def print_results(results: list[dict[str, Any]], columns: list[str] | None = None, *,
                   title: str = RESULTS_TITLE, fit: list[str] | None = None) -> None:
+    """The results table at the terminal's width (COLUMNS read now): see `_print_results`."""
     with fitted(out):
         _print_results(results, columns, title=title, fit=fit)
 
@@ -294,7 +299,7 @@ def _print_results(results: list[dict[str, Any]], columns: list[str] | None = No
     pareto = multi_objective(results)  # two more columns: every objective's value, and * on the Pareto front
     rows = []
     for trial in results:
-        params = ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
+        params = _params(trial)
         for arm, r in trial["arms"].items():
             rows.append({
                 "trial": str(trial["trial"]), "params": params, "arm": arm,
@@ -316,8 +321,7 @@ def _print_results(results: list[dict[str, Any]], columns: list[str] | None = No
                   "order of the spec's search.objectives).", highlight=False)
     if any(c.key == "params" for c in hidden):
         for trial in results:
-            out.print(f"trial {trial['trial']}: " + (", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items())
-                                                    or "-"), highlight=False)
+            out.print(f"trial {trial['trial']}: {_params(trial)}", highlight=False)
     for line in warning_lines(results):
         out.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     if hidden and columns is None:
