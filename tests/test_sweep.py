@@ -129,7 +129,7 @@ def test_sweep_end_to_end_and_rerun_does_nothing_new(tmp_path):
         else:
             assert 0 < arm["effective_tokens_accuracy"] <= oracle["tokens_seen"] * 1.05 or \
                 arm["effective_tokens_accuracy_extrapolated"]
-    table = synpro("results", "--workdir", str(workdir), cwd=tmp_path).stdout
+    table = synpro("results", "--workdir", str(workdir), "--columns", "arm,accuracy,d_eff_acc", cwd=tmp_path).stdout
     for name, arm in trial["arms"].items():
         row = next(line for line in table.splitlines() if f" {name} " in line)
         assert ("at chance" in row) == bool(arm["accuracy_at_chance"]), row
