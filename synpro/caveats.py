@@ -34,7 +34,7 @@ def chance_range(chance: Mapping[str, float], items: Mapping[str, int]) -> tuple
         return None
     mean = sum(chance[t] for t in tasks) / len(tasks)
     sd = math.sqrt(sum(chance[t] * (1 - chance[t]) / items[t] for t in tasks)) / len(tasks)
-    return mean - Z95 * sd, mean + Z95 * sd
+    return max(0.0, mean - Z95 * sd), min(1.0, mean + Z95 * sd)
 
 
 def at_chance(accuracy: float | None, band: tuple[float, float] | None) -> bool | None:
