@@ -19,7 +19,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 from synpro.core.fs import sqlite_url  # noqa: E402
 from synpro.core.preempt import Preempted  # noqa: E402
