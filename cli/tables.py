@@ -61,15 +61,20 @@ def choose(columns: list[Column], rows: list[dict[str, str]], width: int,
 
 
 @contextlib.contextmanager
-def fitted(console: Console) -> Iterator[Console]:
-    """The console at `width_of` its terminal while a table and its notes print (COLUMNS is read then, not
-    at import), as it was after."""
+def at_width(console: Console, width: int) -> Iterator[Console]:
+    """The console at `width` columns for a while, as it was after."""
     before = console._width  # noqa: SLF001 - rich keeps a fixed width here; None: ask the terminal
-    console.width = width_of(console)
+    console.width = width
     try:
         yield console
     finally:
         console._width = before  # noqa: SLF001
+
+
+def fitted(console: Console) -> contextlib.AbstractContextManager[Console]:
+    """The console at `width_of` its terminal while a table and its notes print (COLUMNS is read then, not
+    at import)."""
+    return at_width(console, width_of(console))
 
 
 def width_of(console: Console) -> int:
@@ -81,8 +86,11 @@ def width_of(console: Console) -> int:
 def render(console: Console, title: str, columns: list[Column], rows: list[dict[str, str]],
            wanted: list[str] | None = None) -> list[Column]:
     """Print the table fitted to `console`'s width; return the columns left out."""
-    width = width_of(console)
-    shown, hidden = choose(columns, rows, width, wanted)
+    shown, hidden = choose(columns, rows, width_of(console), wanted)
+    # Wider than the terminal only when the columns that must stay cannot be narrower: a line runs over
+    # rather than a number being cut.
+    needed = _width(shown, {c.key: c.min_width([r.get(c.key, "") for r in rows]) for c in shown})
+    width = max(width_of(console), needed)
     table = Table(title=title, title_justify="left")
     for c, w in zip(shown, _widths(shown, rows, width)):
         # Widths set here, not by rich (whose shrinking can leave a table wider than the console): no column
@@ -90,7 +98,8 @@ def render(console: Console, title: str, columns: list[Column], rows: list[dict[
         table.add_column(c.header, justify="right" if c.numeric else "left", width=w, overflow="fold")
     for row in rows:
         table.add_row(*(row.get(c.key, "") for c in shown))
-    console.print(table, width=width)
+    with at_width(console, width):
+        console.print(table)
     return hidden
 
 

@@ -147,3 +147,11 @@ def test_compare_shows_a_row_per_trial_unless_asked_to_average(tmp_path):
     across = cli("compare", "--workdir", str(tmp_path), "--out", str(tmp_path / "plots"), "--across-trials",
                  columns=200)
     assert "means over trials" in across and "0.9951 (1/2 trials)" in " ".join(across.split())
+
+
+def test_a_terminal_narrower_than_the_kept_columns_gets_longer_lines_not_cut_numbers(tmp_path):
+    populate(tmp_path)
+    tiny = cli("results", "--workdir", str(tmp_path), "--columns", "arm,d_eff", columns=20)
+    header = next(line for line in tiny.splitlines() if "┃" in line and "trial" in line)
+    assert [h.strip() for h in header.split("┃") if h.strip()] == ["trial", "arm", "D_eff"]
+    assert "123,457" in tiny and "246,913" in tiny
