@@ -13,7 +13,9 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from cli.app import WorkdirOpt, app, guarded, out, store_url
+from cli.app import (RESULT_COLUMNS, ColumnsOpt, FloorOpt, WorkdirOpt, app, guarded, out, parse_columns,
+                     print_results, store_url, with_caveats)
+from cli.tables import Column, fitted, render, width_of
 from synpro import ledger
 from synpro.core.fs import sqlite_url
 from synpro.display import constant_interval, estimate, finite, fmt, identification, seed_estimate
@@ -219,8 +221,8 @@ def fit(
     """Fit a scaling law to points in a CSV, or per-recipe laws to a study's stored runs.
 
     With --points, prints the fitted constants (JSON: "constants" keyed A, B, E, alpha, beta,
-    R_D_star, R_N_star as the law has them; "ci" null without --bootstrap, else the fitted ones'
-    [low, high] with "interval" saying how; "identified" per fitted constant with a reason when
+    R_D_star, R_N_star as the law has them; "ci" null without --bootstrap, else a low-high pair per
+    fitted constant, with "interval" saying how; "identified" per fitted constant with a reason when
     not; "residual_spread", "points_per_free_constant", "loss"). With --study, fits the base law
     on the oracle's unique-data points (freezing what one model size cannot identify, and saying
     so), then R_D* for each other arm, bootstrapped by default, and saves the fits to the store.
@@ -295,18 +297,29 @@ def compare(
     out_dir: Optional[Path] = typer.Option(None, "--out",
                                            help="Folder for the PNG plots (default: the workdir's reports/)."),
     format: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json."),
+    across_trials: bool = typer.Option(False, "--across-trials", help="Means over trials per arm (each "
+                                       "mean says how many trials it rests on) instead of a row per trial and arm."),
+    columns: Optional[str] = ColumnsOpt,
+    synthetic_floor: float = FloorOpt,
 ) -> None:
-    """Compare arms side by side (final loss, effective tokens, multiplier vs repetition, the latest
-    fitted R_D* with its interval and whether the points identify it) and write plots for each study.
+    """Compare arms side by side and write plots for each study: per trial (its searched params) and
+    arm, the final loss, effective tokens, multiplier vs repetition, synthetic share and accuracy (with
+    the caveats of `synpro results`); then per arm the latest fitted R_D* with its interval and whether
+    the points identify it. Trials differ in what was searched, so they are not averaged unless
+    --across-trials asks. JSON: "arms" (per arm, over trials), "trials" (the annotated results).
 
-    Example:  synpro compare --workdir runs/quickstart --out reports/
+    Examples:
+      synpro compare --workdir runs/quickstart --out reports/
+      synpro compare --workdir runs/quickstart --across-trials
     """
     from store import Store
     from synpro.fits import token_worth, worth_interval
 
     url = store_url(workdir, store)
     folder = out_dir or _reports_dir(url)
+    wanted = parse_columns(columns, RESULT_COLUMNS)
     with Store(url) as db:
+        trials = with_caveats(db.results(study), db, synthetic_floor)
         rows = db.compare(study)
         for row in rows:
             row.update(token_worth(row["mean_epochs"], row["r_d_star"]),
@@ -315,41 +328,94 @@ def compare(
         written = [path for name in names for path in _write_figures(db, name, folder / name)]
         fronts = {name: front for name in names if (front := _pareto_front(db, name)) is not None}
     if format is TableOrJson.json:
-        _print_json({"arms": rows, "plots": [str(p) for p in written], **({"pareto": fronts} if fronts else {})})
+        _print_json({"arms": rows, "trials": trials, "plots": [str(p) for p in written],
+                     **({"pareto": fronts} if fronts else {})})
         return
-    table = Table(title="Arms side by side (means over trials; D_eff inverts the oracle's loss curve)",
-                  title_justify="left")
-    columns = ["study", "arm", "trials", "mean final loss", "best final loss", "mean D_eff", "× repetition",
-               "best trial × repetition [95%]", "epochs", "R_D* [95% interval]", "R_D* identified", "D'/U [95%]"]
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("study", "arm", "R_D* identified") else "right")
-    for r in rows:
-        fitted = r["r_d_star"] is not None
-        table.add_row(r["study"], r["arm"], f"{r['n_finished']}/{r['n_trials']}", *(fmt(r[key]) for key in (
-            "mean_final_loss", "best_final_loss", "mean_effective_tokens", "mean_multiplier")),
-            _best_multiplier(r), fmt(r["mean_epochs"]), estimate(r["r_d_star"], r["r_d_star_ci"]), identification(r["r_d_star_identified"]) if fitted else "-",
-            estimate(r["unique_value"], r["unique_value_ci"]))
-    out.print(table)
-    if any(r["mean_final_accuracy"] is not None for r in rows):
-        by_accuracy = Table(title="By downstream accuracy (D_eff inverts the oracle's average-accuracy curve)",
-                            title_justify="left")
-        for column in ("study", "arm", "mean accuracy", "mean D_eff (accuracy)", "× repetition (accuracy)"):
-            by_accuracy.add_column(column, justify="left" if column in ("study", "arm") else "right")
-        for r in rows:
-            by_accuracy.add_row(r["study"], r["arm"], *(fmt(r[key]) for key in (
-                "mean_final_accuracy", "mean_effective_tokens_accuracy", "mean_multiplier_accuracy")))
-        out.print(by_accuracy)
+    if across_trials:
+        with fitted(out):
+            _print_across_trials(rows)
+    else:
+        print_results(trials, wanted, fit=BY_TRIAL, title="Arms side by side, per trial (means over seeds; D_eff "
+                      "inverts the reference's curve; × repetition: tail-mean ratio, 95% interval paired by seed)")
+        _print_fits(rows)
     costs = [([r["study"], r["arm"]], r) for r in rows if ledger.measured(r)]
     if costs:
         out.print(ledger.table("Measured cost (means over trials)", costs, ["study", "arm"], prefix="mean_"))
-    if not any(r["r_d_star"] is not None for r in rows):
-        out.print("No fitted R_D* yet: synpro fit --study NAME fits one per arm.")
     for name, front in fronts.items():
         out.print(f"{name}: Pareto front over {'; '.join(front['objectives'])}: "
                   + (", ".join(f"#{t['trial']} ({', '.join(fmt(v) for v in t['values'])})" for t in front["trials"])
                      or "no finished trial yet"), highlight=False)
     for path in written:
         out.print(f"wrote {path}", highlight=False)
+
+
+BY_TRIAL = ["trial", "params", "arm", "loss", "synthetic", "d_eff", "multiplier", "accuracy", "d_eff_acc",
+            "multiplier_acc"]
+
+
+def _print_fits(rows: list[dict[str, Any]]) -> None:
+    """Per arm, the latest fitted R_D* (a fit over every trial's points) with its interval."""
+    fitted = [r for r in rows if r["r_d_star"] is not None]
+    if not fitted:
+        out.print("No fitted R_D* yet: synpro fit --study NAME fits one per arm.")
+        return
+    table = Table(title="What a token of each arm is worth (latest fit over the study's points)", title_justify="left")
+    for column in ("study", "arm", "epochs", "R_D* [95% interval]", "R_D* identified", "D'/U [95%]"):
+        table.add_column(column, justify="left" if column in ("study", "arm", "R_D* identified") else "right")
+    for r in fitted:
+        table.add_row(r["study"], r["arm"], fmt(r["mean_epochs"]), estimate(r["r_d_star"], r["r_d_star_ci"]),
+                      identification(r["r_d_star_identified"]), estimate(r["unique_value"], r["unique_value_ci"]))
+    out.print(table)
+
+
+def _over(r: dict[str, Any], key: str, count: str) -> str:
+    """A mean over trials, saying how many trials it rests on when not all of them."""
+    value = fmt(r[key])
+    return value if r[key] is None or r.get(count) in (None, r["n_trials"]) else f"{value} ({r[count]}/{r['n_trials']} trials)"
+
+
+ACROSS_TRIALS = [Column("study", "study", numeric=False, required=True), Column("arm", "arm", numeric=False, required=True),
+                 Column("trials", "trials", rank=2), Column("loss", "mean final loss", numeric=False, rank=4),
+                 Column("best_loss", "best final loss", rank=1), Column("d_eff", "mean D_eff", numeric=False, rank=3),
+                 Column("multiplier", "× repetition", numeric=False, rank=6),
+                 Column("best", "best trial × repetition [95%]", numeric=False, rank=5),
+                 Column("epochs", "epochs", rank=0), Column("r_d_star", "R_D* [95% interval]", numeric=False, rank=3),
+                 Column("identified", "R_D* identified", numeric=False, rank=1),
+                 Column("unique_value", "D'/U [95%]", numeric=False, rank=2)]
+
+
+def _print_across_trials(rows: list[dict[str, Any]]) -> None:
+    cells = []
+    for r in rows:
+        fitted = r["r_d_star"] is not None
+        cells.append({"study": r["study"], "arm": r["arm"], "trials": f"{r['n_finished']}/{r['n_trials']}",
+                      "loss": _over(r, "mean_final_loss", "n_trials_loss"),
+                      "best_loss": fmt(r["best_final_loss"]),
+                      "d_eff": _over(r, "mean_effective_tokens", "n_trials_effective_tokens"),
+                      "multiplier": _over(r, "mean_multiplier", "n_trials_multiplier"), "best": _best_multiplier(r),
+                      "epochs": fmt(r["mean_epochs"]), "r_d_star": estimate(r["r_d_star"], r["r_d_star_ci"]),
+                      "identified": identification(r["r_d_star_identified"]) if fitted else "-",
+                      "unique_value": estimate(r["unique_value"], r["unique_value_ci"])})
+    hidden = render(out, "Arms side by side (means over trials; D_eff inverts the oracle's loss curve)",
+                    ACROSS_TRIALS, cells)
+    if hidden:
+        out.print(f"left out to fit {width_of(out)} columns: {', '.join(c.header for c in hidden)} (--format json "
+                  "has everything)", highlight=False)
+    if any(r["mean_final_accuracy"] is not None for r in rows):
+        by_accuracy = Table(title="By downstream accuracy (D_eff inverts the oracle's average-accuracy curve)",
+                            title_justify="left")
+        for column in ("study", "arm", "mean accuracy", "mean D_eff (accuracy)", "× repetition (accuracy)"):
+            by_accuracy.add_column(column, justify="left" if column in ("study", "arm") else "right")
+        for r in rows:
+            by_accuracy.add_row(r["study"], r["arm"], *(_over(r, key, count) for key, count in (
+                ("mean_final_accuracy", "n_trials_accuracy"),
+                ("mean_effective_tokens_accuracy", "n_trials_effective_tokens_accuracy"),
+                ("mean_multiplier_accuracy", "n_trials_multiplier_accuracy"))))
+        out.print(by_accuracy)
+        out.print("Means by accuracy are raw: a row per trial (without --across-trials) says which accuracies are "
+                  "at chance.", highlight=False)
+    if not any(r["r_d_star"] is not None for r in rows):
+        out.print("No fitted R_D* yet: synpro fit --study NAME fits one per arm.")
 
 
 @app.command()

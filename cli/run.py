@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.app import Format, SpecArg, WorkdirOpt, app, guarded, load_spec_with, out, print_results
+from cli.app import Format, SpecArg, WorkdirOpt, app, guarded, load_spec_with, out, print_results, with_caveats
 from synpro.core.secrets import mask
 from synpro.errors import InputError
 
@@ -24,7 +24,7 @@ def _executor_kind(value: Optional[str]) -> Optional[str]:
     from synpro.executors import KINDS
 
     if value is not None and value not in KINDS:
-        raise InputError.one(f"--executor {value!r}: expected one of {', '.join(KINDS)}")
+        raise InputError.one(f"--executor {value!r}: expected one of {', '.join(KINDS)}", key="--executor")
     return value
 
 
@@ -231,7 +231,10 @@ def sweep(
         summary, code = run_sweep(spec, n_trials=n_trials, progress=progress, announce=announce), 0
     else:
         summary, code = run_workers(spec, workers, n_trials=n_trials, progress=progress, announce=announce)
-    print_results(summary.results)
+    from store import Store
+
+    with Store(spec.store_url()) as db:
+        print_results(with_caveats(summary.results, db))
     for point in summary.given_up:
         out.print(f"[red]gave up on {escape(str(point))}[/]: it failed {MAX_RETRIES + 1} times (the reasons are on its Optuna "
                   "trials and MLflow runs, tag synpro.fail_reason)")

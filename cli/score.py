@@ -11,12 +11,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.app import SpecArg, app, guarded, load_spec_with, out
+from cli.app import SpecArg, WorkdirOpt, app, guarded, load_spec_with, out
 from synpro.errors import InputError
 
 CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="θ: an HF model folder (e.g. an arm's final/).")
 ArmOpt = typer.Option(None, "--arm", help="Take θ from this arm's trained final model (after `synpro sweep`).")
 TokenizerOpt = typer.Option(None, "--tokenizer", help="Tokenizer folder (default: the data stage's).")
+
+
+def _spec(spec_path: Path, workdir: Optional[Path]):
+    """The spec, its workdir (where θ, the tokenizer and θ′ are looked up) overridden by --workdir; no corpus
+    read, no generator run."""
+    return load_spec_with(spec_path, {"experiment.workdir": str(workdir) if workdir else None}, machine=False)
 
 
 def _theta(spec, checkpoint: Optional[Path], arm: Optional[str]) -> Path | None:
@@ -66,13 +72,13 @@ def _source(spec, theta: Path, tokenizer: Path):
 @guarded
 def probe(spec_path: Path = SpecArg, checkpoint: Optional[Path] = CheckpointOpt, arm: Optional[str] = ArmOpt,
           tokenizer: Optional[Path] = TokenizerOpt,
-          probe_out: Optional[Path] = typer.Option(None, "--out", help="Where θ′ goes (default: the workdir's stages/).")
-          ) -> None:
+          probe_out: Optional[Path] = typer.Option(None, "--out", help="Where θ′ goes (default: the workdir's stages/)."),
+          workdir: Optional[Path] = WorkdirOpt) -> None:
     """Fine-tune a copy of θ on the reference set (θ′) or reuse a finished probe; print where θ′ lives.
 
     Example:  synpro probe experiments/quickstart.yaml --arm repetition
     """
-    spec = load_spec_with(spec_path, {}, machine=False)  # reads no corpus, runs no generator
+    spec = _spec(spec_path, workdir)
     theta = _theta(spec, checkpoint, arm)
     if theta is None:
         raise InputError.one("say which checkpoint to probe", key="--checkpoint", hint="pass --checkpoint DIR or --arm NAME")
@@ -92,14 +98,14 @@ def score(spec_path: Path = SpecArg,
                                                 "operation's rewards (default: all with a weight)."),
           fmt: str = typer.Option("table", "--format", "-f", help="table or json (one object per line)."),
           checkpoint: Optional[Path] = CheckpointOpt, arm: Optional[str] = ArmOpt, tokenizer: Optional[Path] = TokenizerOpt,
-          ) -> None:
+          workdir: Optional[Path] = WorkdirOpt) -> None:
     """Score (source, output) pairs with an operation's rewards and their weighted total.
 
     Example:  synpro score experiments/quickstart.yaml --input pairs.jsonl --arm repetition --format json
     """
     if fmt not in ("table", "json"):
         raise InputError.one(f"unknown format {fmt!r}; choose table or json", key="--format")
-    spec = load_spec_with(spec_path, {}, machine=False)  # reads no corpus, runs no generator
+    spec = _spec(spec_path, workdir)
     from synpro.rewards.scoring import build_rewards, score_pairs, weights_for
 
     pairs = _read_pairs(input_path)
@@ -139,12 +145,12 @@ def serve_influence(spec_path: Path = SpecArg, checkpoint: Optional[Path] = Chec
                     tokenizer: Optional[Path] = TokenizerOpt,
                     host: Optional[str] = typer.Option(None, "--host", help="Bind address (default influence.host: 127.0.0.1)."),
                     port: Optional[int] = typer.Option(None, "--port", help="Port (default influence.port)."),
-                    ) -> None:
+                    workdir: Optional[Path] = WorkdirOpt) -> None:
     """Serve I(y) = L(y; θ) − L(y; θ′) over HTTP for GRPO workers (POST /influence {"texts": [...]}).
 
     Example:  synpro serve-influence experiments/quickstart.yaml --arm repetition --port 8642
     """
-    spec = load_spec_with(spec_path, {}, machine=False)  # reads no corpus, runs no generator
+    spec = _spec(spec_path, workdir)
     theta = _theta(spec, checkpoint, arm)
     if theta is None:
         raise InputError.one("say which checkpoint θ to serve", key="--checkpoint", hint="pass --checkpoint DIR or --arm NAME")

@@ -714,6 +714,13 @@ class Store:
                    func.avg(Arm.effective_tokens_accuracy).label("mean_effective_tokens_accuracy"),
                    func.avg(Arm.multiplier_accuracy).label("mean_multiplier_accuracy"),
                    func.avg(cast(Arm.total_tokens, Float) / Arm.unique_tokens).label("mean_epochs"),
+                   # How many trials each mean rests on (a mean of one trial's value is not every trial's).
+                   *(func.count(func.distinct(Arm.trial_id)).filter(column.is_not(None)).label(f"n_trials_{name}")
+                     for name, column in (("loss", Arm.final_val_loss), ("effective_tokens", Arm.effective_tokens),
+                                          ("multiplier", Arm.multiplier_vs_repetition),
+                                          ("accuracy", Arm.final_accuracy),
+                                          ("effective_tokens_accuracy", Arm.effective_tokens_accuracy),
+                                          ("multiplier_accuracy", Arm.multiplier_accuracy))),
                    func.min(Arm.id).label("first_arm"))
             .join(Trial, Trial.study_id == Study.id)
             .join(Arm, Arm.trial_id == Trial.id)

@@ -67,7 +67,13 @@ class ArmOutcome:
                 "multiplier_extrapolated": self.multiplier.extrapolated if self.multiplier else None,
                 "epochs_per_source": self.result.epochs_per_source,
                 **({} if self.synthetic_similarity is None else {"synthetic_similarity": self.synthetic_similarity}),
-                **self.synthetic, **self.usage}
+                **self.synthetic, **self.usage, **self.accuracy_basis()}
+
+    def accuracy_basis(self) -> dict[str, Any]:
+        """Item counts and chance levels of the last scored snapshot: what `synpro.caveats` judges an
+        accuracy against."""
+        last = self.scores[-1] if self.scores else {}
+        return {"accuracy_items": last["items"], "accuracy_chance": last["chance"]} if last.get("chance") else {}
 
     def summary(self) -> dict[str, Any]:
         """This seed's results; `effective_tokens` is D_eff at the last checkpoint (comparable with

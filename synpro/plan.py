@@ -64,17 +64,42 @@ class TrialPlan:
     def folder(self, stage: Stage) -> Path:
         return self.stages_dir / stage.dirname
 
+    def rounds_so_far(self, arm: ArmPlan) -> list[Stage]:
+        """The arm's pretraining rounds known from its stage folders: the first, then each later round
+        whose predecessor finished (a refresh round depends on where the previous one stopped)."""
+        from synpro.stages import Runner, is_done
+
+        rounds = arm.arm.rounds(arm.builder)
+        stages = [next(rounds)]
+        loader = Runner(self.stages_dir, progress=False)  # loads finished stages only: nothing runs
+        while is_done(stages[-1], self.stages_dir):
+            try:
+                stages.append(rounds.send(loader.run(stages[-1])))
+            except StopIteration:
+                break
+        return stages
+
     def describe(self) -> list[dict[str, Any]]:
-        """The graph as rows for `synpro plan` (done is read from the stage folders)."""
+        """The graph as rows for `synpro plan` (done is read from the stage folders), with the refresh
+        rounds a finished or running sweep has reached and each arm's evaluation over all its rounds."""
         from synpro.executors import make_executor, read_job
         from synpro.stages import is_done
 
         several = len(self.seeds) > 1
-        by_stage = {s.key: f"{a.name} (seed {a.seed})" if several else a.name
-                    for a in self.arms for s in (a.stage, a.evaluation) if s is not None}
+        by_stage, evaluations = {}, set()
+        for a in self.arms:
+            label = f"{a.name} (seed {a.seed})" if several else a.name
+            stages = self.rounds_so_far(a)
+            evaluation = a.builder.evaluate(stages, label=a.name)
+            for s in [*stages, evaluation]:
+                if s is not None:
+                    by_stage.setdefault(s.key, label)
+            if evaluation is not None:
+                evaluations.add(evaluation.key)
+        graph = [s for s in self.builder.stages() if s.kind != "evaluate" or s.key in evaluations]
         executor = make_executor(self.spec)
         rows = []
-        for stage in self.graph:
+        for stage in graph:
             job = read_job(self.folder(stage))
             rows.append({**stage.describe(), "arm": by_stage.get(stage.key), "path": str(self.folder(stage)),
                          "done": is_done(stage, self.stages_dir), "executor": executor.describe(stage),

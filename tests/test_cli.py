@@ -1,5 +1,6 @@
 """The CLI contract: exit codes, located one-screen errors, no tracebacks, nothing written on bad input."""
 
+import json
 import os
 import signal
 import subprocess
@@ -215,3 +216,34 @@ def test_ui_stops_its_server_and_every_worker_of_it(tmp_path, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_version_and_h_as_help_everywhere():
+    from synpro import __version__
+
+    assert runner.invoke(app, ["--version"]).output.strip() == f"synpro {__version__}"
+    for command in ([], ["results"], ["compare"], ["validate"]):
+        shown = runner.invoke(app, [*command, "-h"])
+        assert shown.exit_code == 0 and "Usage" in shown.output, command
+    for command in ("probe", "score", "serve-influence"):  # their help speaks of the workdir's defaults
+        assert "--workdir" in runner.invoke(app, [command, "-h"]).output, command
+    # the fit help's sentence on intervals reads whole (rich once ate its "[low, high]" as markup)
+    fit_help = " ".join(runner.invoke(app, ["fit", "-h"]).output.split())
+    assert "else a low-high pair per fitted constant" in fit_help
+
+
+def test_json_errors_go_to_stdout_located_and_cli_errors_name_no_made_up_file(tmp_path):
+    text, key = BROKEN["impossible"]
+    path = tmp_path / "impossible.yaml"
+    path.write_text(text)
+    result = synpro("validate", str(path), "--format", "json", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [error] = json.loads(result.stdout)["errors"]
+    assert error["file"] == str(path) and error["key"] == key and error["line"] == 2 and "T=" in error["message"]
+    assert str(path) in result.stderr  # people still get the one-screen message
+    missing = runner.invoke(app, ["results", "--workdir", str(tmp_path), "--format", "json"])
+    [error] = json.loads(missing.stdout)["errors"]
+    assert missing.exit_code == 2 and error["file"] == str(tmp_path / "synpro.db")
+    flag = runner.invoke(app, ["fit", "--format", "json"])
+    assert flag.exit_code == 2 and json.loads(flag.stdout)["errors"][0]["file"] == "command line"
+    assert "<input>" not in flag.output

@@ -115,10 +115,24 @@ def test_sweep_end_to_end_and_rerun_does_nothing_new(tmp_path):
     # Downstream accuracy on the offline cloze task, and effective tokens by it (the oracle: its own tokens).
     # A 24k-token model's cloze accuracy sits near chance, so its curve need not rise monotonically and the
     # oracle's own last point can invert to an earlier crossing: D_eff by accuracy is checked for range only.
+    # Each accuracy is judged against chance on the items its evaluation recorded (60 four-choice items): at
+    # chance, it gets no effective tokens, and the table says "at chance" instead of a number.
     for arm in (rep, oracle):
         assert 0 < arm["final_accuracy"] < 1
-        assert 0 < arm["effective_tokens_accuracy"] <= oracle["tokens_seen"] * 1.05 or \
-            arm["effective_tokens_accuracy_extrapolated"]
+        basis = arm["accuracy_basis"]
+        assert basis["from"] == "evaluation" and basis["chance"] == {"synpro_cloze": pytest.approx(0.25)}
+        assert 0 < basis["items"]["synpro_cloze"] <= 60
+        low, high = arm["accuracy_chance_range"]
+        assert arm["accuracy_at_chance"] == (low <= arm["final_accuracy"] <= high)
+        if arm["accuracy_caveat"] is not None:
+            assert arm["effective_tokens_accuracy"] is None and arm["multiplier_accuracy"] is None
+        else:
+            assert 0 < arm["effective_tokens_accuracy"] <= oracle["tokens_seen"] * 1.05 or \
+                arm["effective_tokens_accuracy_extrapolated"]
+    table = synpro("results", "--workdir", str(workdir), "--columns", "arm,accuracy,d_eff_acc", cwd=tmp_path).stdout
+    for name, arm in trial["arms"].items():
+        row = next(line for line in table.splitlines() if f" {name} " in line)
+        assert ("at chance" in row) == bool(arm["accuracy_at_chance"]), row
 
     client, runs = mlflow_runs(workdir)
     by_level = {}
@@ -266,6 +280,19 @@ def test_synthetic_arms_end_to_end(tmp_path, parrot_model):
         assert seed["synthetic_tokens"] == made["tokens_seen"] > 0
         assert 0 < arms[name]["synthetic_share"] == seed["synthetic_share"] == pytest.approx(
             made["tokens_seen"] / arms[name]["tokens_seen"])
+        assert arms[name]["synthetic_set_shares"]["rephrase"]["share"] == pytest.approx(arms[name]["synthetic_share"])
+    # The table's row of each arm says how much synthetic text it saw.
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from synpro.caveats import percent
+    from synpro.display import fmt
+
+    table = CliRunner().invoke(app, ["results", "--workdir", str(workdir), "--columns", "arm,synthetic,synthetic_tokens"],
+                               env={"COLUMNS": "100"}).output
+    for name, arm in arms.items():
+        row = next(line for line in table.splitlines() if f" {name} " in line)
+        assert percent(arm["synthetic_share"]) in row and fmt(arm["synthetic_tokens"]) in row, row
 
     client, runs = mlflow_runs(workdir)
     trial_run = next(r for r in runs if r.data.tags["synpro.level"] == "trial")
@@ -487,6 +514,12 @@ def test_a_refresh_set_without_usable_output_stops_the_sweep_before_training_on_
     [round_0] = [p for p in workdir.glob("stages/pretrain-*") if p.is_dir()]  # round 1 never started
     assert json.loads((round_0 / "_stage.json").read_text())["config"]["mixture"] == ["organic"]
     assert len(list(workdir.glob("stages/grpo-*/_stage.json"))) == 1  # the refresh ran up to the set
+    # `synpro plan` shows the refresh the sweep reached (round 0 done, so the round it started is known)
+    plan = synpro("plan", str(spec), "--workdir", str(workdir), "--format", "json", cwd=tmp_path)
+    rows = json.loads(plan.stdout)
+    done = {r["kind"]: r["done"] for r in rows if r["kind"] in ("probe", "grpo", "synthesize")}
+    assert done == {"probe": True, "grpo": True, "synthesize": True}, plan.stdout
+    assert [r["done"] for r in rows if r["kind"] == "pretrain" and r["arm"] == "synpro"] == [True, False]
 
 
 def test_initial_sets_train_round_0_on_synthetic_tokens_at_the_share_asked(tmp_path, parrot_model):

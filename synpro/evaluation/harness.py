@@ -24,7 +24,7 @@ import logging
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -38,6 +38,7 @@ class TaskScores:
     scores: dict[str, dict[str, float]]  # task → {metric: value}, e.g. {"piqa": {"acc_norm": 0.62}}
     items: dict[str, int]  # task → items scored
     seconds: float
+    chance: dict[str, float | None] = field(default_factory=dict)  # task → expected accuracy of a guess
 
     @property
     def average(self) -> float:
@@ -80,7 +81,19 @@ def evaluate_model(model, tokenizer, tasks: Sequence[EvalTaskSpec], task_dir: st
                            log_samples=False, cache_requests=False)
     scores = {t.name: {t.metric: float(results["results"][t.name][f"{t.metric},none"])} for t in tasks}
     items = {t.name: int(results["n-samples"][t.name]["effective"]) for t in tasks}
-    return TaskScores(scores, items, time.perf_counter() - started)
+    loaded = task_dict.get("tasks", task_dict)  # lm-eval ≥ 0.4.9 nests tasks under "tasks"
+    chance = {t.name: chance_level(loaded.get(t.name), items[t.name]) for t in tasks}
+    return TaskScores(scores, items, time.perf_counter() - started, chance)
+
+
+def chance_level(task, n_items: int) -> float | None:
+    """The accuracy a guess expects on the items scored (the mean of 1/choices), so results can tell an
+    accuracy from chance (`synpro.caveats`); None where the task's documents cannot be read."""
+    try:
+        docs = list(task.eval_docs)[:n_items]
+        return sum(1 / len(task.doc_to_choice(doc)) for doc in docs) / len(docs) if docs else None
+    except Exception:  # noqa: BLE001 - a task shaped unlike lm-eval's multiple choice: unknown, not fatal
+        return None
 
 
 @contextmanager

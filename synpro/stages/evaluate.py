@@ -59,6 +59,7 @@ class EvaluateStage(Stage):
                                              precision=self.spec.eval.precision)
                 with open(ctx.folder / SCORES, "a") as f:
                     f.write(json.dumps({"tokens": tokens, "metrics": scores.metrics(), "items": scores.items,
+                                        "chance": scores.chance,
                                         "seconds": scores.seconds}) + "\n")
                 bar.advance(task)
         rows = _read(ctx.folder)
