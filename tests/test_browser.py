@@ -32,25 +32,35 @@ CURVES = {  # arm -> (val_loss, effective tokens) at each eval point
     "oracle": ([6.0, 5.5, 5.1, 4.8, 4.6, 4.45], TOKENS),
     "repetition": ([6.0, 5.6, 5.3, 5.1, 5.0, 4.95], [20_480, 35_000, 52_000, 61_000, 70_000, 74_000]),
 }
+LRS = (0.003, 0.01)  # two trials, as a grid over the learning rate leaves them
 SERVER_START_S = 120
 BROWSER_WAIT_MS = 60_000
 
 
 def build_workdir(workdir: Path) -> str:
-    """An MLflow store shaped as `synpro sweep` leaves it; returns the experiment id."""
-    from synpro.tracking import Tracker
+    """An MLflow store shaped as `synpro sweep` leaves it (its naming, a study, two trials, their arms and a
+    refresh child run); returns the experiment id."""
+    from synpro.tracking import Tracker, params_label, run_name
 
     tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}", STUDY, workdir / "mlartifacts")
     study = tracker.run("study", STUDY, {"synpro.study": STUDY})
-    trial = tracker.run("trial", "trial-0", {"synpro.study": STUDY, "synpro.trial": "abc123"}, parent_id=study)
-    for arm, (losses, effective) in CURVES.items():
-        run = tracker.run("arm", arm, {"synpro.trial": "abc123", "synpro.arm": arm}, parent_id=trial)
-        tracker.log_params(run, {"arm": arm, "kind": arm})
-        tracker.log_points(run, "val_loss", zip(TOKENS, losses))
-        tracker.log_points(run, "effective_tokens", zip(TOKENS, effective))
-        tracker.finish(run)
-    tracker.log_points(trial, "objective", [(0, CURVES["repetition"][1][-1])])
-    tracker.finish(trial)
+    for number, lr in enumerate(LRS):
+        params = {"training.lr": lr}
+        trial = tracker.run("trial", run_name(f"trial-{number}", params_label(params)),
+                            {"synpro.study": STUDY, "synpro.trial": f"t{number}"}, parent_id=study)
+        for arm, (losses, effective) in CURVES.items():
+            name = run_name(arm, params_label(params), "seed 0")
+            run = tracker.run("arm", name, {"synpro.trial": f"t{number}", "synpro.arm": arm}, parent_id=trial)
+            tracker.log_params(run, {**params, "arm": arm, "kind": arm})
+            tracker.log_points(run, "val_loss", [(t, loss + number * 0.1) for t, loss in zip(TOKENS, losses)])
+            tracker.log_points(run, "effective_tokens", zip(TOKENS, effective))
+            grpo = tracker.run("refresh", run_name("round 1 grpo rephrase", name),
+                               {"synpro.trial": f"t{number}", "synpro.arm": arm, "synpro.stage": "g"}, parent_id=run)
+            tracker.log_points(grpo, "grpo/reward", [(1, 0.2), (2, 0.3)])
+            tracker.finish(grpo)
+            tracker.finish(run)
+        tracker.log_points(trial, "objective", [(0, CURVES["repetition"][1][-1])])
+        tracker.finish(trial)
     tracker.finish(study)
     return tracker.experiment_id
 
