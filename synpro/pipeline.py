@@ -509,12 +509,14 @@ def _label(plan: TrialPlan, name: str, seed: int) -> str:
 def _log_figures(plan: TrialPlan, outcomes: Outcomes, ctx: TrialContext) -> None:
     first = plan.seeds[0]
     reference = _label(plan, plan.reference_name, first) if plan.reference_name else None
+    which = f", {params_label(ctx.params)}" if ctx.params else ""
     figures = {"loss_curves.png": plots.loss_figure(
         {_label(plan, n, s): [(p.tokens, p.val_loss) for p in o.result.curve] for (n, s), o in outcomes.items()},
-        reference)}
+        reference, f"Learning curves{which}")}
     if reference:
         figures["effective_tokens.png"] = plots.effective_figure(
-            {_label(plan, n, s): o.effective for (n, s), o in outcomes.items()}, reference)
+            {_label(plan, n, s): o.effective for (n, s), o in outcomes.items()}, reference,
+            f"Effective tokens{which} (hollow = extrapolated)")
     for path, fig in figures.items():
         ctx.tracker.log_figure(ctx.trial_run_id, fig, path)
         plots.close(fig)

@@ -15,12 +15,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import yaml
 from matplotlib.figure import Figure
 
 from synpro.display import constant_interval, estimate, fmt, identification, interval, seed_estimate
 from store import Store
 from store.store import best_trial
 from synpro import plots
+from synpro.tracking import params_label
 from synpro.fits import is_reference, predict, study_points, token_worth, worth_interval
 
 _FIT_POINTS_PER_LINE = 60
@@ -117,15 +119,19 @@ def _pareto_figure(results: list[dict], objectives: list[dict]) -> Figure | None
 def study_figures(store: Store, study: str) -> dict[str, Figure]:
     """File name -> figure: the best trial's curves (refreshes marked) and each refresh's GRPO curves,
     the search results and the fitted laws."""
-    objective = store.study(study)["objective"]
+    info = store.study(study)
+    objective = info["objective"]
+    spec = yaml.safe_load(info["spec_yaml"] or "") or {}
     results = store.results(study)
     figures: dict[str, Figure] = {}
     best = best_trial(results, objective)
     if best is not None:
         points = [p for p in store.curves(study) if p["params_hash"] == best["params_hash"]]
         reference = _reference(best)
-        pick = " (Pareto-optimal, best primary objective)" if "objectives" in objective else " (best objective)"
-        title = f"trial #{best['trial']}" + (pick if best["objective_value"] is not None else "")
+        pick = ", Pareto-optimal, best primary objective" if "objectives" in objective else ", best objective"
+        title = f"trial #{best['trial']}" + (f" ({params_label(best['params'])})" if best["params"] else "") + (
+            pick if best["objective_value"] is not None and len(results) > 1 else "")
+        beta = best["params"].get("grpo.beta", (spec.get("grpo") or {}).get("beta"))
         curves: dict[str, list] = {}
         effective: dict[str, list] = {}
         several = len({p["seed"] for p in points}) > 1
@@ -149,7 +155,8 @@ def study_figures(store: Store, study: str) -> dict[str, Figure]:
             who = f"{r['arm']}-seed{r['seed']}" if several else r["arm"]
             for op, rows in r["grpo"].items():
                 figures[f"grpo_{who}_round{r['round']}_{op}.png"] = plots.grpo_figure(
-                    rows, f"GRPO of {op}, {who}, round {r['round']} (from {r['start_tokens']:,} tokens), {title}")
+                    rows, f"GRPO of {op}, {who}, round {r['round']} (from {r['start_tokens']:,} tokens), {title}",
+                    beta=beta)
         if effective:
             figures["effective_tokens.png"] = plots.effective_figure(
                 effective, reference, f"Effective tokens, {title} (hollow = extrapolated)")
@@ -157,14 +164,15 @@ def study_figures(store: Store, study: str) -> dict[str, Figure]:
                         [v["multiplier_vs_repetition"] for v in r.get("per_seed", {}).values()])
                   for arm, r in best["arms"].items() if r["multiplier_vs_repetition"] is not None}
         if spread:
-            figures["multiplier.png"] = plots.multiplier_figure(
-                spread, f"× repetition, {title} (dots: seeds; bars: 95% interval paired by seed)")
+            figures["multiplier.png"] = plots.multiplier_figure(spread, f"× repetition per arm, {title}")
     searched = [(t["params"], t["objective_value"]) for t in results
                 if t["params"] and t["objective_value"] is not None]
     if searched:
         name = objective_name(objective)
+        logs = [key for key, param in ((spec.get("search") or {}).get("params") or {}).items()
+                if isinstance(param, dict) and param.get("log")]
         figures["search.png"] = plots.search_figure(searched, name, f"Search results: {objective.get('direction', '')} "
-                                                                    f"{name}")
+                                                                    f"{name}", log_params=logs)
     pareto = _pareto_figure(results, objective["objectives"]) if "objectives" in objective else None
     if pareto is not None:
         figures["pareto.png"] = pareto
