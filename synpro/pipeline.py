@@ -222,7 +222,8 @@ def synthetic_usage(stages: list[Stage], runner: Runner) -> dict[str, Any]:
             made = runner.run(upstream)
             generator = upstream.inputs.get("generator")
             evals = [r for r in read_metrics(runner.folder(generator)) if r.get("kind") == "eval"] if generator else []
-            sets[name] = {"operation": upstream.op_name, "shard": made.shard.name, "tokens": made.shard.n_tokens,
+            sets[name] = {"operation": upstream.op_name, "set": runner.folder(upstream).name,
+                          "shard": made.shard.name, "tokens": made.shard.n_tokens,
                           "pass_rate": made.stats.get("pass_rate"),
                           "heldout_pass_rate": evals[-1]["pass_rate"] if evals else None}
     total = sum(seen.values())
