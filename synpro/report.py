@@ -295,10 +295,10 @@ def _synthetic_sections(workdir: Path | None, results: list[dict]) -> str:
                              if n) or "none"
         parts.append(
             f"<h3>{html.escape(stats['operation'])} set <code>{html.escape(folder.name)}</code></h3>"
-            + _table(["generator", "windows", "passed", "pass rate", "rejected by reason", "generated tokens",
+            + _table(["generator", "rejected by reason", "windows", "passed", "pass rate", "generated tokens",
                       "usable tokens (the set)", "complete"],
-                     [[str(generator), stats["windows"], stats["passed"], stats["pass_rate"], failures,
-                       stats["generated_tokens"], stats["output_tokens"], stats["complete"]]], 1)
+                     [[str(generator), failures, stats["windows"], stats["passed"], stats["pass_rate"],
+                       stats["generated_tokens"], stats["output_tokens"], stats["complete"]]], 2)
             + '<p class="note">Trained on by: ' + html.escape("; ".join(users.get(folder.name, [])) or
                                                              "no finished arm records it") + "</p>"
             + _table(["window", "source", "output", "verdict"], _set_samples(folder / "records.jsonl"), 4))
