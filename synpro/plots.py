@@ -36,7 +36,7 @@ def _styles(names: Sequence[str], reference: str | None) -> dict[str, dict]:
             styles[name] = {"linestyle": "--", "color": "black", "linewidth": 1.5}
             continue
         styles[name] = {"color": _COLORS[i % len(_COLORS)], "linestyle": _LINESTYLES[i % len(_LINESTYLES)],
-                        "marker": _MARKERS[i % len(_MARKERS)], "markersize": 4, "markerfacecolor": "none"}
+                        "marker": _MARKERS[i % len(_MARKERS)], "markersize": 4}  # filled: hollow means extrapolated
         i += 1
     return styles
 
