@@ -135,7 +135,9 @@ def test_synpro_ui_opens_on_the_arms_and_their_val_loss_chart(tmp_path: Path, pa
             page.get_by_role("link", name=name, exact=True).first.wait_for()
         sync_api.expect(page.get_by_text(f"{len(arms)} matching runs")).to_be_visible()
         assert page.get_by_role("link", name="trial-0 · lr=0.003").count() == 0
-        assert page.get_by_text("Model training").first.is_visible()  # MLflow 3's training view, not GenAI
+        # MLflow 3's training view (its side bar: Runs, Models), not the GenAI one (Evaluation runs, Judges...).
+        sync_api.expect(page.get_by_role("link", name="Models", exact=True)).to_be_visible()
+        sync_api.expect(page.get_by_text("Evaluation runs")).to_have_count(0)
         chart = page.locator("xpath=//*[text()='val_loss']/ancestor::*[.//*[text()='Step']][1]")
         for name in arms:  # the val_loss chart's legend names the arms
             sync_api.expect(page.get_by_text(f"{name} (val_loss)", exact=True)).to_have_count(1)
