@@ -23,7 +23,7 @@ from synpro.stages import Runner, Stage, read_manifest
 from synpro.stages.extra import ExtraStage
 from synpro.stages.pretrain import ORGANIC
 from synpro.stages.synthesize import SynthesizeStage
-from synpro.tracking import Tracker, params_label, run_name
+from synpro.tracking import RUN_COLOR_TAG, RUN_COLORS, Tracker, params_label, run_name
 from synpro.training import Callback, EvalPoint, TrainResult
 from store import Store
 
@@ -262,6 +262,8 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
     name = run_name(arm.name, params_label(ctx.params), f"seed {arm.seed}")
     tags = {"synpro.trial": plan.params_hash, "synpro.arm": arm.name, "synpro.seed": str(arm.seed)}
     run_id = ctx.tracker.run("arm", name, tags, parent_id=ctx.trial_run_id)
+    arms = list(dict.fromkeys(a.name for a in plan.arms))  # a colour per arm, the same in every trial
+    ctx.tracker.set_tags(run_id, {RUN_COLOR_TAG: RUN_COLORS[arms.index(arm.name) % len(RUN_COLORS)]})
     arm_id = ctx.store.upsert_arm(ctx.trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens,
                                   mlflow_run_id=run_id, seed=arm.seed)
     ctx.tracker.log_params(run_id, {**ctx.params, "arm": arm.name, "kind": arm.spec.kind, "seed": arm.seed,

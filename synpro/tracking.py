@@ -29,6 +29,11 @@ OWNER_TAG = "synpro.owner"
 PARAM_VALUE_LIMIT = 6000
 DEFAULT_EXPERIMENT_ID = "0"
 SEP = " · "
+# MLflow colours runs by a hash of their id, so arms often share one; this tag sets it. Matplotlib's tab10,
+# as the PNG plots use.
+RUN_COLOR_TAG = "mlflow.runColor"
+RUN_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+              "#17becf"]
 
 
 def params_label(params: dict[str, Any]) -> str:

@@ -134,6 +134,7 @@ def test_sweep_end_to_end_and_rerun_does_nothing_new(tmp_path):
     assert trial_run.info.run_name == "trial-0 · lr=0.01"
     assert {r.info.run_name for r in by_level["arm"]} == {"repetition · lr=0.01 · seed 1", "oracle · lr=0.01 · seed 1"}
     assert {r.data.params["training.lr"] for r in by_level["arm"]} == {"0.01"}
+    assert len({r.data.tags["mlflow.runColor"] for r in by_level["arm"]}) == 2  # MLflow's own colours may clash
     assert [e.name for e in client.search_experiments()] == ["tiny"]
     [line] = [line for line in first.stdout.splitlines() if line.startswith("Optuna study: ")]
     study_name = line.split()[2]
