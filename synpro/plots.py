@@ -57,6 +57,19 @@ def _plain_log_ticks(axis: Any, suffix: str = "") -> None:
     axis.set_minor_formatter(plain if low > 0 and high / low < 10 else ticker.NullFormatter())
 
 
+def _token_ticks(axis: Any) -> None:
+    """A token-count log axis labelled 20k, 50k, 100k, 200k, ... rather than 2×10⁴ or one lone 10⁵."""
+    def short(value: float, _: Any) -> str:
+        for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+            if value >= size:
+                return f"{value / size:g}{unit}"
+        return f"{value:g}"
+
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(short))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def loss_figure(curves: dict[str, Curve], reference: str | None = None, title: str = "",
                 rounds: dict[str, Sequence[int]] | None = None) -> Figure:
     """Validation loss against tokens seen, one line per arm in a style of its own, the reference (oracle)
@@ -70,6 +83,7 @@ def loss_figure(curves: dict[str, Curve], reference: str | None = None, title: s
             for start in (rounds or {}).get(name, ()):
                 ax.axvline(start, color=line.get_color(), linestyle=":", linewidth=1)
     ax.set_xscale("log")
+    _token_ticks(ax.xaxis)
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("validation loss")
     _title(fig, ax, title or "Learning curves")
@@ -97,6 +111,8 @@ def effective_figure(effective: dict[str, Sequence[tuple[float, float, bool]]], 
         top = max(top, max(xs))
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _token_ticks(ax.xaxis)
+    _token_ticks(ax.yaxis)
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("effective tokens (oracle-equivalent)")
     _title(fig, ax, title or "Effective tokens (hollow = extrapolated)")
