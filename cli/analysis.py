@@ -427,7 +427,9 @@ def report(
     out_file: Optional[Path] = typer.Option(None, "--out", help="The HTML file (default: reports/STUDY.html "
                                                                  "in the workdir)."),
 ) -> None:
-    """Write one self-contained HTML page for a study: spec, results, comparison, fits and plots.
+    """Write one self-contained HTML page for a study: results with links to their MLflow runs, accuracy,
+    each synthetic set's diagnostics (pass rate, rejections by reason, samples), comparison, fits, plots
+    and the spec (folded).
 
     Example:  synpro report --workdir runs/quickstart --study quickstart --out quickstart.html
     """
@@ -436,8 +438,8 @@ def report(
 
     url = store_url(workdir, store)
     path = out_file or _reports_dir(url) / f"{study}.html"
-    with Store(url) as db:
-        page = render_report(db, study)
+    with Store(url) as db:  # the workdir (given, or beside a SQLite store) holds the synthetic sets
+        page = render_report(db, study, workdir=workdir or _reports_dir(url).parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     out.print(f"wrote {path} ({len(page) / 1e3:,.0f} kB)", highlight=False)

@@ -1,6 +1,6 @@
 """The `synpro` command line: importing the command modules registers their commands on the app."""
 
-from cli import analysis, results, run, score  # noqa: F401  (registration)
+from cli import analysis, results, run, score, ui  # noqa: F401  (registration)
 from cli.app import app
 
 

@@ -241,6 +241,8 @@ def sweep(
     ran = f"{summary.ran_now} run now" if workers == 1 else f"{workers} workers"
     out.print(f"{summary.completed}/{summary.target_trials} trials complete ({ran}). "
               f"Results: synpro results --workdir {spec.workdir}   MLflow UI: synpro ui --workdir {spec.workdir}")
+    out.print(f"Optuna study: {summary.optuna_study} (dashboard: synpro ui --optuna --workdir {spec.workdir})",
+              highlight=False)
     if code:
         raise typer.Exit(code)
 

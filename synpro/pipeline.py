@@ -23,7 +23,7 @@ from synpro.stages import Runner, Stage, read_manifest
 from synpro.stages.extra import ExtraStage
 from synpro.stages.pretrain import ORGANIC
 from synpro.stages.synthesize import SynthesizeStage
-from synpro.tracking import Tracker
+from synpro.tracking import RUN_COLOR_TAG, RUN_COLORS, Tracker, params_label, run_name
 from synpro.training import Callback, EvalPoint, TrainResult
 from store import Store
 
@@ -124,6 +124,7 @@ class TrialContext:
     trial_id: int
     trial_run_id: str | None
     progress: bool = True
+    params: dict[str, Any] = field(default_factory=dict)  # the trial's searched params: on every arm run
 
 
 class _CurveSink(Callback):
@@ -234,7 +235,8 @@ def synthetic_usage(stages: list[Stage], runner: Runner) -> dict[str, Any]:
             made = runner.run(upstream)
             generator = upstream.inputs.get("generator")
             evals = [r for r in read_metrics(runner.folder(generator)) if r.get("kind") == "eval"] if generator else []
-            sets[name] = {"operation": upstream.op_name, "shard": made.shard.name, "tokens": made.shard.n_tokens,
+            sets[name] = {"operation": upstream.op_name, "set": runner.folder(upstream).name,
+                          "shard": made.shard.name, "tokens": made.shard.n_tokens,
                           "pass_rate": made.stats.get("pass_rate"),
                           "heldout_pass_rate": evals[-1]["pass_rate"] if evals else None}
     total = sum(seen.values())
@@ -269,20 +271,23 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
     stage = arm.stage
     shards = _shards(stage, runner)
     unique = _unique_tokens(stage, shards)
-    several = len(plan.seeds) > 1
-    run_id = ctx.tracker.run("arm", f"{arm.name}-seed{arm.seed}" if several else arm.name,
-                             {"synpro.trial": plan.params_hash, "synpro.arm": arm.name, "synpro.seed": str(arm.seed)},
-                             parent_id=ctx.trial_run_id)
+    # Named by what differs between the runs a chart overlays: arm, searched params, seed.
+    name = run_name(arm.name, params_label(ctx.params), f"seed {arm.seed}")
+    tags = {"synpro.trial": plan.params_hash, "synpro.arm": arm.name, "synpro.seed": str(arm.seed)}
+    run_id = ctx.tracker.run("arm", name, tags, parent_id=ctx.trial_run_id)
+    arms = list(dict.fromkeys(a.name for a in plan.arms))  # a colour per arm, the same in every trial
+    ctx.tracker.set_tags(run_id, {RUN_COLOR_TAG: RUN_COLORS[arms.index(arm.name) % len(RUN_COLORS)]})
     arm_id = ctx.store.upsert_arm(ctx.trial_id, arm.name, arm.spec.kind, arm.key, unique, plan.total_tokens,
                                   mlflow_run_id=run_id, seed=arm.seed)
-    ctx.tracker.log_params(run_id, {"arm": arm.name, "kind": arm.spec.kind, "seed": arm.seed, "unique_tokens": unique,
+    ctx.tracker.log_params(run_id, {**ctx.params, "arm": arm.name, "kind": arm.spec.kind, "seed": arm.seed,
+                                    "unique_tokens": unique,
                                     "total_tokens": plan.total_tokens, "stage_key": arm.key,
                                     "sources": {name: s.n_tokens for name, s in shards.items()},
                                     **{f"arm.{k}": v for k, v in (arm.spec.model_extra or {}).items()}})
     sink = _CurveSink(ctx, arm_id, run_id)
     try:
         result, stages = _rounds(arm, runner, [sink], lambda stage, ended, round_: _log_round(
-            stage, runner, ended, round_, arm_id, run_id, ctx))
+            stage, runner, ended, round_, arm_id, (run_id, name, tags), ctx))
     except BaseException:
         ctx.tracker.finish(run_id, "KILLED")
         raise
@@ -296,26 +301,32 @@ def run_arm(plan: TrialPlan, arm: ArmPlan, runner: Runner, ctx: TrialContext) ->
                       synthetic=synthetic_usage(stages, runner), stages=stages)
 
 
-def _log_round(stage, runner: Runner, ended: TrainResult, round_: int, arm_id: int, run_id: str | None,
-               ctx: TrialContext) -> None:
-    """A refresh: where the previous round ended, and what each stage that made the new round reported
-    (the probe's reference loss, each generator's GRPO curves and held-out pass rate, the new sets);
-    the store keeps the round with its GRPO curves for the report."""
+def _log_round(stage, runner: Runner, ended: TrainResult, round_: int, arm_id: int,
+               arm_run: tuple[str | None, str, dict[str, str]], ctx: TrialContext) -> None:
+    """A refresh: where the previous round ended (a tag on the arm's run), and what each stage that made
+    the new round reported (the probe's reference loss, each generator's GRPO curves and held-out pass
+    rate, the new sets), each stage on a child run of its own, so GRPO's steps never share an axis with
+    the arm's tokens; the store keeps the round with its GRPO curves for the report."""
     from synpro.grpo.trainer import read_metrics
 
+    run_id, arm_name, arm_tags = arm_run
     ctx.tracker.set_tags(run_id, {f"synpro.round.{round_}.start_tokens": ended.tokens_seen})
     grpo: dict[str, list[dict]] = {}
     for upstream in _new_upstream(stage):
         folder = runner.folder(upstream)
-        prefix = f"round{round_}/{upstream.kind}/{upstream.label or upstream.key}"
+        what = f"{upstream.kind} {upstream.label}" if upstream.label else upstream.kind
+        child = ctx.tracker.run("refresh", run_name(f"round {round_} {what}", arm_name),
+                                {**arm_tags, "synpro.round": str(round_), "synpro.stage": upstream.key},
+                                parent_id=run_id)
         metrics = (read_manifest(folder) or {}).get("metrics", {})
-        ctx.tracker.log_values(run_id, {f"{prefix}/{k}": v for k, v in metrics.items()
-                                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        if upstream.kind != "grpo":
-            continue
-        rows = grpo[upstream.label or upstream.key] = read_metrics(folder)  # rewards, KL, pass rate per step
-        for key in sorted({k for row in rows for k, v in row.items() if k != "step" and isinstance(v, (int, float))}):
-            ctx.tracker.log_points(run_id, f"{prefix}/{key}", [(row["step"], row[key]) for row in rows if key in row])
+        ctx.tracker.log_values(child, {f"{upstream.kind}/{k}": v for k, v in metrics.items()
+                                       if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        if upstream.kind == "grpo":
+            rows = grpo[upstream.label or upstream.key] = read_metrics(folder)  # rewards, KL, pass rate per step
+            for key in sorted({k for row in rows for k, v in row.items()
+                               if k != "step" and isinstance(v, (int, float))}):
+                ctx.tracker.log_points(child, f"grpo/{key}", [(row["step"], row[key]) for row in rows if key in row])
+        ctx.tracker.finish(child)
     ctx.store.add_round(arm_id, round_, ended.tokens_seen, grpo)
 
 
@@ -518,12 +529,14 @@ def _label(plan: TrialPlan, name: str, seed: int) -> str:
 def _log_figures(plan: TrialPlan, outcomes: Outcomes, ctx: TrialContext) -> None:
     first = plan.seeds[0]
     reference = _label(plan, plan.reference_name, first) if plan.reference_name else None
+    which = f", {params_label(ctx.params)}" if ctx.params else ""
     figures = {"loss_curves.png": plots.loss_figure(
         {_label(plan, n, s): [(p.tokens, p.val_loss) for p in o.result.curve] for (n, s), o in outcomes.items()},
-        reference)}
+        reference, f"Learning curves{which}")}
     if reference:
         figures["effective_tokens.png"] = plots.effective_figure(
-            {_label(plan, n, s): o.effective for (n, s), o in outcomes.items()}, reference)
+            {_label(plan, n, s): o.effective for (n, s), o in outcomes.items()}, reference,
+            f"Effective tokens{which} (hollow = extrapolated)")
     for path, fig in figures.items():
         ctx.tracker.log_figure(ctx.trial_run_id, fig, path)
         plots.close(fig)

@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from matplotlib.figure import Figure
 
 from synpro.display import constant_interval, estimate, fmt, identification, interval, seed_estimate
 from store import Store
 from store.store import best_trial
 from synpro import plots
+from synpro.stages import read_manifest
+from synpro.tracking import params_label
 from synpro.fits import is_reference, predict, study_points, token_worth, worth_interval
 
 _FIT_POINTS_PER_LINE = 60
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # where `synpro ui` serves by default
 _WORTH_EPOCHS = np.geomspace(1.0, 1e3, 80)  # the D'/U plot's x axis, cut at the most epochs any recipe ran
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
@@ -33,6 +39,8 @@ th { background: #f3f3f3; } td.text, th.text { text-align: left; }
 pre { background: #f7f7f7; padding: 0.8rem; overflow-x: auto; font-size: 0.85rem; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5rem 0; }
 .note { color: #555; font-size: 0.9rem; }
+td.text { white-space: pre-wrap; max-width: 32rem; }
+summary { cursor: pointer; color: #555; }
 """
 _READING = (
     "Effective tokens D_eff of a run are the unique (oracle) tokens that reach the same validation loss: the "
@@ -117,15 +125,19 @@ def _pareto_figure(results: list[dict], objectives: list[dict]) -> Figure | None
 def study_figures(store: Store, study: str) -> dict[str, Figure]:
     """File name -> figure: the best trial's curves (refreshes marked) and each refresh's GRPO curves,
     the search results and the fitted laws."""
-    objective = store.study(study)["objective"]
+    info = store.study(study)
+    objective = info["objective"]
+    spec = yaml.safe_load(info["spec_yaml"] or "") or {}
     results = store.results(study)
     figures: dict[str, Figure] = {}
     best = best_trial(results, objective)
     if best is not None:
         points = [p for p in store.curves(study) if p["params_hash"] == best["params_hash"]]
         reference = _reference(best)
-        pick = " (Pareto-optimal, best primary objective)" if "objectives" in objective else " (best objective)"
-        title = f"trial #{best['trial']}" + (pick if best["objective_value"] is not None else "")
+        pick = ", Pareto-optimal, best primary objective" if "objectives" in objective else ", best objective"
+        title = f"trial #{best['trial']}" + (f" ({params_label(best['params'])})" if best["params"] else "") + (
+            pick if best["objective_value"] is not None and len(results) > 1 else "")
+        beta = best["params"].get("grpo.beta", (spec.get("grpo") or {}).get("beta"))
         curves: dict[str, list] = {}
         effective: dict[str, list] = {}
         several = len({p["seed"] for p in points}) > 1
@@ -149,7 +161,8 @@ def study_figures(store: Store, study: str) -> dict[str, Figure]:
             who = f"{r['arm']}-seed{r['seed']}" if several else r["arm"]
             for op, rows in r["grpo"].items():
                 figures[f"grpo_{who}_round{r['round']}_{op}.png"] = plots.grpo_figure(
-                    rows, f"GRPO of {op}, {who}, round {r['round']} (from {r['start_tokens']:,} tokens), {title}")
+                    rows, f"GRPO of {op}, {who}, round {r['round']} (from {r['start_tokens']:,} tokens), {title}",
+                    beta=beta)
         if effective:
             figures["effective_tokens.png"] = plots.effective_figure(
                 effective, reference, f"Effective tokens, {title} (hollow = extrapolated)")
@@ -157,14 +170,15 @@ def study_figures(store: Store, study: str) -> dict[str, Figure]:
                         [v["multiplier_vs_repetition"] for v in r.get("per_seed", {}).values()])
                   for arm, r in best["arms"].items() if r["multiplier_vs_repetition"] is not None}
         if spread:
-            figures["multiplier.png"] = plots.multiplier_figure(
-                spread, f"× repetition, {title} (dots: seeds; bars: 95% interval paired by seed)")
+            figures["multiplier.png"] = plots.multiplier_figure(spread, f"× repetition per arm, {title}")
     searched = [(t["params"], t["objective_value"]) for t in results
                 if t["params"] and t["objective_value"] is not None]
     if searched:
         name = objective_name(objective)
+        logs = [key for key, param in ((spec.get("search") or {}).get("params") or {}).items()
+                if isinstance(param, dict) and param.get("log")]
         figures["search.png"] = plots.search_figure(searched, name, f"Search results: {objective.get('direction', '')} "
-                                                                    f"{name}")
+                                                                    f"{name}", log_params=logs)
     pareto = _pareto_figure(results, objective["objectives"]) if "objectives" in objective else None
     if pareto is not None:
         figures["pareto.png"] = pareto
@@ -184,24 +198,111 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], text_columns: 
     def cell(tag: str, i: int, value: Any) -> str:
         shown = value if isinstance(value, str) else fmt(value)
         css = ' class="text"' if i < text_columns else ""
-        return f"<{tag}{css}>{html.escape(shown)}</{tag}>"
+        return f"<{tag}{css}>{shown if isinstance(value, Markup) else html.escape(shown)}</{tag}>"
 
     head = "".join(cell("th", i, h) for i, h in enumerate(headers))
     body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _results_rows(results: list[dict]) -> list[list[Any]]:
+class Markup(str):
+    """A table cell that is HTML already (a link), not text to escape."""
+
+
+def _run_link(run_id: str | None, mlflow_ui: str) -> str:
+    """A link to an MLflow run as `synpro ui` serves it, or '-'."""
+    if not run_id:
+        return "-"
+    return Markup(f'<a href="{html.escape(mlflow_ui)}/#/runs/{html.escape(run_id)}">{html.escape(run_id[:8])}</a>')
+
+
+def _params(trial: dict) -> str:
+    return ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
+
+
+def _results_rows(results: list[dict], mlflow_ui: str) -> list[list[Any]]:
     rows = []
     for trial in results:
-        params = ", ".join(f"{k}={fmt(v)}" for k, v in trial["params"].items()) or "-"
+        params = _params(trial)
         for arm, r in trial["arms"].items():
             seeds = ", ".join(f"{s}: {fmt(v['multiplier_vs_repetition'])}" for s, v in r.get("per_seed", {}).items())
             rows.append([str(trial["trial"]), params, arm, r["state"], r["final_val_loss"], r["tokens_seen"],
                          r["unique_tokens"], r["effective_tokens"], r["effective_tokens_extrapolated"],
                          seed_estimate(r["multiplier_vs_repetition"], r.get("multiplier_ci"), r.get("n_seeds")),
-                         seeds or "-", r.get("multiplier_method") or "-"])
+                         seeds or "-", r.get("multiplier_method") or "-", _run_link(r.get("mlflow_run_id"), mlflow_ui)])
     return rows
+
+
+def _accuracy_rows(results: list[dict]) -> list[list[Any]]:
+    """Per trial and arm: the downstream accuracy at the end, and what it is worth in oracle tokens."""
+    return [[str(trial["trial"]), _params(trial), arm, r.get("final_accuracy"), r.get("effective_tokens_accuracy"),
+             r.get("effective_tokens_accuracy_extrapolated"), r.get("multiplier_accuracy")]
+            for trial in results for arm, r in trial["arms"].items() if r.get("final_accuracy") is not None]
+
+
+SAMPLES_PER_SET = 3
+_SAMPLE_CHARS = 700
+
+
+def _set_users(results: list[dict]) -> dict[str, list[str]]:
+    """Set folder -> "arm (trial #n): tokens seen" for every arm that trained on it."""
+    users: dict[str, list[str]] = {}
+    for trial in results:
+        for arm, r in trial["arms"].items():
+            for seed, values in r.get("per_seed", {}).items():
+                for row in (values.get("synthetic_sets") or {}).values():
+                    if row.get("set"):
+                        users.setdefault(row["set"], []).append(
+                            f"{arm} (trial #{trial['trial']}, seed {seed}): {fmt(row.get('tokens_seen'))} tokens seen")
+    return users
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _SAMPLE_CHARS else text[:_SAMPLE_CHARS] + " …"
+
+
+def _set_samples(records: Path) -> list[list[Any]]:
+    """Three source -> output pairs: passed outputs first, then rejected ones with their raw output and why."""
+    passed, failed = [], []
+    with open(records, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            if r["passed"]:
+                passed.append([r["window"], _clip(r["source"]), _clip(r["text"]), "passed"])
+            elif len(failed) < SAMPLES_PER_SET:
+                raw = "\n".join(r["raw"]) if isinstance(r.get("raw"), list) else str(r.get("raw", ""))
+                failed.append([r["window"], _clip(r["source"]), _clip(raw), "rejected: " + ", ".join(r["failures"])])
+            if len(passed) >= SAMPLES_PER_SET:
+                break
+    return (passed + failed)[:SAMPLES_PER_SET]
+
+
+def _synthetic_sections(workdir: Path | None, results: list[dict]) -> str:
+    """Per synthetic set in the workdir: its size, pass rate, failures by reason, who trained on it, samples."""
+    folders = sorted((workdir / "stages").glob("synthesize-*/stats.json")) if workdir else []
+    if not folders:
+        return ('<p class="note">No synthetic sets found (they are read from the workdir\'s stages/: pass '
+                "<code>--workdir</code>).</p>")
+    users = _set_users(results)
+    parts = []
+    for stats_file in folders:
+        folder = stats_file.parent
+        stats = json.loads(stats_file.read_text())["stats"]
+        generator = ((read_manifest(folder) or {}).get("config") or {}).get("generator", "-")
+        failures = ", ".join(f"{reason} {n}" for reason, n in sorted(stats["failures"].items(), key=lambda x: -x[1])
+                             if n) or "none"
+        parts.append(
+            f"<h3>{html.escape(stats['operation'])} set <code>{html.escape(folder.name)}</code></h3>"
+            + _table(["generator", "rejected by reason", "windows", "passed", "pass rate", "generated tokens",
+                      "usable tokens (the set)", "complete"],
+                     [[str(generator), failures, stats["windows"], stats["passed"], stats["pass_rate"],
+                       stats["generated_tokens"], stats["output_tokens"], stats["complete"]]], 2)
+            + '<p class="note">Trained on by: ' + html.escape("; ".join(users.get(folder.name, [])) or
+                                                             "no finished arm records it") + "</p>"
+            + _table(["window", "source", "output", "verdict"], _set_samples(folder / "records.jsonl"), 4))
+    return "".join(parts)
 
 
 def _objective_text(objective: dict[str, Any], results: list[dict]) -> str:
@@ -308,8 +409,10 @@ def _fit_sections(store: Store, study: str, fits: dict[str | None, dict]) -> str
                else '<p class="note">None: every constant was fitted.</p>'))
 
 
-def render_report(store: Store, study: str) -> str:
-    """The study's page as one HTML string."""
+def render_report(store: Store, study: str, workdir: Path | None = None,
+                  mlflow_ui: str = DEFAULT_MLFLOW_UI) -> str:
+    """The study's page as one HTML string; `workdir` (where the sweep ran) adds its synthetic sets'
+    diagnostics, and run links point at `mlflow_ui` (where `synpro ui` serves by default)."""
     info = store.study(study)
     results = store.results(study)
     comparison = store.compare(study)
@@ -345,12 +448,26 @@ def render_report(store: Store, study: str) -> str:
         "(geometric mean) with a 95% interval paired by seed (t on log ratios; none with one seed).</p>",
         '<p class="note">Reference: ' + html.escape(_references(results)) + "</p>",
         _table(["trial", "params", "arm", "state", "val loss", "tokens seen", "unique", "D_eff", "extrap.",
-                "× repetition [95%]", "per seed", "method"], _results_rows(results), 4),
+                "× repetition [95%]", "per seed", "method", "MLflow run"], _results_rows(results, mlflow_ui), 4),
+        f'<p class="note">Run links open in the MLflow UI at {html.escape(mlflow_ui)}: start it with '
+        "<code>synpro ui --workdir WORKDIR</code>.</p>",
+        "<h2>Downstream accuracy</h2>",
+        '<p class="note">Accuracy at the last checkpoint (mean over seeds), the oracle tokens that reach it '
+        "(D_eff by accuracy) and its ratio to repetition's. Near chance (1 / choices) these say nothing.</p>",
+        _table(["trial", "params", "arm", "accuracy", "D_eff (acc)", "extrap.", "× rep. (acc)"],
+               _accuracy_rows(results), 3) if _accuracy_rows(results)
+        else '<p class="note">No downstream evaluation in this study.</p>',
+        "<h2>Synthetic data</h2>",
+        '<p class="note">Each set the sweep made: how many windows its generator rewrote, how many passed the '
+        "filters (the rest never reach training) and why the others were rejected, its usable tokens, which "
+        f"arms trained on it, and {SAMPLES_PER_SET} source → output samples.</p>",
+        _synthetic_sections(workdir, results),
         "<h2>Noise floor</h2>",
         '<p class="note">Calibration: repetition\'s D_eff / tokens seen during its first pass, when its data is '
         "as unique as the oracle's (ideally 1). Tail: the reference oracle's power law E + B/D^beta fitted past "
         "the warmup, with its fit quality.</p>",
         _table(["trial", "seed", "first-pass D_eff/D", "points", "tail E", "tail B", "tail beta", "fitted past",
                 "tail points", "tail R²", "tail RMS log"], _noise_floor_rows(results), 2),
-        "<h2>Spec</h2>", f"<pre>{html.escape(info['spec_yaml'])}</pre>",
+        "<h2>Spec</h2>", f"<details><summary>The resolved spec (YAML)</summary><pre>{html.escape(info['spec_yaml'])}"
+                         "</pre></details>",
         "</body></html>"])

@@ -55,7 +55,7 @@ from synpro.spec import Spec
 from synpro.stages import Runner
 from synpro.stages.extra import ExtraStage
 from synpro.stages.pools import PoolsStage
-from synpro.tracking import NullTracker, Tracker
+from synpro.tracking import NullTracker, Tracker, params_label, run_name
 from store import Store
 from store.locks import db_lock, sqlite_file
 
@@ -77,6 +77,7 @@ class SweepSummary:
     ran_now: int
     results: list[dict[str, Any]]
     given_up: list[dict[str, Any]] = field(default_factory=list)  # points that failed MAX_RETRIES + 1 times
+    optuna_study: str = ""  # the study's name in the Optuna storage (what `optuna-dashboard` lists)
 
 
 # ---- which process owns a trial ----------------------------------------------------------------
@@ -157,15 +158,25 @@ def _open_study(spec: Spec) -> optuna.Study:
     # We ask/tell under our queue lock and beat for the trial ourselves (_Heartbeat), not via optimize().
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     directions = [o.direction for _, o in spec.search.targets()]
-    # A multi-objective study is another Optuna study (its directions are fixed at creation); a
-    # single-objective one keeps the name it always had, so existing studies resume.
-    space = stable_hash(spec.content_hash(), spec.search.sampler, spec.search.model_dump(mode="json")["params"],
-                        *([directions] if spec.search.multi else []))
+    names = [f"{o.metric} of {o.arm}" for _, o in spec.search.targets()]  # Optuna's dashboard shows these
     with db_lock(spec.optuna_url(), "optuna-schema"):
         storage = optuna.storages.RDBStorage(spec.optuna_url(), heartbeat_interval=spec.search.heartbeat_seconds,
                                              grace_period=spec.search.stale_after_seconds)
-        return optuna.create_study(study_name=f"{spec.experiment.name}-{space}", storage=storage,
-                                   sampler=search.sampler(spec), directions=directions, load_if_exists=True)
+        study = optuna.create_study(study_name=optuna_study_name(spec), storage=storage,
+                                    sampler=search.sampler(spec), directions=directions, load_if_exists=True)
+        if study.metric_names != names:
+            study.set_metric_names(names)
+        return study
+
+
+def optuna_study_name(spec: Spec) -> str:
+    """`<experiment>-<hash of the spec and its search space>`: a changed spec is a new Optuna study. A
+    multi-objective study is another one too (its directions are fixed at creation); a single-objective
+    one keeps the name it always had, so existing studies resume."""
+    directions = [o.direction for _, o in spec.search.targets()]
+    space = stable_hash(spec.content_hash(), spec.search.sampler, spec.search.model_dump(mode="json")["params"],
+                        *([directions] if spec.search.multi else []))
+    return f"{spec.experiment.name}-{space}"
 
 
 def _hide_secrets(spec: Spec) -> None:
@@ -383,7 +394,7 @@ def _run(spec: Spec, n_trials: int | None, progress: bool, announce: Callable[[s
         raise
     tracker.finish(study_run)
     store.close()
-    return SweepSummary(name, target, completed, ran, results, sweep.given_up)
+    return SweepSummary(name, target, completed, ran, results, sweep.given_up, study.study_name)
 
 
 def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, Any], study_id: int,
@@ -397,7 +408,7 @@ def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, An
     trial_spec = spec.with_params(params)
     plan = plan_trial(trial_spec)
     trial.set_user_attr(HASH_ATTR, plan.params_hash)
-    trial_run = tracker.run("trial", f"trial-{trial.number}",
+    trial_run = tracker.run("trial", run_name(f"trial-{trial.number}", params_label(params)),
                             {"synpro.study": name, "synpro.trial": plan.params_hash}, parent_id=study_run)
     if trial_run:
         trial.set_user_attr("synpro.mlflow_run_id", trial_run)
@@ -407,7 +418,7 @@ def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, An
                                   mlflow_run_id=trial_run)
     trial.set_user_attr(STORE_ID_ATTR, trial_id)
     heartbeat.store_row = store, trial_id
-    ctx = TrialContext(store, tracker, trial_id, trial_run, progress)
+    ctx = TrialContext(store, tracker, trial_id, trial_run, progress, params=params)
     try:
         kill_point("trial.start")
         outcomes = run_trial(plan, ctx)
@@ -481,4 +492,5 @@ def summarize(spec: Spec, n_trials: int | None, ran: int | None) -> SweepSummary
         sweep = _Sweep(spec, store, NullTracker(), study, target, lambda _: None)
         trials = study.get_trials(deepcopy=False)
         done = sweep.done(trials)
-        return SweepSummary(spec.experiment.name, target, len(done), ran or 0, store.results(spec.experiment.name))
+        return SweepSummary(spec.experiment.name, target, len(done), ran or 0, store.results(spec.experiment.name),
+                            optuna_study=optuna_study_name(spec))

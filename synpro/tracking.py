@@ -10,6 +10,7 @@ one masking function: no password or token reaches MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -26,6 +27,30 @@ if TYPE_CHECKING:
 LEVEL_TAG = "synpro.level"
 OWNER_TAG = "synpro.owner"
 PARAM_VALUE_LIMIT = 6000
+DEFAULT_EXPERIMENT_ID = "0"
+SEP = " · "
+# MLflow colours runs by a hash of their id, so arms often share one; this tag sets it. Matplotlib's tab10,
+# as the PNG plots use.
+RUN_COLOR_TAG = "mlflow.runColor"
+RUN_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+              "#17becf"]
+
+
+def params_label(params: dict[str, Any]) -> str:
+    """`lr=0.003 · seq_len=64`: a trial's searched params by their last dotted name (the full key where
+    two share one), which is what tells its runs apart in MLflow's run lists and chart legends."""
+    last = [key.rsplit(".", 1)[-1] for key in params]
+    return SEP.join(f"{short if last.count(short) == 1 else key}={_short(value)}"
+                    for (key, value), short in zip(params.items(), last))
+
+
+def run_name(*parts: str | None) -> str:
+    """Parts of a run's name joined by " · ", empty ones left out."""
+    return SEP.join(p for p in parts if p)
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class Tracker:
@@ -49,6 +74,7 @@ class Tracker:
                     self.experiment_id = self.client.create_experiment(
                         experiment, artifact_location=location,
                         tags={"mlflow.experimentKind": "custom_model_development"})
+                    self._drop_empty_default()
         except OSError:
             raise  # the machine's fault (a read-only or full disk), reported as such by the CLI
         except Exception as exc:  # noqa: BLE001 - any failure to reach the tracker is a config problem
@@ -56,8 +82,17 @@ class Tracker:
                                  key="tracking.mlflow_uri",
                                  hint="check the URI, or set tracking.enabled: false") from None
 
+    def _drop_empty_default(self) -> None:
+        """MLflow creates an empty "Default" experiment in every new store; a UI listing it beside the
+        study only misleads, so it goes to the trash (MLflow never recreates it once any exists)."""
+        with contextlib.suppress(Exception):  # another store's layout, or a server that refuses: harmless
+            default = self.client.get_experiment(DEFAULT_EXPERIMENT_ID)
+            if default.name == "Default" and not self.client.search_runs([DEFAULT_EXPERIMENT_ID], max_results=1):
+                self.client.delete_experiment(DEFAULT_EXPERIMENT_ID)
+
     def run(self, level: str, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
-        """The run at `level` carrying `tags`, created on first use; this process becomes its owner."""
+        """The run at `level` carrying `tags`, created on first use (renamed to `name` if it had another
+        name: run names follow the naming of the SynPro that last wrote); this process becomes its owner."""
         tags = {LEVEL_TAG: level, **tags}
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
         owner = {OWNER_TAG: self.owner} if self.owner else {}
@@ -65,8 +100,8 @@ class Tracker:
             existing = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
             if existing:
                 run_id = existing[0].info.run_id
-                if existing[0].info.status != "RUNNING":
-                    self.client.update_run(run_id, status="RUNNING")
+                if existing[0].info.status != "RUNNING" or existing[0].info.run_name != name:
+                    self.client.update_run(run_id, status="RUNNING", name=name)
                 if owner:
                     self.set_tags(run_id, owner)
                 return run_id

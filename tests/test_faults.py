@@ -448,6 +448,11 @@ def test_a_kill_in_each_refresh_stage_resumes_that_stage(tmp_path, parrot_model)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(sqlite_urls(reference)[2])  # a run never killed logs the refresh's curves too
-    [arm_run] = [r for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
-                 if r.data.tags.get("synpro.arm") == "synpro"]
-    assert len(client.get_metric_history(arm_run.info.run_id, "round1/grpo/rephrase/reward")) == 3
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    [arm_run] = [r for r in runs if r.data.tags.get("synpro.arm") == "synpro" and r.data.tags["synpro.level"] == "arm"]
+    # Each refresh stage on a child run of the arm's, GRPO's curves against its own steps.
+    [grpo_run] = [r for r in runs if r.data.tags["synpro.level"] == "refresh" and "grpo" in r.info.run_name]
+    assert grpo_run.data.tags["mlflow.parentRunId"] == arm_run.info.run_id
+    assert grpo_run.info.run_name.startswith("round 1 grpo rephrase · synpro")
+    assert sorted(m.step for m in client.get_metric_history(grpo_run.info.run_id, "grpo/reward")) == [1, 2, 3]
+    assert not [key for key in arm_run.data.metrics if key.startswith(("round", "grpo"))]

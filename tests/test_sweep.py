@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import sqlalchemy as sa
 
@@ -143,6 +144,16 @@ def test_sweep_end_to_end_and_rerun_does_nothing_new(tmp_path):
     assert trial_run.data.tags["mlflow.parentRunId"] == study.info.run_id
     assert {r.data.tags["mlflow.parentRunId"] for r in by_level["arm"]} == {trial_run.info.run_id}
     assert trial_run.data.params["training.lr"] == "0.01"
+    # Runs named by what differs, the searched params on every arm run, no empty "Default" beside the study.
+    assert trial_run.info.run_name == "trial-0 · lr=0.01"
+    assert {r.info.run_name for r in by_level["arm"]} == {"repetition · lr=0.01 · seed 1", "oracle · lr=0.01 · seed 1"}
+    assert {r.data.params["training.lr"] for r in by_level["arm"]} == {"0.01"}
+    assert len({r.data.tags["mlflow.runColor"] for r in by_level["arm"]}) == 2  # MLflow's own colours may clash
+    assert [e.name for e in client.search_experiments()] == ["tiny"]
+    [line] = [line for line in first.stdout.splitlines() if line.startswith("Optuna study: ")]
+    study_name = line.split()[2]
+    assert study_name.startswith("tiny-") and optuna.load_study(
+        study_name=study_name, storage=f"sqlite:///{workdir / 'optuna.db'}").metric_names == ["final_val_loss of repetition"]
     arm_run = next(r for r in by_level["arm"] if r.info.run_id == rep["mlflow_run_id"])
     history = client.get_metric_history(arm_run.info.run_id, "effective_tokens")
     assert [m.step for m in history] == sorted(m.step for m in history) and history[-1].step >= 24000
