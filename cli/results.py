@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from cli.app import (ARM_FIELDS, RESULT_COLUMNS, ColumnsOpt, FloorOpt, Format, WorkdirOpt, app, guarded,
-                     multi_objective, out, parse_columns, per_seed_multipliers, print_results, store_url,
+                     multi_objective, parse_columns, per_seed_multipliers, print_results, store_url,
                      with_caveats)
 from synpro.display import finite
 

@@ -28,7 +28,6 @@ window, Qwen2, Qwen3); others are refused with a hint to use the transformers ba
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
