@@ -23,6 +23,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# Piped CLI output wraps at COLUMNS (80 where unset): tests read whole lines, so give them room; tests of
+# the narrow layout set COLUMNS themselves.
+os.environ.setdefault("COLUMNS", "160")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

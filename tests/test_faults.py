@@ -55,10 +55,16 @@ def outcome(results: list[dict]) -> dict[str, dict]:
     return keyed
 
 
+# What differs by how a run went, not by what it made: MLflow run ids (a re-run may supersede a killed run)
+# and the measured cost (a SIGKILLed attempt's time is lost, and the re-run's wall time is its own).
+RUN_SPECIFIC = {"mlflow_run_id", "gpu_hours", "cpu_core_hours", "usage_by_kind", "unmeasured_stages",
+                "cost_per_m_effective_gained", "cost_unit"}
+
+
 def _without_run_ids(values: dict) -> dict:
-    """An arm's values without MLflow run ids (a re-run may supersede a killed run), per seed too."""
+    """An arm's values without what is specific to one run (`RUN_SPECIFIC`), per seed too."""
     return {k: ({seed: _without_run_ids(v) for seed, v in value.items()} if k == "per_seed" else value)
-            for k, value in values.items() if k != "mlflow_run_id"}
+            for k, value in values.items() if k not in RUN_SPECIFIC}
 
 
 def optuna_trials(url: str) -> list:
