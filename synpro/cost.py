@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from synpro.core.hashing import stable_hash
 from synpro.errors import InputError
+from synpro.grpo.trainer import CUDA_MICRO_BATCH, VLLM_MEMORY_SHARE
 
 if TYPE_CHECKING:
     from synpro.spec import Spec
@@ -152,9 +153,14 @@ class Shape:
     def kv_bytes(self, tokens: float) -> float:
         return tokens * 2 * self.n_layers * self.d_kv * 2
 
-    def train_memory(self, micro: int, seq: int, *, fp32: bool, state_bytes: int = 16) -> float:
-        """Bytes per GPU to train: model state, stored activations of one micro batch, logits and gradient."""
-        activations = self.n_layers * 34 * seq * micro * self.d_model * (2 if fp32 else 1)
+    def train_memory(self, micro: int, seq: int, *, fp32: bool, state_bytes: int = 16,
+                     checkpointed: bool = False) -> float:
+        """Bytes per GPU to train: model state, stored activations of one micro batch, logits and gradient.
+        Checkpointed, each block keeps only its 16-bit input and one block at a time is recomputed in full
+        (Korthikanti et al. 2022, §4: 2·S·b·d per layer plus one layer's 34·S·b·d)."""
+        per_layer = 34 * seq * micro * self.d_model * (2 if fp32 else 1)
+        stored = 2 * seq * micro * self.d_model * (2 if fp32 else 1)
+        activations = self.n_layers * stored + per_layer if checkpointed else self.n_layers * per_layer
         return self.params() * state_bytes + activations + 8 * seq * micro * self.vocab
 
     def infer_memory(self, batch: int, seq: int, *, weight_bytes: int = 2, generate: bool = False) -> float:
@@ -509,16 +515,27 @@ class _Costs:
         reference = n * policy.forward_flops(seq, seq) if g.beta > 0 else 0.0
         scored = min(completion, self.spec.influence.max_tokens)
         influence = 2 * n * self.model.forward_flops(scored, scored) if node.info["influence"] else 0.0
-        fp32 = g.precision == "fp32"
-        micro = g.micro_batch_size or g.completions_per_step
+        # On a GPU the GRPO stage's own CUDA defaults apply (synpro.grpo.trainer): a micro batch of
+        # CUDA_MICRO_BATCH, gradient checkpointing, and rollouts in a vLLM colocated on a set share of the GPU.
+        gpu = self.dev.kind != "cpu"
+        fp32 = g.precision == "fp32" or not gpu
+        micro = g.micro_batch_size or (math.gcd(CUDA_MICRO_BATCH, g.completions_per_step) if gpu
+                                       else g.completions_per_step)
+        checkpointed = gpu if g.gradient_checkpointing is None else g.gradient_checkpointing
         if g.lora is not None:
             state = policy.params() * (4 if fp32 else 2)
-            activations = policy.train_memory(micro, seq, fp32=fp32, state_bytes=0)
+            activations = policy.train_memory(micro, seq, fp32=fp32, state_bytes=0, checkpointed=checkpointed)
         else:
             state = 0
-            activations = policy.train_memory(micro, seq, fp32=fp32, state_bytes=16 if fp32 else 8)
+            activations = policy.train_memory(micro, seq, fp32=fp32, state_bytes=16 if fp32 else 8,
+                                              checkpointed=checkpointed)
         ref_weights = policy.params() * (4 if fp32 else 2) if g.beta > 0 else 0
-        kv = policy.kv_bytes(g.completions_per_step * seq)
+        if gpu and (g.vllm_mode or "colocate") == "server":
+            kv = 0.0  # rollouts on the server's own GPUs
+        elif gpu and self.dev.memory_gb is not None:  # vLLM colocated: its weights and KV cache in its share
+            kv = (g.vllm_gpu_memory_utilization or VLLM_MEMORY_SHARE) * self.dev.memory_gb * GB
+        else:
+            kv = policy.kv_bytes(g.completions_per_step * seq)
         influence_models = 2 * self.model.params() * 2 if node.info["influence"] else 0
         memory = state + activations + ref_weights + kv + influence_models
         parts = {"rollouts": rollouts, "policy": policy_train + old, "reference": reference, "influence": influence,

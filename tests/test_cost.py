@@ -76,6 +76,23 @@ def test_estimate_json_rows_and_the_over_memory_flag(tmp_path):
     assert data["totals"]["over_memory"] == [f"{r['kind']} {r['label'] or r['arm']}" for r in flagged]
 
 
+def test_grpo_memory_on_a_gpu_follows_the_stages_cuda_defaults():
+    """The paper spec's 1B policy: checkpointed micro batches of 4 and vLLM in its share fit an 80 GB GPU;
+    the same spec without checkpointing and with every completion in one pass does not."""
+    spec = load_spec(ROOT / "experiments" / "paper-400m.yaml")
+    h100 = cost.device("H100")
+    grpo = next(s for s in cost.estimate(spec, h100).stages if s.kind == "grpo")
+    assert grpo.fits and grpo.memory_gb < 80
+    whole = spec.model_copy(update={"grpo": spec.grpo.model_copy(update={
+        "gradient_checkpointing": False, "micro_batch_size": spec.grpo.completions_per_step})})
+    unfit = next(s for s in cost.estimate(whole, h100).stages if s.kind == "grpo")
+    assert not unfit.fits and unfit.memory_gb > 80
+    shape = cost.KNOWN_MODELS["allenai/OLMo-2-0425-1B-Instruct"]
+    seq, micro, d, layers = 4096, 4, shape.d_model, shape.n_layers
+    saved = shape.train_memory(micro, seq, fp32=False) - shape.train_memory(micro, seq, fp32=False, checkpointed=True)
+    assert saved == (layers - 1) * 34 * seq * micro * d - layers * 2 * seq * micro * d  # hand count
+
+
 def test_bad_estimate_input_is_exit_2():
     spec = str(ROOT / "experiments" / "quickstart.yaml")
     for args, words in ((["--gpu", "V100X"], "unknown GPU"), (["--mfu", "1.5"], "--mfu 1.5")):
