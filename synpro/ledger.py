@@ -71,9 +71,16 @@ def _per_million_gained(arm: dict, repetition: dict) -> tuple[float | None, str 
     unit = "gpu_hours" if (arm.get("gpu_hours") or 0) > 0 else "cpu_core_hours"
     mine, theirs = arm.get(unit), repetition.get(unit)
     d_eff, base = arm.get("effective_tokens"), repetition.get("effective_tokens")
-    if None in (mine, theirs, d_eff, base) or d_eff <= base:
+    if None in (mine, theirs, d_eff, base) or d_eff <= base or _partly_measured(arm) or _partly_measured(repetition):
         return None, None
     return (mine - theirs) / ((d_eff - base) / 1e6), unit
+
+
+def _partly_measured(values: dict) -> bool:
+    """Whether some stage behind these values has no recorded usage (finished before the ledger existed):
+    a difference of partial sums would be no cost at all."""
+    seeds = values.get("per_seed", {}).values()
+    return bool(values.get("unmeasured_stages") or any(v.get("unmeasured_stages") for v in seeds))
 
 
 def add_costs(arms: dict[str, dict]) -> None:

@@ -72,3 +72,18 @@ def test_cost_per_effective_token_gained_needs_a_gain_and_a_repetition_arm():
     lone = {"oracle": {"kind": "oracle", "gpu_hours": 1.0, "effective_tokens": 1e9}}
     ledger.add_costs(lone)
     assert "cost_per_m_effective_gained" not in lone["oracle"]
+
+
+def test_no_cost_per_token_gained_from_partly_measured_arms():
+    """A stage finished before the ledger existed has no usage: the difference of partial sums is no cost."""
+    repetition = {"kind": "repetition", "cpu_core_hours": 1.0, "effective_tokens": 1e6,
+                  "per_seed": {"0": {"cpu_core_hours": 1.0, "effective_tokens": 1e6, "unmeasured_stages": 0}}}
+    arms = {"repetition": repetition,
+            "prompted": {"kind": "prompted", "cpu_core_hours": 0.5, "effective_tokens": 2e6,
+                         "per_seed": {"0": {"cpu_core_hours": 0.5, "effective_tokens": 2e6, "unmeasured_stages": 1}}}}
+    ledger.add_costs(arms)
+    assert arms["prompted"]["cost_per_m_effective_gained"] is None
+    assert arms["prompted"]["per_seed"]["0"]["cost_per_m_effective_gained"] is None
+    arms["prompted"]["per_seed"]["0"]["unmeasured_stages"] = 0
+    ledger.add_costs(arms)
+    assert arms["prompted"]["cost_per_m_effective_gained"] == pytest.approx(-0.5)  # cheaper, by what was measured
