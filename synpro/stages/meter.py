@@ -11,10 +11,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from synpro.executors.base import Resources
+
+class Held(Protocol):
+    """What a stage was given to run on (synpro.executors' Resources has these): stages import no executor."""
+
+    processes: int
+    gpus: int
+    cpus: int | None
 
 ATTEMPTS = ".usage.jsonl"
 UNITS = {"gpu": "gpu_hours", "cpu": "cpu_core_hours"}
@@ -31,7 +36,7 @@ def _cuda_ready(torch: Any) -> bool:
 class Meter:
     """Times one attempt at a stage in the process that holds its lock."""
 
-    def __init__(self, folder: Path, resources: "Resources | None"):
+    def __init__(self, folder: Path, resources: Held | None):
         self.folder, self.resources = Path(folder), resources
         self.started = time.time()
         self.cpu = _cpu_seconds()
