@@ -28,20 +28,21 @@ def sweep_cmd(spec: Path, workdir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "cli", "sweep", str(spec), "--workdir", str(workdir), "--no-progress", *extra]
 
 
-def run_killed(spec: Path, workdir: Path, kill_at: str) -> None:
-    """Run a sweep that SIGKILLs itself at the named kill point (synpro.core.faults)."""
+def run_killed(spec: Path, workdir: Path, kill_at: str) -> str:
+    """Run a sweep that SIGKILLs itself at the named kill point (synpro.core.faults); what it printed."""
     proc = subprocess.run(sweep_cmd(spec, workdir), cwd=spec.parent, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "SYNPRO_KILL_AT": kill_at})
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-3000:])
+    return proc.stdout
 
 
-def kill_when(spec: Path, workdir: Path, moment) -> None:
-    """Start a sweep and SIGKILL it once `moment(workdir)` holds (polled on its folders)."""
-    proc = subprocess.Popen(sweep_cmd(spec, workdir), cwd=spec.parent, stdout=subprocess.DEVNULL,
+def kill_when(spec: Path, workdir: Path, moment) -> str:
+    """Start a sweep and SIGKILL it once `moment(workdir)` holds (polled on its folders); what it printed."""
+    proc = subprocess.Popen(sweep_cmd(spec, workdir), cwd=spec.parent, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     wait_for(lambda: moment(workdir), 300, proc)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    return proc.communicate()[0]
 
 
 def outcome(results: list[dict]) -> dict[str, dict]:
@@ -100,15 +101,6 @@ def sqlite_urls(workdir: Path) -> tuple[str, str, str]:
     return tuple(f"sqlite:///{workdir / name}" for name in ("synpro.db", "optuna.db", "mlflow.db"))
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("reference")
-    spec = write_spec(folder, TWO)
-    result = subprocess.run(sweep_cmd(spec, folder / "wd"), cwd=folder, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return outcome(results_json(folder / "wd"))
-
-
 def _data_started(workdir: Path) -> bool:
     """Tokenizing under the pools stage's lock (its manifest appears only once the work is done)."""
     return any(workdir.glob("stages/.pools-*.lock")) and not any(workdir.glob("stages/pools-*/_stage.json"))
@@ -118,39 +110,42 @@ def _training(workdir: Path) -> bool:
     return any(workdir.glob("stages/pretrain-*/checkpoints/LATEST"))
 
 
+# Moments a sweep is killed at, in the order a sweep reaches them: each run resumes what the kill before
+# it left and is killed at the next, so every moment's leftovers are resumed once. Polled moments are
+# wherever the sweep happens to be when the folder appears; the others are named kill points.
+MOMENTS = [("poll", _data_started), ("poll", _training),
+           ("point", "store.arm_result:1"),  # between the arm-result writes
+           ("point", "trial.stored:1"),  # the store says finished, Optuna not told
+           ("point", "trial.told:1")]  # between trials
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", [
-    pytest.param(("poll", _data_started), id="data-prep"),
-    pytest.param(("poll", _training), id="training"),
-    pytest.param(("point", "store.arm_result:1"), id="between-the-arm-result-writes"),
-    pytest.param(("point", "trial.stored:1"), id="store-finished-optuna-not-told"),
-    pytest.param(("point", "trial.told:1"), id="between-trials"),
-])
-def test_a_kill_and_one_rerun_equal_an_uninterrupted_run(tmp_path, uninterrupted, moment):
-    spec, workdir = write_spec(tmp_path, TWO), tmp_path / "wd"
-    how, what = moment
-    if how == "poll":
-        kill_when(spec, workdir, what)
-    else:
-        run_killed(spec, workdir, what)
-    rerun = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
+def test_a_kill_at_each_moment_and_one_rerun_equal_an_uninterrupted_run(tmp_path):
+    """Killed during data prep, then in training, between the arm-result writes, after the store but
+    before Optuna was told, and between trials: the last re-run ends as an uninterrupted run, with the
+    trial whose worker died failed, saying why, and run again."""
+    reference = write_spec(tmp_path / "reference", TWO)
+    done = subprocess.run(sweep_cmd(reference, reference.parent / "wd"), cwd=reference.parent, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    spec, workdir = write_spec(tmp_path / "killed", TWO), tmp_path / "killed" / "wd"
+    said = []
+    for how, what in MOMENTS:
+        said.append(kill_when(spec, workdir, what) if how == "poll" else run_killed(spec, workdir, what))
+    rerun = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=spec.parent)
     assert rerun.returncode == 0, rerun.stderr
     assert "2/2 trials complete" in rerun.stdout
-    assert outcome(results_json(workdir)) == uninterrupted
+    assert outcome(results_json(workdir)) == outcome(results_json(reference.parent / "wd"))
     assert_settled(*sqlite_urls(workdir), TWO)
-
-
-@pytest.mark.slow
-def test_a_dead_workers_trial_is_failed_with_its_reason_and_run_again(tmp_path):
-    spec, workdir = write_spec(tmp_path, TWO), tmp_path / "wd"
-    run_killed(spec, workdir, "store.arm_result:1")
-    rerun = synpro("sweep", str(spec), "--workdir", str(workdir), "--no-progress", cwd=tmp_path)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "failed: its worker" in rerun.stdout
+    # The runs after the kills inside a trial (in training, between the arm-result writes) found its
+    # worker gone: that trial failed, saying why, and its point ran again.
+    for after in (("poll", _training), ("point", "store.arm_result:1")):
+        assert "failed: its worker" in said[MOMENTS.index(after) + 1]
     from optuna.trial import TrialState
 
-    [failed] = [t for t in optuna_trials(sqlite_urls(workdir)[1]) if t.state == TrialState.FAIL]
-    assert failed.params == {"training.lr": 0.01} and "is gone" in failed.user_attrs["synpro.fail_reason"]
+    failed = [t for t in optuna_trials(sqlite_urls(workdir)[1]) if t.state == TrialState.FAIL]
+    assert len(failed) == 2 and {t.params["training.lr"] for t in failed} <= set(TWO)
+    assert all("is gone" in t.user_attrs["synpro.fail_reason"] for t in failed)
 
 
 @pytest.mark.slow

@@ -54,20 +54,20 @@ class JudgeServer:
                     first = server.seen <= server.flaky
                     server.busy += 1
                     server.peak = max(server.peak, server.busy)
-                try:
-                    time.sleep(server.delay)
-                    if first or "DOWN" in prompt:
-                        return self.reply(503, {"error": {"message": "overloaded", "type": "server_error"}})
-                    if "REFUSE" in prompt:
-                        return self.reply(400, {"error": {"message": "bad request", "type": "invalid_request"}})
-                    text = "I cannot rate this." if "GIBBERISH" in prompt else f"Score: {len(prompt) % 5 + 1}"
-                    self.reply(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "judge",
-                                     "choices": [{"index": 0, "finish_reason": "stop",
-                                                  "message": {"role": "assistant", "content": text}}],
-                                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
-                finally:
-                    with server.lock:
-                        server.busy -= 1
+                time.sleep(server.delay)
+                # No longer in flight once answered: the client may send its next request as soon as it reads
+                # the reply, before this thread would get to count this one out.
+                with server.lock:
+                    server.busy -= 1
+                if first or "DOWN" in prompt:
+                    return self.reply(503, {"error": {"message": "overloaded", "type": "server_error"}})
+                if "REFUSE" in prompt:
+                    return self.reply(400, {"error": {"message": "bad request", "type": "invalid_request"}})
+                text = "I cannot rate this." if "GIBBERISH" in prompt else f"Score: {len(prompt) % 5 + 1}"
+                self.reply(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "judge",
+                                 "choices": [{"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": text}}],
+                                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
