@@ -11,7 +11,7 @@ from generators import PARROT_ANSWER, doc_topics
 from synpro.errors import InputError
 from synpro.generation.backends import Sampling, make_backend, resolve_backend
 from synpro.generation.backends.continuous_backend import (ContinuousBackend, precision_for_cpu, sample_rows,
-                                                           top_p_filter)
+                                                           shared_prefix, top_p_filter)
 from synpro.generation.backends.transformers_backend import TransformersBackend
 from synpro.generation.operations import OPERATIONS
 from synpro.generation.synthetic import set_config
@@ -130,6 +130,25 @@ def test_greedy_matches_the_transformers_backend_at_fp32(random_model, parrot_mo
         rounded = ContinuousBackend.load(parrot_model, batch_size=1, precision=precision)
         out = rounded.generate(_prompts(3), Sampling(temperature=0, max_new_tokens=80))
         assert all(c.finished and c.text.startswith(PARROT_ANSWER[:40]) for c in out)
+
+
+def test_a_shared_prefix_is_computed_once_and_changes_no_output(random_model, monkeypatch):
+    from synpro.generation.backends import continuous_backend
+
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_prefix([[7, 8, 9], [7, 8, 9]]) == 2  # each prompt keeps a token of its own to prefill
+    backend = ContinuousBackend.load(random_model, batch_size=1, precision="fp32")
+    backend.slots = 3  # refills place the prefix into used slots
+    prompts = _prompts(5)
+    encoded = [backend.tokenizer.apply_chat_template(p, tokenize=True, return_dict=False) for p in prompts]
+    assert shared_prefix(encoded) >= continuous_backend.MIN_SHARED  # the chat template's turn, at least
+    runs = {}
+    for minimum in (continuous_backend.MIN_SHARED, 10**9):  # shared, then every prompt prefilled whole
+        monkeypatch.setattr(continuous_backend, "MIN_SHARED", minimum)
+        runs[minimum] = [backend.generate(prompts, Sampling(temperature=0, max_new_tokens=12)),
+                         backend.generate(prompts, Sampling(temperature=1.0, top_p=0.9, max_new_tokens=12, seed=5))]
+    shared, whole = runs.values()
+    assert shared == whole
 
 
 def test_finished_and_tokens_count_the_stop_token(parrot_model):
