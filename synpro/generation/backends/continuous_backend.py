@@ -4,7 +4,8 @@ The HF model's own modules (embeddings, norms, projections, MLPs, rotary embeddi
 maths; only attention and the KV cache are SynPro's, so that a batch stays full: `slots` rows decode
 together, each with its own length and position, and as soon as one ends (a stop id or
 max_new_tokens) its slot is refilled with the next waiting prompt, prefilled on its own. Nothing
-waits for the longest row of a batch; only the end of a call drains the batch.
+waits for the longest row of a batch; only the end of a call drains the batch. The prefix every prompt
+of a call shares (chat turn, instruction) is computed once and copied into each slot it fills.
 
 Sampling is the transformers backend's: temperature, then top-p over the full vocabulary (the
 smallest set of most likely tokens whose mass reaches top_p, renormalised), greedy at temperature 0.
