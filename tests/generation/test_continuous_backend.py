@@ -10,8 +10,8 @@ import torch
 from generators import PARROT_ANSWER, doc_topics
 from synpro.errors import InputError
 from synpro.generation.backends import Sampling, make_backend, resolve_backend
-from synpro.generation.backends.continuous_backend import (ContinuousBackend, precision_for_cpu, sample_rows,
-                                                           shared_prefix, top_p_filter)
+from synpro.generation.backends.continuous_backend import (PROMPTS_PER_SLOT, SLOTS_PER_BATCH, ContinuousBackend,
+                                                           precision_for_cpu, sample_rows, shared_prefix, top_p_filter)
 from synpro.generation.backends.transformers_backend import TransformersBackend
 from synpro.generation.operations import OPERATIONS
 from synpro.generation.synthetic import set_config
@@ -167,7 +167,8 @@ def test_auto_on_a_cpu_and_the_set_key(random_model):
     spec = _spec(random_model, backend="auto", batch_size=3)
     assert resolve_backend(spec) == "continuous"
     backend = make_backend(spec)
-    assert isinstance(backend, ContinuousBackend) and backend.slots == 24 and backend.batch_size == 48
+    assert isinstance(backend, ContinuousBackend) and backend.slots == 3 * SLOTS_PER_BATCH
+    assert backend.batch_size == backend.slots * PROMPTS_PER_SLOT
     assert backend.precision == precision_for_cpu()
     key = set_config(_spec(random_model), "rephrase")
     assert key["backend"] == f"continuous-{precision_for_cpu()}"
