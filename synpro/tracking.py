@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from store.locks import db_lock, sqlite_file
-from synpro.core.fs import TEMP_PREFIX, cache_root, file_lock
+from synpro.core.fs import cache_root, dir_lock, write_atomic
 from synpro.core.secrets import mask
 from synpro.errors import InputError
 
@@ -172,12 +172,11 @@ def _new_sqlite_from_template(uri: str) -> None:
     """Start a new SQLite tracking store as a copy of an empty one: MLflow builds a store by replaying
     every schema migration it ships (~1.4 s here, each new workdir), so that is done once per MLflow
     version, into SynPro's cache, and copied. The template holds no experiment: opening the copy, MLflow
-    adds its "Default" one as it would in a store it built itself. Any failure (an unwritable cache, say)
-    leaves the store for MLflow to build as before."""
+    adds its "Default" one as it would in a store it built itself. A cache that cannot be written or
+    read leaves the store for MLflow to build as before."""
     path = sqlite_file(uri)
     if path is None or path.exists():
         return
-    import shutil
     import sqlite3
 
     import mlflow
@@ -185,33 +184,29 @@ def _new_sqlite_from_template(uri: str) -> None:
     template = cache_root() / "mlflow-schema" / f"mlflow-{mlflow.__version__}.db"
     try:
         if not template.exists():
-            with file_lock(template.with_name(f".{template.name}.lock")):
+            with dir_lock(template):
                 if not template.exists():
                     _build_template(template)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{TEMP_PREFIX}{path.name}")
-        shutil.copyfile(template, tmp)
-        tmp.replace(path)
+        write_atomic(path, template.read_bytes())
     except (OSError, sqlite3.Error):
         return
 
 
-def _build_template(template: "Path") -> None:
+def _build_template(template: Path) -> None:
     """An MLflow store with its schema at MLflow's head and no experiment, written whole or not at all."""
     import sqlite3
     import tempfile
 
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    tmp = template.with_name(f"{TEMP_PREFIX}{template.name}")
-    tmp.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory() as artifacts:
-        store = SqlAlchemyStore(f"sqlite:///{tmp}", Path(artifacts).as_uri())
-        store.engine.dispose()
-    with contextlib.closing(sqlite3.connect(tmp)) as db, db:
-        db.execute("DELETE FROM experiment_tags")
-        db.execute("DELETE FROM experiments")
-    tmp.replace(template)
+    with tempfile.TemporaryDirectory() as folder:
+        built = Path(folder) / "mlflow.db"
+        SqlAlchemyStore(f"sqlite:///{built}", (Path(folder) / "artifacts").as_uri()).engine.dispose()
+        with contextlib.closing(sqlite3.connect(built)) as db, db:
+            db.execute("DELETE FROM experiment_tags")
+            db.execute("DELETE FROM experiments")
+        write_atomic(template, built.read_bytes())
 
 
 class NullTracker(Tracker):

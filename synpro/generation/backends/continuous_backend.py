@@ -235,7 +235,7 @@ class _Decoder:
         shape = (len(self.layers), slots, self.kv_heads, capacity, self.head_dim)
         self.k = torch.zeros(shape, dtype=cache_dtype)
         self.v = torch.zeros(shape, dtype=cache_dtype)
-        self.prefix: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.prefix: tuple[torch.Tensor, torch.Tensor]  # set by `share`
 
     def _rotary(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rotary embedding's (cos, sin) at `positions`, computed once per forward for every layer."""
@@ -320,15 +320,12 @@ class _Decoder:
         self.prefill([0], [prefix])
         self.prefix = (self.k[:, 0, :, :len(prefix)].clone(), self.v[:, 0, :, :len(prefix)].clone())
 
-    def place(self, slots: list[int]) -> int:
-        """Copy the shared prefix into `slots`; its length (0 without one)."""
-        if self.prefix is None:
-            return 0
+    def place(self, slots: list[int]) -> None:
+        """Copy the shared prefix (`share`) into `slots`."""
         k, v = self.prefix
         index = torch.tensor(slots)
         self.k[:, index, :, :k.shape[2]] = k.unsqueeze(1)
         self.v[:, index, :, :v.shape[2]] = v.unsqueeze(1)
-        return k.shape[2]
 
     def step(self, tokens: torch.Tensor, lengths: torch.Tensor, rows: int) -> torch.Tensor:
         """Decode one token for the first `rows` slots: tokens [rows] at positions `lengths` [rows] (each
@@ -443,8 +440,9 @@ class ContinuousBackend:
                     size += len(encoded[i]) - shared
                     owner[s], lengths[s] = i, len(encoded[i])
                     uniforms[s] = torch.rand(uniforms.shape[1], generator=row_generator(sampling.seed, i))
-                start = decoder.place(taken)
-                logits = decoder.prefill(taken, [encoded[owner[s]][start:] for s in taken], start)
+                if shared:
+                    decoder.place(taken)
+                logits = decoder.prefill(taken, [encoded[owner[s]][shared:] for s in taken], shared)
                 tokens[taken] = sample_rows(logits, sampling, uniforms[taken, 0])
                 active = max(active, max(taken) + 1)
                 record(taken)

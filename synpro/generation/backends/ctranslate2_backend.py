@@ -41,8 +41,7 @@ def _input_error(message: str, spec: "Spec | None", hint: str | None = None) -> 
 
 def converted(folder: Path, quantization: str = QUANTIZATION, spec: "Spec | None" = None) -> Path:
     """The CTranslate2 copy of an HF folder, converted on first use; keyed by the folder's weights."""
-    from synpro.core.fs import atomic_dir, dir_lock
-    from synpro.core.fs import cache_root
+    from synpro.core.fs import atomic_dir, cache_root, dir_lock
     from synpro.generation.generator import fingerprint
 
     target = cache_root() / "ctranslate2" / f"{fingerprint(folder)}-{quantization}"
