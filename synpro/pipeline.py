@@ -140,8 +140,7 @@ class _CurveSink(Callback):
 
 
 def _log_curve(tracker: Tracker, run_id: str | None, points: list[EvalPoint]) -> None:
-    for key in ("val_loss", "train_loss"):
-        tracker.log_points(run_id, key, [(p.tokens, getattr(p, key)) for p in points])
+    tracker.log_series(run_id, {key: [(p.tokens, getattr(p, key)) for p in points] for key in ("val_loss", "train_loss")})
 
 
 def _point_row(point: EvalPoint) -> dict[str, Any]:
@@ -319,13 +318,14 @@ def _log_round(stage, runner: Runner, ended: TrainResult, round_: int, arm_id: i
                                 {**arm_tags, "synpro.round": str(round_), "synpro.stage": upstream.key},
                                 parent_id=run_id)
         metrics = (read_manifest(folder) or {}).get("metrics", {})
-        ctx.tracker.log_values(child, {f"{upstream.kind}/{k}": v for k, v in metrics.items()
-                                       if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        series = {f"{upstream.kind}/{k}": [(0, v)] for k, v in metrics.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if upstream.kind == "grpo":
             rows = grpo[upstream.label or upstream.key] = read_metrics(folder)  # rewards, KL, pass rate per step
             for key in sorted({k for row in rows for k, v in row.items()
                                if k != "step" and isinstance(v, (int, float))}):
-                ctx.tracker.log_points(child, f"grpo/{key}", [(row["step"], row[key]) for row in rows if key in row])
+                series[f"grpo/{key}"] = [(row["step"], row[key]) for row in rows if key in row]
+        ctx.tracker.log_series(child, series)
         ctx.tracker.finish(child)
     ctx.store.add_round(arm_id, round_, ended.tokens_seen, grpo)
 
@@ -451,11 +451,10 @@ def _record_accuracy(outcome: ArmOutcome, ctx: TrialContext) -> None:
          "effective_tokens_accuracy": effective.get(row["tokens"], (None, None))[0],
          "effective_tokens_accuracy_extrapolated": effective.get(row["tokens"], (None, None))[1]}
         for row in outcome.scores])
-    for name in outcome.scores[-1]["metrics"]:
-        ctx.tracker.log_points(outcome.mlflow_run_id, name, [(row["tokens"], row["metrics"][name])
-                                                             for row in outcome.scores if name in row["metrics"]])
-    ctx.tracker.log_points(outcome.mlflow_run_id, "effective_tokens_accuracy",
-                           [(t, d) for t, d, _ in outcome.effective_accuracy if math.isfinite(d)])
+    series = {name: [(row["tokens"], row["metrics"][name]) for row in outcome.scores if name in row["metrics"]]
+              for name in outcome.scores[-1]["metrics"]}
+    series["effective_tokens_accuracy"] = [(t, d) for t, d, _ in outcome.effective_accuracy if math.isfinite(d)]
+    ctx.tracker.log_series(outcome.mlflow_run_id, series)
     summary = outcome.summary()
     ctx.store.set_arm_accuracy(outcome.arm_id, final_accuracy=summary["final_accuracy"],
                                effective_tokens_accuracy=summary["effective_tokens_accuracy"],
@@ -495,13 +494,12 @@ def _record(plan: TrialPlan, outcome: ArmOutcome, outcomes: Outcomes, ctx: Trial
     _store_outcome(outcome, ctx.store)
     _record_accuracy(outcome, ctx)
     run_id = outcome.mlflow_run_id
-    ctx.tracker.log_points(run_id, "effective_tokens",
-                           [(t, d) for t, d, _ in outcome.effective if math.isfinite(d)])
     repetition = outcomes.get((_repetition(plan), outcome.seed)) if _repetition(plan) else None
-    ctx.tracker.log_points(run_id, "multiplier_vs_repetition",
-                           _multiplier_curve(outcome, repetition, plan.spec.analysis.tail_checkpoints))
+    ctx.tracker.log_series(run_id, {
+        "effective_tokens": [(t, d) for t, d, _ in outcome.effective if math.isfinite(d)],
+        "multiplier_vs_repetition": _multiplier_curve(outcome, repetition, plan.spec.analysis.tail_checkpoints),
+        **{key: [(0, value)] for key, value in ledger.metrics(outcome.usage).items()}})
     ctx.tracker.log_dict(run_id, finite(outcome.summary()), "result.json")
-    ctx.tracker.log_values(run_id, ledger.metrics(outcome.usage))
     ctx.tracker.finish(run_id)
 
 
@@ -518,8 +516,7 @@ def _floor_values(analysis: dict[str, Any]) -> dict[str, float]:
 def _record_analysis(analysis: dict[str, Any], ctx: TrialContext) -> None:
     ctx.store.set_trial_analysis(ctx.trial_id, analysis)
     ctx.tracker.log_dict(ctx.trial_run_id, finite(analysis), "analysis.json")
-    ctx.tracker.log_values(ctx.trial_run_id, _floor_values(analysis))
-    ctx.tracker.log_values(ctx.trial_run_id, ledger.metrics(analysis.get("usage") or {}))
+    ctx.tracker.log_values(ctx.trial_run_id, _floor_values(analysis) | ledger.metrics(analysis.get("usage") or {}))
 
 
 def _label(plan: TrialPlan, name: str, seed: int) -> str:

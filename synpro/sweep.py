@@ -428,10 +428,9 @@ def _run_one(spec: Spec, public: Spec, trial: optuna.Trial, params: dict[str, An
             raise RuntimeError(f"trial #{trial.number}: arms {missing} were not stored with a result")
         store.finish_trial(trial_id, "finished", objective_values=values)
         tracker.log_dict(trial_run, finite(outcomes.summary()), "results.json")
-        tracker.log_points(trial_run, "objective", [(0, values[0])])
-        if spec.search.multi:
-            for (_, objective), value in zip(spec.search.targets(), values):
-                tracker.log_points(trial_run, f"objective/{objective.arm}/{objective.metric}", [(0, value)])
+        named = zip(spec.search.targets(), values) if spec.search.multi else ()
+        tracker.log_values(trial_run, {"objective": values[0],
+                                       **{f"objective/{o.arm}/{o.metric}": value for (_, o), value in named}})
         tracker.finish(trial_run)
         kill_point("trial.stored")
     except BaseException as exc:

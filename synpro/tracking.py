@@ -135,20 +135,28 @@ class Tracker:
 
         self.client.log_batch(run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
 
-    def log_points(self, run_id: str, key: str, points: Iterable[tuple[int, float]]) -> None:
-        """Log (step, value) points whose step this run does not have yet for `key`."""
+    def log_series(self, run_id: str, series: dict[str, Iterable[tuple[int, float]]]) -> None:
+        """Log each key's (step, value) points whose step this run does not have yet for that key, in one
+        batch: a sweep logs hundreds of short series, and each MLflow write is a commit (an HTTP call on a
+        server). Only keys the run already has are looked up step by step (a resumed run)."""
         from mlflow.entities import Metric
 
-        have = {m.step for m in self.client.get_metric_history(run_id, key)}
+        known = self.client.get_run(run_id).data.metrics
         now = int(time.time() * 1000)
-        new = [Metric(key, float(v), now, int(s)) for s, v in points if int(s) not in have and v is not None]
+        new = []
+        for key, points in series.items():
+            have = {m.step for m in self.client.get_metric_history(run_id, key)} if key in known else set()
+            new += [Metric(key, float(v), now, int(s)) for s, v in points if int(s) not in have and v is not None]
         for i in range(0, len(new), 1000):
             self.client.log_batch(run_id, metrics=new[i:i + 1000])
 
+    def log_points(self, run_id: str, key: str, points: Iterable[tuple[int, float]]) -> None:
+        """Log (step, value) points whose step this run does not have yet for `key`."""
+        self.log_series(run_id, {key: points})
+
     def log_values(self, run_id: str, values: dict[str, float]) -> None:
         """Scalars that describe a run as a whole (step 0), e.g. a synthetic set's metrics."""
-        for key, value in values.items():
-            self.log_points(run_id, key, [(0, value)])
+        self.log_series(run_id, {key: [(0, value)] for key, value in values.items()})
 
     def log_table(self, run_id: str, rows: list[dict[str, Any]], path: str) -> None:
         """Rows as an MLflow table artifact (shown side by side in the UI's artifact view)."""
@@ -224,8 +232,7 @@ class NullTracker(Tracker):
 
     def log_params(self, *args: Any, **kwargs: Any) -> None: ...
     def set_tags(self, *args: Any, **kwargs: Any) -> None: ...
-    def log_points(self, *args: Any, **kwargs: Any) -> None: ...
-    def log_values(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_series(self, *args: Any, **kwargs: Any) -> None: ...
     def log_table(self, *args: Any, **kwargs: Any) -> None: ...
     def log_dict(self, *args: Any, **kwargs: Any) -> None: ...
     def log_text(self, *args: Any, **kwargs: Any) -> None: ...

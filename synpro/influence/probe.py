@@ -181,12 +181,12 @@ def _save(model: "torch.nn.Module", result: ProbeResult) -> None:
         (tmp / PROBE_MANIFEST).write_text(json.dumps(result.manifest(), indent=1))
 
 def probe_from_spec(spec, checkpoint_dir: Path, tokenizer_dir: Path, out_dir: Path | None = None) -> ProbeResult:
-    """The spec's probe of checkpoint_dir: its reference set loaded (the builtin one written under the workdir),
+    """The spec's probe of checkpoint_dir: its reference set loaded (the builtin one from SynPro's cache),
     run or reused in out_dir (default: <workdir>/stages/probe-<key>)."""
     from synpro.influence.reference import load_reference
 
     base = Path(spec.source_file).parent if spec.source_file else None
-    pairs = load_reference(spec.probe.reference, base=base, cache_dir=spec.workdir / "reference")
+    pairs = load_reference(spec.probe.reference, base=base)
     if out_dir is None:
         require_checkpoint(checkpoint_dir)
         out_dir = spec.workdir / "stages" / f"probe-{probe_key(checkpoint_dir, pairs, spec.probe, spec.experiment.seed)}"

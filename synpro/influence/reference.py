@@ -5,7 +5,8 @@ with its docstring ("What does `math.gcd` do?" → "Greatest Common Divisor."). 
 (`python-docs`) is the reference manual plus docstrings read from the standard library's *.py sources, so it
 never sees a C docstring; any pair whose answer still shares a line with the corpus (a pure-Python twin such
 as `_pyio`) is dropped, which makes the set disjoint from every pool carved from that corpus. It is built
-on demand from the running interpreter and written once as JSONL (`ensure_builtin_reference`).
+on demand from the running interpreter and written once per Python version, as JSONL in SynPro's cache
+(`ensure_builtin_reference`): parsing the standard library takes seconds, and every probe stage reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from synpro.core.fs import write_atomic
+from synpro.core.fs import cache_root, write_atomic
 from synpro.errors import InputError
 
 if TYPE_CHECKING:
@@ -58,10 +59,10 @@ def ensure_builtin_reference(folder: Path, name: str = "python-c-docstrings") ->
     return path
 
 
-def load_reference(spec: "ReferenceSpec", *, base: Path | None = None, cache_dir: Path) -> list[dict[str, str]]:
+def load_reference(spec: "ReferenceSpec", *, base: Path | None = None) -> list[dict[str, str]]:
     """The pairs as [{"prompt", "response"}]; a missing field or an empty set is an InputError."""
     if spec.source == "builtin":
-        rows, where = _read_jsonl(ensure_builtin_reference(cache_dir, spec.name)), "builtin"
+        rows, where = _read_jsonl(ensure_builtin_reference(cache_root() / "reference", spec.name)), "builtin"
         pf, rf = "prompt", "response"
     elif spec.source == "jsonl":
         path = Path(spec.path).expanduser()

@@ -54,8 +54,7 @@ class ProbeStage(Stage):
         from synpro.influence.reference import load_reference
 
         spec = self.spec
-        pairs = load_reference(spec.probe.reference, base=Path(spec.source_file).parent if spec.source_file else None,
-                               cache_dir=ctx.folder / "reference")
+        pairs = load_reference(spec.probe.reference, base=Path(spec.source_file).parent if spec.source_file else None)
         theta = Path(ctx.inputs["pretrain"].last_checkpoint) / "model"
         result = run_probe(theta, ctx.inputs["pools"].tokenizer_dir, pairs, spec.probe, ctx.folder / THETA_PRIME,
                            seed=spec.experiment.seed)

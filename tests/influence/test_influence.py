@@ -24,7 +24,7 @@ def probed(tiny_checkpoint, tmp_path_factory):
     """θ′ after 30 steps on the builtin reference set minus HELD_OUT pairs kept for scoring."""
     theta, tokenizer = tiny_checkpoint
     folder = tmp_path_factory.mktemp("probe")
-    pairs = load_reference(ReferenceSpec(), cache_dir=folder / "reference")
+    pairs = load_reference(ReferenceSpec())
     config = ProbeSpec(steps=30, lr=1e-3, batch_size=16, max_tokens=256, eval_examples=32)
     result = run_probe(theta, tokenizer, pairs[:-HELD_OUT], config, folder / "theta-prime")
     return theta, tokenizer, result, pairs[-HELD_OUT:], config, pairs
@@ -96,11 +96,10 @@ def test_the_service_answers_like_the_scorer(probed):
 def test_bad_probe_inputs_are_input_errors(tmp_path):
     (tmp_path / "ref.jsonl").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
     with pytest.raises(InputError) as err:
-        load_reference(ReferenceSpec(source="jsonl", path=str(tmp_path / "ref.jsonl")), cache_dir=tmp_path)
+        load_reference(ReferenceSpec(source="jsonl", path=str(tmp_path / "ref.jsonl")))
     assert err.value.problems[0].key == "probe.reference.prompt_field"
     with pytest.raises(InputError) as err:
-        load_reference(ReferenceSpec(source="jsonl", path=str(tmp_path / "ref.jsonl"), prompt_field="question"),
-                       cache_dir=tmp_path)
+        load_reference(ReferenceSpec(source="jsonl", path=str(tmp_path / "ref.jsonl"), prompt_field="question"))
     assert err.value.problems[0].key == "probe.reference.response_field"
     with pytest.raises(InputError, match="no checkpoint"):
         run_probe(tmp_path / "missing", tmp_path, [{"prompt": "a", "response": "b"}] * 4, ProbeSpec(), tmp_path / "o")
@@ -110,11 +109,10 @@ def test_a_reference_set_can_be_a_saved_hf_dataset(tmp_path):
     import datasets
 
     datasets.Dataset.from_list([{"q": f"Q{i}?", "a": f"A{i}.", "n": i} for i in range(3)]).save_to_disk(str(tmp_path / "ds"))
-    pairs = load_reference(ReferenceSpec(source="hf", dataset=str(tmp_path / "ds"), prompt_field="q", response_field="a"),
-                           cache_dir=tmp_path)
+    pairs = load_reference(ReferenceSpec(source="hf", dataset=str(tmp_path / "ds"), prompt_field="q", response_field="a"))
     assert pairs == [{"prompt": f"Q{i}?", "response": f"A{i}."} for i in range(3)]
     with pytest.raises(InputError) as err:
-        load_reference(ReferenceSpec(source="hf", dataset=str(tmp_path / "ds"), prompt_field="q"), cache_dir=tmp_path)
+        load_reference(ReferenceSpec(source="hf", dataset=str(tmp_path / "ds"), prompt_field="q"))
     assert err.value.problems[0].key == "probe.reference.response_field"
 
 
@@ -122,8 +120,9 @@ def test_the_builtin_reference_set_shares_no_line_with_the_builtin_corpus(tmp_pa
     from synpro.data.builtin import python_docs
     from synpro.influence.reference import ensure_builtin_reference
 
-    pairs = load_reference(ReferenceSpec(), cache_dir=tmp_path)
-    assert len(pairs) > 300 and ensure_builtin_reference(tmp_path).exists()
+    built = ensure_builtin_reference(tmp_path)  # built here, from this interpreter
+    pairs = load_reference(ReferenceSpec())  # as every probe reads it: once per Python version, from the cache
+    assert len(pairs) > 300 and pairs == [json.loads(line) for line in built.read_text().splitlines()]
     corpus = "\n".join(python_docs())
     assert not [p for p in pairs if p["response"].splitlines()[0] in corpus and len(p["response"].splitlines()[0]) >= 30]
 

@@ -91,11 +91,9 @@ def test_requests_run_concurrently_up_to_the_bound_and_transient_failures_are_re
     with JudgeServer(flaky=3) as server:
         judge = judge_for(judge_spec(server.url, concurrency=4), "rewards.quality.judge")
         texts = [f"text number {i}" + ("GIBBERISH" if i % 10 == 0 else "") for i in range(40)]
-        started = time.perf_counter()
         scores = judge.rate(text=texts)
-        seconds = time.perf_counter() - started
-    assert server.peak == 4  # four in flight, never more
-    assert seconds < 40 * server.delay / 2  # one at a time would take 2 s
+    # Four in flight at once, never more (a count, not a wall-clock bound: the suite's load moves timings).
+    assert server.peak == 4
     assert scores == [None if i % 10 == 0 else float(len(f"Rate 1-5: text number {i}") % 5 + 1) for i in range(40)]
     assert judge.stats() == {"requests": 43, "retries": 3, "unparseable": 4}
 
