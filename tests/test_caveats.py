@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cli.main import app
 from store import Store
 from synpro.caveats import at_chance, chance_range
 from synpro.display import fmt
+import warm_cli
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 TOTAL = 245_760
@@ -66,7 +66,7 @@ def cli(*args: str, columns: int | None = None) -> str:
 
 def piped(*args: str, columns: int) -> str:
     """From the real entry point in a fresh process, stdout piped, as `COLUMNS=100 synpro results | less`."""
-    piped = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
+    piped = warm_cli.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
                            env={**os.environ, "COLUMNS": str(columns)})
     assert piped.returncode == 0, piped.stderr
     return piped.stdout

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+import warm_cli
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 runner = CliRunner()
@@ -18,7 +19,7 @@ runner = CliRunner()
 
 def synpro(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real entry point in a fresh process, as a user or another tool would call it."""
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd)
+    return warm_cli.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_help_lists_the_commands_with_examples():

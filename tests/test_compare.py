@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,7 @@ from store import Store
 from store.schema import Arm, Evaluation, Trial
 from synpro.scaling import MUENNIGHOFF_C4
 from test_fits import BOOTSTRAP, SPEC, STUDY, TOTAL, populate
+import warm_cli
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -56,7 +56,7 @@ def test_fit_points_json_contract_recovers_the_published_c4_law(tmp_path: Path) 
     """Through the real entry point, as another tool would call it."""
     points = tmp_path / "c4.csv"
     write_c4_points(points)
-    result = subprocess.run([sys.executable, "-m", "cli", "fit", "--points", str(points), "--law",
+    result = warm_cli.run([sys.executable, "-m", "cli", "fit", "--points", str(points), "--law",
                              "data-constrained", "--tie-exponents", "--format", "json"],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -31,6 +31,7 @@ from synpro.errors import InputError
 from synpro.spec import Spec
 from synpro.stages import MANIFEST
 from synpro.stages.graph import GraphBuilder
+import warm_cli
 
 TESTS = Path(__file__).parent
 ORACLE = {"arms": [{"kind": "repetition"}, {"kind": "oracle"}], "search": {"objective": {"arm": "oracle"}}}
@@ -130,7 +131,7 @@ def test_validation_reads_the_front_and_extrapolates_from_file_sizes(tmp_path, d
 # ---- bad files ---------------------------------------------------------------------------------
 
 def _validate(spec_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", "validate", str(spec_path)], capture_output=True, text=True,
+    return warm_cli.run([sys.executable, "-m", "cli", "validate", str(spec_path)], capture_output=True, text=True,
                           cwd=spec_path.parent, env={**os.environ, "SYNPRO_ERROR_LOG": str(spec_path.parent / "x.log")})
 
 

@@ -25,6 +25,7 @@ from synpro.plan import plan_trial
 from synpro.resolve import resolve
 from synpro.spec import parse_spec
 from synpro.stages import Runner, read_manifest
+import warm_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ def _spec(tmp_path: Path, extra: str = "", total: int = 6000, arms: str = "[{kin
 
 
 def synpro(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd,
+    return warm_cli.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 

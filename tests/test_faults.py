@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from test_sweep import LONGER, SMALLER, results_json, synpro, wait_for
 from test_sweep import write_spec as sweep_spec
+import warm_cli
 
 TWO, FOUR = (1.0e-2, 3.0e-3), (1.0e-2, 3.0e-3, 1.0e-3, 3.0e-4)
 PASSWORD = "pw-Zq81x"  # trust auth ignores it; it must still appear nowhere
@@ -30,7 +31,7 @@ def sweep_cmd(spec: Path, workdir: Path, *extra: str) -> list[str]:
 
 def run_killed(spec: Path, workdir: Path, kill_at: str) -> str:
     """Run a sweep that SIGKILLs itself at the named kill point (synpro.core.faults); what it printed."""
-    proc = subprocess.run(sweep_cmd(spec, workdir), cwd=spec.parent, capture_output=True, text=True, timeout=600,
+    proc = warm_cli.run(sweep_cmd(spec, workdir), cwd=spec.parent, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "SYNPRO_KILL_AT": kill_at})
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-3000:])
     return proc.stdout
@@ -38,7 +39,7 @@ def run_killed(spec: Path, workdir: Path, kill_at: str) -> str:
 
 def kill_when(spec: Path, workdir: Path, moment) -> str:
     """Start a sweep and SIGKILL it once `moment(workdir)` holds (polled on its folders); what it printed."""
-    proc = subprocess.Popen(sweep_cmd(spec, workdir), cwd=spec.parent, stdout=subprocess.PIPE,
+    proc = warm_cli.Popen(sweep_cmd(spec, workdir), cwd=spec.parent, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     wait_for(lambda: moment(workdir), 300, proc)
     proc.send_signal(signal.SIGKILL)
@@ -125,7 +126,7 @@ def test_a_kill_at_each_moment_and_one_rerun_equal_an_uninterrupted_run(tmp_path
     before Optuna was told, and between trials: the last re-run ends as an uninterrupted run, with the
     trial whose worker died failed, saying why, and run again."""
     reference = write_spec(tmp_path / "reference", TWO)
-    done = subprocess.run(sweep_cmd(reference, reference.parent / "wd"), cwd=reference.parent, capture_output=True,
+    done = warm_cli.run(sweep_cmd(reference, reference.parent / "wd"), cwd=reference.parent, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     spec, workdir = write_spec(tmp_path / "killed", TWO), tmp_path / "killed" / "wd"
@@ -154,7 +155,7 @@ def test_a_second_sweep_on_sqlite_is_refused_at_start(tmp_path):
     refused = synpro("sweep", str(spec), "--workdir", str(workdir), "--workers", "2", cwd=tmp_path)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "server database" in refused.stderr and "optuna.db" in refused.stderr
-    first = subprocess.Popen(sweep_cmd(spec, workdir), cwd=tmp_path, stdout=subprocess.DEVNULL,
+    first = warm_cli.Popen(sweep_cmd(spec, workdir), cwd=tmp_path, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: any(workdir.glob("stages/pretrain-*")), 300, first)
@@ -222,7 +223,7 @@ def test_a_killed_workers_trial_is_taken_over_by_another_worker(tmp_path, postgr
     store, optuna_url = postgres_pair
     spec = write_spec(tmp_path, FOUR)
     db = ["--store", store, "--optuna-storage", optuna_url]
-    procs = [subprocess.Popen(sweep_cmd(spec, tmp_path / f"wd{i}", *db), cwd=tmp_path, stdout=subprocess.PIPE,
+    procs = [warm_cli.Popen(sweep_cmd(spec, tmp_path / f"wd{i}", *db), cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
                               env={**os.environ, **({"SYNPRO_KILL_AT": "store.arm_result:1"} if i == 0 else {})})
              for i in range(3)]
@@ -386,7 +387,7 @@ def test_a_kill_in_each_refresh_stage_resumes_that_stage(tmp_path, parrot_model)
         specs[name] = tmp_path / name / "tiny.yaml"
         specs[name].write_text(REFRESH.format(model=parrot_model))
     reference, workdir = tmp_path / "reference" / "wd", tmp_path / "killed" / "wd"
-    done = subprocess.run(sweep_cmd(specs["reference"], reference), cwd=reference.parent, capture_output=True,
+    done = warm_cli.run(sweep_cmd(specs["reference"], reference), cwd=reference.parent, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     names = {role: workdir / "stages" / name for role, name in _stage_names(reference).items()}

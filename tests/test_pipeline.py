@@ -4,7 +4,6 @@ to end, replicates and the reference kinds in `synpro results`."""
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from synpro.pipeline import ArmOutcome, TrialOutcome, analyze, objective_values
 from synpro.plan import plan_trial
 from synpro.spec import parse_spec
 from synpro.training import EvalPoint, TrainResult
+import warm_cli
 
 SPEC = """
 experiment: {name: a, seeds: [0, 1, 2]}
@@ -120,10 +120,10 @@ def sweep(tmp_path: Path, seeds: str, reference: str, lrs: list[float]) -> list[
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY.format(seeds=seeds, reference=reference, lrs=lrs))
     run = [sys.executable, "-m", "cli"]
-    done = subprocess.run([*run, "sweep", str(spec), "--workdir", str(tmp_path / "wd"), "--no-progress"],
+    done = warm_cli.run([*run, "sweep", str(spec), "--workdir", str(tmp_path / "wd"), "--no-progress"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr
-    shown = subprocess.run([*run, "results", "--workdir", str(tmp_path / "wd"), "--format", "json"],
+    shown = warm_cli.run([*run, "results", "--workdir", str(tmp_path / "wd"), "--format", "json"],
                            capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert shown.returncode == 0, shown.stderr
     return json.loads(shown.stdout)

@@ -2,7 +2,6 @@
 line, and nothing is written anywhere (run as a user would: the real CLI in a fresh process)."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from synpro.errors import InputError
 from synpro.resolve import resolve
 from synpro.spec import parse_spec
+import warm_cli
 
 BASE = "experiment: {name: r, workdir: out}\nbudget: {unique_tokens: 2000, total_tokens: 4000, validation_tokens: 500}\n"
 REPETITION = "arms: [{kind: repetition}]\nsearch: {objective: {arm: repetition}}\n"
@@ -88,7 +88,7 @@ def test_validate_and_sweep_exit_2_and_write_nothing(tmp_path, case):
     path = _write_case(tmp_path, body)
     before = sorted(p.name for p in tmp_path.iterdir())
     for command in ("validate", "sweep"):
-        result = subprocess.run([sys.executable, "-m", "cli", command, str(path)], capture_output=True, text=True,
+        result = warm_cli.run([sys.executable, "-m", "cli", command, str(path)], capture_output=True, text=True,
                                 cwd=tmp_path, env={**__import__("os").environ, "SYNPRO_ERROR_LOG": str(tmp_path / "x.log")})
         assert result.returncode == 2, result.stderr
         assert f"[{key}]" in result.stderr and "Traceback" not in result.stderr + result.stdout

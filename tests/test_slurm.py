@@ -16,6 +16,7 @@ import pytest
 
 from synpro.executors import job_history, read_job
 from synpro.stages import read_manifest
+import warm_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -65,18 +66,18 @@ def _env() -> dict:
 
 
 def sweep(spec: Path, workdir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", "sweep", str(spec), "--workdir", str(workdir), "--no-progress"],
+    return warm_cli.run([sys.executable, "-m", "cli", "sweep", str(spec), "--workdir", str(workdir), "--no-progress"],
                           capture_output=True, text=True, timeout=600, env=_env(), cwd=spec.parent)
 
 
 def start(spec: Path, workdir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli", "sweep", str(spec), "--workdir", str(workdir),
+    return warm_cli.Popen([sys.executable, "-m", "cli", "sweep", str(spec), "--workdir", str(workdir),
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=_env(), cwd=spec.parent)
 
 
 def results(workdir: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "cli", "results", "--workdir", str(workdir), "--format", "json"],
+    out = warm_cli.run([sys.executable, "-m", "cli", "results", "--workdir", str(workdir), "--format", "json"],
                          capture_output=True, text=True, timeout=120, env=_env())
     assert out.returncode == 0, out.stderr
     (trial,) = json.loads(out.stdout)

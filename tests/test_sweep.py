@@ -12,6 +12,8 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
+import warm_cli
+
 TINY = """
 experiment: {{name: tiny, seed: 1}}
 tokenizer: {{vocab_size: {vocab}}}
@@ -52,16 +54,15 @@ def write_spec(tmp_path: Path, lrs=(1.0e-2,), sizes=SIZES, evaluate: bool = Fals
 
 
 def synpro(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+    return warm_cli.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def start_sweep(spec: Path, workdir: Path) -> subprocess.Popen:
     # Ctrl-C as a user's terminal delivers it: a runner started in the background (`cmd &`) ignores
     # SIGINT and its children inherit that, so the sweep gets the default disposition back.
-    return subprocess.Popen([sys.executable, "-m", "cli", "sweep", str(spec), "--workdir", str(workdir),
-                             "--no-progress"], cwd=spec.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return warm_cli.Popen([sys.executable, "-m", "cli", "sweep", str(spec), "--workdir", str(workdir), "--no-progress"],
+                          cwd=spec.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          default_sigint=True)
 
 
 def results_json(workdir: Path) -> list[dict]:

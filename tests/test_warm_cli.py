@@ -1,0 +1,42 @@
+"""The tests' forked CLI processes (tests/warm_cli.py) behave as plain `python -m cli` processes do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import warm_cli
+
+CLI = [sys.executable, "-m", "cli"]
+BROKEN = "experiment: {name: b}\nbudget: {unique_tokens: lots, total_tokens: 400}\n"
+
+
+def both(args: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    plain = subprocess.run(CLI + args, capture_output=True, text=True, timeout=120, **kwargs)
+    warm = warm_cli.run(CLI + args, capture_output=True, text=True, timeout=120, **kwargs)
+    return plain, warm
+
+
+def test_a_forked_call_prints_and_exits_as_a_plain_process(tmp_path):
+    (tmp_path / "broken.yaml").write_text(BROKEN)
+    env = {**os.environ, "COLUMNS": "100", "SYNPRO_ERROR_LOG": str(tmp_path / "error.log")}
+    seen = {}
+    for args in (["--help"], ["validate", "broken.yaml"], ["results", "--workdir", "nowhere"]):
+        plain, warm = both(args, cwd=tmp_path, env=env)
+        assert (warm.returncode, warm.stdout, warm.stderr) == (plain.returncode, plain.stdout, plain.stderr), args
+        seen[args[0]] = warm
+    assert seen["--help"].returncode == 0 and "sweep" in seen["--help"].stdout
+    assert seen["validate"].returncode == 2 and "budget.unique_tokens" in seen["validate"].stdout + seen["validate"].stderr
+
+
+def test_a_forked_child_is_its_own_process_and_a_foreign_environment_gets_a_plain_one(tmp_path):
+    (tmp_path / "broken.yaml").write_text(BROKEN)
+    proc = warm_cli.Popen(CLI + ["validate", "broken.yaml"], cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    assert isinstance(proc, warm_cli.WarmProcess) and proc.pid not in (os.getpid(), warm_cli._server[0].pid)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "budget.unique_tokens" in out
+    # Libraries the server imported read HF_HOME at import: a call that sets another one is not forked.
+    other = warm_cli.Popen(CLI + ["--help"], env={**os.environ, "HF_HOME": str(tmp_path)}, stdout=subprocess.DEVNULL)
+    assert isinstance(other, subprocess.Popen) and other.wait(timeout=120) == 0
