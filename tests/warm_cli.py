@@ -1,17 +1,18 @@
 """`python -m cli ...` processes for tests, forked from an interpreter that has the heavy libraries imported.
 
 The suite starts well over a hundred CLI processes, and a training sweep spends ~8 s of CPU importing torch,
-transformers, MLflow, SciPy and matplotlib before it runs a line of SynPro. Here one server process per
-pytest worker imports those libraries once and forks a child per call. The child then runs `python -m cli`
-as a fresh process would: its own pid (signals and SIGKILL reach it alone), working directory, environment,
-stdio, `sys.argv`, atexit handlers and exit status; SynPro's own modules are imported in the child, so
-everything they read from the environment at import is the call's.
+transformers, MLflow, SciPy and matplotlib (and trl and sentence-transformers for synthetic sets) before it
+runs a line of SynPro. Here one server process per pytest worker imports those libraries once and forks a
+child per call. The child then runs `python -m cli` as a fresh process would: its own pid (signals and
+SIGKILL reach it alone), working directory, environment, stdio, `sys.argv`, atexit handlers and exit
+status; SynPro's own modules are imported in the child, so everything they read from the environment at
+import is the call's.
 
 What the libraries read from the environment at import is the server's, so a call whose environment differs
 from the server's in anything but `SYNPRO_*`, `COLUMNS` and `PYTHONPATH` (the child sets its own `sys.path`)
-starts a plain subprocess, as does any argv that
-is not `python -m cli ...`, and every call with SYNPRO_TEST_PLAIN_PROCESSES=1. `run` and `Popen` take the
-arguments of `subprocess.run` and `subprocess.Popen` that the tests use.
+starts a plain subprocess, as does any argv that is not `python -m cli ...`, and every call with
+SYNPRO_TEST_PLAIN_PROCESSES=1. `run` and `Popen` take the arguments of `subprocess.run` and
+`subprocess.Popen` that the tests use.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 PRELOAD = ("torch", "transformers", "transformers.models.olmo2.modeling_olmo2", "tokenizers", "mlflow",
            "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store", "optuna", "sqlalchemy", "scipy.stats",
-           "scipy.interpolate", "scipy.optimize", "matplotlib.pyplot")
+           "scipy.interpolate", "scipy.optimize", "matplotlib.pyplot", "trl", "sentence_transformers")
 # Read by SynPro at run time (the child's own imports), so they may differ from the server's.
 PER_CALL = ("SYNPRO_", "COLUMNS", "PYTEST_CURRENT_TEST", "PYTHONPATH")
 
