@@ -22,6 +22,7 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -150,7 +151,9 @@ def _warm(argv: list[str], env: dict[str, str] | None) -> tuple[str, list[str]] 
     if os.environ.get("SYNPRO_TEST_PLAIN_PROCESSES") or list(argv[:3]) != [sys.executable, "-m", "cli"]:
         return None
     if _server is None or _server[0].poll() is not None:
-        path = str(Path(tempfile.mkdtemp(prefix="warm-cli-")) / "socket")
+        folder = tempfile.mkdtemp(prefix="warm-cli-")
+        atexit.register(shutil.rmtree, folder, True)
+        path = str(Path(folder) / "socket")
         proc = subprocess.Popen([sys.executable, __file__, path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 text=True)
         if proc.stdout.readline().strip() != "ready":
