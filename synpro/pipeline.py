@@ -318,14 +318,14 @@ def _log_round(stage, runner: Runner, ended: TrainResult, round_: int, arm_id: i
                                 {**arm_tags, "synpro.round": str(round_), "synpro.stage": upstream.key},
                                 parent_id=run_id)
         metrics = (read_manifest(folder) or {}).get("metrics", {})
-        series = {f"{upstream.kind}/{k}": [(0, v)] for k, v in metrics.items()
-                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        series = {}
         if upstream.kind == "grpo":
             rows = grpo[upstream.label or upstream.key] = read_metrics(folder)  # rewards, KL, pass rate per step
             for key in sorted({k for row in rows for k, v in row.items()
                                if k != "step" and isinstance(v, (int, float))}):
                 series[f"grpo/{key}"] = [(row["step"], row[key]) for row in rows if key in row]
-        ctx.tracker.log_series(child, series)
+        ctx.tracker.log_series(child, series, {f"{upstream.kind}/{k}": v for k, v in metrics.items()
+                                               if isinstance(v, (int, float)) and not isinstance(v, bool)})
         ctx.tracker.finish(child)
     ctx.store.add_round(arm_id, round_, ended.tokens_seen, grpo)
 
@@ -498,7 +498,7 @@ def _record(plan: TrialPlan, outcome: ArmOutcome, outcomes: Outcomes, ctx: Trial
     ctx.tracker.log_series(run_id, {
         "effective_tokens": [(t, d) for t, d, _ in outcome.effective if math.isfinite(d)],
         "multiplier_vs_repetition": _multiplier_curve(outcome, repetition, plan.spec.analysis.tail_checkpoints),
-        **{key: [(0, value)] for key, value in ledger.metrics(outcome.usage).items()}})
+    }, ledger.metrics(outcome.usage))
     ctx.tracker.log_dict(run_id, finite(outcome.summary()), "result.json")
     ctx.tracker.finish(run_id)
 

@@ -135,18 +135,25 @@ class Tracker:
 
         self.client.log_batch(run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
 
-    def log_series(self, run_id: str, series: dict[str, Iterable[tuple[int, float]]]) -> None:
-        """Log each key's (step, value) points whose step this run does not have yet for that key, in one
-        batch: a sweep logs hundreds of short series, and each MLflow write is a commit (an HTTP call on a
-        server). Only keys the run already has are looked up step by step (a resumed run)."""
+    def log_series(self, run_id: str, series: dict[str, Iterable[tuple[int, float]]],
+                   values: dict[str, float] | None = None) -> None:
+        """Log each key's (step, value) points, and `values` as scalars at step 0, skipping steps this run
+        already has for the key, in one batch: a sweep logs hundreds of short series, and each MLflow write
+        is a commit (an HTTP call on a server). Only keys the run already has are looked up step by step
+        (a resumed run); nothing to log costs no call."""
         from mlflow.entities import Metric
 
+        points = {key: [(int(s), v) for s, v in p if v is not None] for key, p in series.items()}
+        points |= {key: [(0, value)] for key, value in (values or {}).items() if value is not None}
+        points = {key: p for key, p in points.items() if p}
+        if not points:
+            return
         known = self.client.get_run(run_id).data.metrics
         now = int(time.time() * 1000)
         new = []
-        for key, points in series.items():
+        for key, pairs in points.items():
             have = {m.step for m in self.client.get_metric_history(run_id, key)} if key in known else set()
-            new += [Metric(key, float(v), now, int(s)) for s, v in points if int(s) not in have and v is not None]
+            new += [Metric(key, float(v), now, s) for s, v in pairs if s not in have]
         for i in range(0, len(new), 1000):
             self.client.log_batch(run_id, metrics=new[i:i + 1000])
 
@@ -156,7 +163,7 @@ class Tracker:
 
     def log_values(self, run_id: str, values: dict[str, float]) -> None:
         """Scalars that describe a run as a whole (step 0), e.g. a synthetic set's metrics."""
-        self.log_series(run_id, {key: [(0, value)] for key, value in values.items()})
+        self.log_series(run_id, {}, values)
 
     def log_table(self, run_id: str, rows: list[dict[str, Any]], path: str) -> None:
         """Rows as an MLflow table artifact (shown side by side in the UI's artifact view)."""

@@ -113,7 +113,7 @@ def _child(request: dict, fds: list[int], conn: socket.socket) -> None:
         runpy.run_module("cli", run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else (print(exc.code, file=sys.stderr), 1)[1]
+        code = _exit_code(exc.code)
     except KeyboardInterrupt:
         traceback.print_exc()
         code = None
@@ -130,6 +130,14 @@ def _child(request: dict, fds: list[int], conn: socket.socket) -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     os._exit(code)
+
+
+def _exit_code(code: object) -> int:
+    """The status an interpreter exits with for `sys.exit(code)`: None is 0, other objects are printed and 1."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
 
 
 # ---- the client ------------------------------------------------------------------------------------------
