@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from synpro.core.fs import cache_root, write_atomic
+from synpro.core.hashing import stable_hash
 from synpro.errors import InputError, Problem
 from synpro.evaluation.base import BUILTIN_TASKS
 
@@ -48,7 +52,7 @@ def check_tasks(spec: "Spec") -> None:
 
     Cheap: reads task configs and dataset metadata only, never a model. Builtin names pass at once
     (their data is made later, from the validation pool); lm-eval's index is built (~6 s) only
-    when the spec names other tasks.
+    when the spec names other tasks, and kept in SynPro's cache.
     """
     tasks = spec.eval.tasks
     problems, unreachable = [], False
@@ -100,43 +104,69 @@ def task_configs(tasks: Sequence["EvalTaskSpec"], task_dir: str | Path | None) -
     return configs
 
 
+@dataclass(frozen=True)
+class _Index:
+    """Task names in an lm-eval index: each one's kind (`TASK`, `GROUP`, `TAG`, ...) and YAML file."""
+
+    entries: dict[str, tuple[str, str | None]]
+
+    @classmethod
+    def of(cls, manager: "TaskManager") -> "_Index":
+        return cls({name: (entry.kind.name, entry.yaml_path and str(entry.yaml_path))
+                    for name, entry in manager.task_index.items()})
+
+    def single_tasks(self) -> list[str]:
+        return sorted(name for name, (kind, _) in self.entries.items() if kind in ("TASK", "PY_TASK"))
+
+
 @functools.cache
-def _lm_eval_index() -> "TaskManager":
-    """lm-eval's index of its own tasks: built once per process (it parses ~15k YAML files, ~6 s)."""
+def _lm_eval_index() -> _Index:
+    """lm-eval's index of its own tasks. Building it parses ~15k YAML files (~6 s), so it is kept in SynPro's
+    cache, one file per lm-eval version and install folder, and built once per process at most."""
+    import lm_eval
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_defaults=True)
+    folder = Path(lm_eval.__file__).parent / "tasks"
+    cached = cache_root() / "lm-eval" / f"index-{lm_eval.__version__}-{stable_hash(str(folder))}.json"
+    try:
+        return _Index({name: tuple(entry) for name, entry in json.loads(cached.read_text()).items()})
+    except (OSError, ValueError):  # not built yet, or unreadable: build it again
+        pass
+    index = _Index.of(TaskManager(include_defaults=True))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(cached, json.dumps(index.entries))
+    return index
 
 
-def _builtin_index(task_dir: str | Path) -> "TaskManager":
+def _builtin_index(task_dir: str | Path) -> _Index:
     """An index of the builtin tasks' YAML in task_dir only (fast)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(task_dir), include_defaults=False)
+    return _Index.of(TaskManager(include_path=str(task_dir), include_defaults=False))
 
 
-def _registered_config(manager: "TaskManager", name: str) -> dict[str, Any]:
+def _registered_config(index: _Index, name: str) -> dict[str, Any]:
     """The task's full YAML config (includes merged, functions resolved), data paths made absolute."""
-    from lm_eval.tasks._index import Kind
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    entry = manager.task_index.get(name)
+    entry = index.entries.get(name)
     if entry is None:
         if name in BUILTIN_TASKS:
             raise _Refused(f"builtin task {name!r} was not built (no {name}.yaml in the task folder)")
-        near = difflib.get_close_matches(name, manager.all_subtasks, n=3, cutoff=0.75)
+        near = difflib.get_close_matches(name, index.single_tasks(), n=3, cutoff=0.75)
         raise _Refused(f"unknown task {name!r}: neither a SynPro builtin ({', '.join(BUILTIN_TASKS.names())}) "
                        f"nor an lm-eval task" + (f"; did you mean {', '.join(near)}?" if near else ""))
-    if entry.kind is not Kind.TASK:
-        raise _Refused(f"{name!r} is an lm-eval {entry.kind.name.lower()} of several tasks, or a Python "
+    kind, yaml_path = entry
+    if kind != "TASK":
+        raise _Refused(f"{name!r} is an lm-eval {kind.lower()} of several tasks, or a Python "
                        "task without a YAML config; list single tasks, each with its metric")
-    config = load_yaml(entry.yaml_path, resolve_func=True)
+    config = load_yaml(yaml_path, resolve_func=True)
     if config.get("output_type") != "multiple_choice":
         raise _Refused(f"task {name!r} is {config.get('output_type')!r}, not multiple_choice: SynPro scores "
                        "zero-shot likelihood-ranked choices only")
     files = (config.get("dataset_kwargs") or {}).get("data_files")
     if config.get("dataset_path") in _LOCAL_BUILDERS and files:
-        anchor = Path(entry.yaml_path).parent
+        anchor = Path(yaml_path).parent
         anchored = {split: str(anchor / path) for split, path in
                     (files.items() if isinstance(files, dict) else [("train", files)])}
         config["dataset_kwargs"] = {**config["dataset_kwargs"], "data_files": anchored}

@@ -9,7 +9,8 @@ import yaml
 
 from synpro.errors import InputError
 from synpro.evaluation.cloze import build_builtin_task
-from synpro.evaluation.tasks import check_tasks, task_configs
+from synpro.core.fs import cache_root
+from synpro.evaluation.tasks import _lm_eval_index, check_tasks, task_configs
 from synpro.resolve import resolve
 from synpro.spec import EvalTaskSpec, load_spec, parse_spec
 
@@ -17,6 +18,32 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 PAPER_TASKS = {"piqa": "acc_norm", "hellaswag": "acc_norm", "winogrande": "acc", "openbookqa": "acc_norm",
                "boolq": "acc", "sciq": "acc", "arc_easy": "acc", "arc_challenge": "acc_norm",
                "commonsense_qa": "acc_norm", "social_iqa": "acc_norm"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_index(tmp_path_factory):
+    """lm-eval's index, built once for this module into a cache of its own (not read from ~/.cache)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SYNPRO_CACHE", str(tmp_path_factory.mktemp("cache")))
+    _lm_eval_index.cache_clear()
+    yield _lm_eval_index()
+    _lm_eval_index.cache_clear()
+    patch.undo()
+
+
+def test_lm_evals_index_is_kept_in_the_cache_and_read_back_without_parsing_its_tasks(fresh_index, monkeypatch):
+    [cached] = (cache_root() / "lm-eval").iterdir()
+    import lm_eval.tasks
+
+    def parse(*args, **kwargs):
+        raise AssertionError("lm-eval's tasks were parsed again")
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", parse)
+    _lm_eval_index.cache_clear()
+    assert _lm_eval_index() == fresh_index
+    assert fresh_index.entries["arc_easy"] == ("TASK", str(Path(lm_eval.tasks.__file__).parent / "arc" / "arc_easy.yaml"))
+    assert fresh_index.entries["ai2_arc"][0] in ("GROUP", "TAG") and "arc_easy" in fresh_index.single_tasks()
+    assert cached.name.startswith(f"index-{lm_eval.__version__}-")
 
 
 def _spec(tmp_path, tasks: str):
