@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from synpro.core.fs import cache_root, write_atomic
+from synpro.core.fs import cache_root, file_lock, write_atomic
 from synpro.core.hashing import stable_hash
 from synpro.errors import InputError, Problem
 from synpro.evaluation.base import BUILTIN_TASKS
@@ -128,14 +128,21 @@ def _lm_eval_index() -> _Index:
 
     folder = Path(lm_eval.__file__).parent / "tasks"
     cached = cache_root() / "lm-eval" / f"index-{lm_eval.__version__}-{stable_hash(str(folder))}.json"
-    try:
-        return _Index({name: tuple(entry) for name, entry in json.loads(cached.read_text()).items()})
-    except (OSError, ValueError):  # not built yet, or unreadable: build it again
-        pass
-    index = _Index.of(TaskManager(include_defaults=True))
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(cached, json.dumps(index.entries))
+    if (index := _read_index(cached)) is not None:
+        return index
+    with file_lock(cached.parent / f".{cached.name}.lock"):  # sweep workers starting together build it once
+        if (index := _read_index(cached)) is None:
+            index = _Index.of(TaskManager(include_defaults=True))
+            write_atomic(cached, json.dumps(index.entries))
     return index
+
+
+def _read_index(path: Path) -> _Index | None:
+    """The cached index, or None where there is none yet or it cannot be read (it is then built again)."""
+    try:
+        return _Index({name: (kind, yaml_path) for name, (kind, yaml_path) in json.loads(path.read_text()).items()})
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _builtin_index(task_dir: str | Path) -> _Index:

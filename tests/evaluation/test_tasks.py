@@ -10,7 +10,7 @@ import yaml
 from synpro.errors import InputError
 from synpro.evaluation.cloze import build_builtin_task
 from synpro.core.fs import cache_root
-from synpro.evaluation.tasks import _lm_eval_index, check_tasks, task_configs
+from synpro.evaluation.tasks import _lm_eval_index, _read_index, check_tasks, task_configs
 from synpro.resolve import resolve
 from synpro.spec import EvalTaskSpec, load_spec, parse_spec
 
@@ -32,7 +32,7 @@ def fresh_index(tmp_path_factory):
 
 
 def test_lm_evals_index_is_kept_in_the_cache_and_read_back_without_parsing_its_tasks(fresh_index, monkeypatch):
-    [cached] = (cache_root() / "lm-eval").iterdir()
+    [cached] = (cache_root() / "lm-eval").glob("index-*.json")
     import lm_eval.tasks
 
     def parse(*args, **kwargs):
@@ -44,6 +44,12 @@ def test_lm_evals_index_is_kept_in_the_cache_and_read_back_without_parsing_its_t
     assert fresh_index.entries["arc_easy"] == ("TASK", str(Path(lm_eval.tasks.__file__).parent / "arc" / "arc_easy.yaml"))
     assert fresh_index.entries["ai2_arc"][0] in ("GROUP", "TAG") and "arc_easy" in fresh_index.single_tasks()
     assert cached.name.startswith(f"index-{lm_eval.__version__}-")
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[]", '{"arc_easy": 3}', '{"arc_easy": ["TASK"]}'])
+def test_an_unreadable_cached_index_is_built_again(tmp_path, text):
+    (tmp_path / "index.json").write_text(text)
+    assert _read_index(tmp_path / "index.json") is None and _read_index(tmp_path / "missing.json") is None
 
 
 def _spec(tmp_path, tasks: str):
