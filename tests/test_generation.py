@@ -408,7 +408,6 @@ def test_minilm_similarity_ranks_a_paraphrase_above_an_unrelated_text():
     assert close > 0.7 > far + 0.3 and empty == 0.0
 
 
-@pytest.mark.slow
 def test_choosing_the_default_generators_backend_converts_nothing(tmp_path, monkeypatch):
     """`synpro validate` resolves the backend (the set's key names it) without the ~30 s GGUF conversion."""
     monkeypatch.setenv("SYNPRO_CACHE", str(tmp_path))
@@ -417,6 +416,7 @@ def test_choosing_the_default_generators_backend_converts_nothing(tmp_path, monk
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.slow
 def test_default_generator_converts_once_and_loads_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNPRO_CACHE", str(tmp_path))
     spec = _spec("smollm2-135m-instruct", generator={"max_new_tokens": 40})

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synpro.core.fs import cache_root
 from synpro.errors import InputError
 from synpro.evaluation.cloze import build_builtin_task
-from synpro.core.fs import cache_root
 from synpro.evaluation.tasks import _lm_eval_index, _read_index, check_tasks, task_configs
 from synpro.resolve import resolve
 from synpro.spec import EvalTaskSpec, load_spec, parse_spec
