@@ -28,7 +28,7 @@ def timed(tests: list[str], plain: bool, workers: int) -> float:
         env["SYNPRO_TEST_PLAIN_PROCESSES"] = "1"
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers),
-                           *tests], cwd=ROOT, env=env, capture_output=True, text=True)
+                           "--dist", "worksteal", *tests], cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"pytest ({'plain' if plain else 'warm'}) exited {done.returncode}:\n{done.stdout[-3000:]}")
