@@ -40,3 +40,15 @@ def test_a_forked_child_is_its_own_process_and_a_foreign_environment_gets_a_plai
     # Libraries the server imported read HF_HOME at import: a call that sets another one is not forked.
     other = warm_cli.Popen(CLI + ["--help"], env={**os.environ, "HF_HOME": str(tmp_path)}, stdout=subprocess.DEVNULL)
     assert isinstance(other, subprocess.Popen) and other.wait(timeout=120) == 0
+
+
+def test_torch_setting_its_inductor_cache_in_this_process_keeps_calls_forked(tmp_path, monkeypatch):
+    """Inductor writes TORCHINDUCTOR_CACHE_DIR into os.environ the first time it needs its cache (an in-process
+    training test gets there): the calls after it must still be forked, not cold processes."""
+    warm_cli.run(CLI + ["--help"], capture_output=True, timeout=120)  # the server, started before it was set
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    cache_dir()  # what inductor runs: it makes the folder and writes the variable back
+    proc = warm_cli.Popen(CLI + ["--help"], stdout=subprocess.DEVNULL)
+    assert isinstance(proc, warm_cli.WarmProcess) and proc.wait(timeout=120) == 0

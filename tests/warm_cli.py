@@ -9,9 +9,9 @@ status; SynPro's own modules are imported in the child, so everything they read 
 import is the call's.
 
 What the libraries read from the environment at import is the server's, so a call whose environment differs
-from the server's in anything but `SYNPRO_*`, `COLUMNS` and `PYTHONPATH` (the child sets its own `sys.path`)
-starts a plain subprocess, as does any argv that is not `python -m cli ...`, and every call with
-SYNPRO_TEST_PLAIN_PROCESSES=1. `run` and `Popen` take the arguments of `subprocess.run` and
+from the server's in anything but `PER_CALL` (`SYNPRO_*`, `COLUMNS`, `TORCHINDUCTOR_CACHE_DIR`, and `PYTHONPATH`:
+the child sets its own `sys.path`) starts a plain subprocess, as does any argv that is not `python -m cli ...`,
+and every call with SYNPRO_TEST_PLAIN_PROCESSES=1. `run` and `Popen` take the arguments of `subprocess.run` and
 `subprocess.Popen` that the tests use.
 """
 
@@ -36,8 +36,11 @@ from typing import Any
 PRELOAD = ("torch", "transformers", "transformers.models.olmo2.modeling_olmo2", "tokenizers", "mlflow",
            "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store", "optuna", "sqlalchemy", "scipy.stats",
            "scipy.interpolate", "scipy.optimize", "matplotlib.pyplot", "trl", "sentence_transformers")
-# Read by SynPro at run time (the child's own imports), so they may differ from the server's.
-PER_CALL = ("SYNPRO_", "COLUMNS", "PYTEST_CURRENT_TEST", "PYTHONPATH")
+# Read at run time (SynPro by the child's own imports, torch's inductor when it first needs its cache), so they
+# may differ from the server's. Inductor also *sets* TORCHINDUCTOR_CACHE_DIR in os.environ the first time a test
+# in the pytest process reaches its cache (a training test does): were it not here, every later call of that
+# pytest worker would start a plain, cold process (~3x the time of a test that runs a few sweeps).
+PER_CALL = ("SYNPRO_", "COLUMNS", "PYTEST_CURRENT_TEST", "PYTHONPATH", "TORCHINDUCTOR_CACHE_DIR")
 
 
 # ---- the server (run as `python warm_cli.py SOCKET`) ---------------------------------------------------
