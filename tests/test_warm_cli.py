@@ -52,3 +52,19 @@ def test_torch_setting_its_inductor_cache_in_this_process_keeps_calls_forked(tmp
     cache_dir()  # what inductor runs: it makes the folder and writes the variable back
     proc = warm_cli.Popen(CLI + ["--help"], stdout=subprocess.DEVNULL)
     assert isinstance(proc, warm_cli.WarmProcess) and proc.wait(timeout=120) == 0
+
+
+def test_what_the_servers_imports_set_keeps_calls_forked_once_this_process_sets_it_too(monkeypatch):
+    """scikit-learn sets two OpenMP variables when it is imported: the server's imports set them, and an
+    in-process test that imports it sets them here. Calls stay forked; another value is foreign."""
+    warm_cli.run(CLI + ["--help"], capture_output=True, timeout=120)
+    imports_set = warm_cli._server[3]
+    assert imports_set  # else this test would show nothing
+    for name, value in imports_set.items():
+        monkeypatch.setenv(name, value)
+    proc = warm_cli.Popen(CLI + ["--help"], stdout=subprocess.DEVNULL)
+    assert isinstance(proc, warm_cli.WarmProcess) and proc.wait(timeout=120) == 0
+    name, value = next(iter(imports_set.items()))
+    monkeypatch.setenv(name, value + "-other")
+    other = warm_cli.Popen(CLI + ["--help"], stdout=subprocess.DEVNULL)
+    assert isinstance(other, subprocess.Popen) and other.wait(timeout=120) == 0

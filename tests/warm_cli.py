@@ -11,7 +11,9 @@ import is the call's.
 What the libraries read from the environment at import is the server's, so a call whose environment differs
 from the server's in anything but `PER_CALL` (`SYNPRO_*`, `COLUMNS`, `TORCHINDUCTOR_CACHE_DIR`, and `PYTHONPATH`:
 the child sets its own `sys.path`) starts a plain subprocess, as does any argv that is not `python -m cli ...`,
-and every call with SYNPRO_TEST_PLAIN_PROCESSES=1. `run` and `Popen` take the arguments of `subprocess.run` and
+and every call with SYNPRO_TEST_PLAIN_PROCESSES=1. Variables the server's own imports set (scikit-learn sets
+two OpenMP ones) count as the server's when the call holds the values those imports gave them: a test that
+imports the same library in the pytest process sets them too, and a plain process would end up with them. `run` and `Popen` take the arguments of `subprocess.run` and
 `subprocess.Popen` that the tests use.
 """
 
@@ -38,8 +40,8 @@ PRELOAD = ("torch", "transformers", "transformers.models.olmo2.modeling_olmo2", 
            "scipy.interpolate", "scipy.optimize", "matplotlib.pyplot", "trl", "sentence_transformers")
 # Read at run time (SynPro by the child's own imports, torch's inductor when it first needs its cache), so they
 # may differ from the server's. Inductor also *sets* TORCHINDUCTOR_CACHE_DIR in os.environ the first time a test
-# in the pytest process reaches its cache (a training test does): were it not here, every later call of that
-# pytest worker would start a plain, cold process (~3x the time of a test that runs a few sweeps).
+# in the pytest process reaches its cache: were it not here, every later call of that pytest worker would start
+# a plain, cold process (a test that runs a few sweeps took ~3x as long).
 PER_CALL = ("SYNPRO_", "COLUMNS", "PYTEST_CURRENT_TEST", "PYTHONPATH", "TORCHINDUCTOR_CACHE_DIR")
 
 
@@ -53,8 +55,10 @@ def serve(path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # as synpro.plots does, before pyplot
+    started = dict(os.environ)
     for name in PRELOAD:
         importlib.import_module(name)
+    imports_set = {k: v for k, v in os.environ.items() if started.get(k) != v and not _per_call(k)}
     gc.freeze()  # the imported objects stay out of the children's collections: no pass writes to their pages
     if threading.active_count() != 1:  # forking beside another thread could copy a held lock
         sys.exit(f"warm_cli: {threading.active_count()} threads after the imports; refusing to fork")
@@ -62,7 +66,7 @@ def serve(path: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(64)
-    print("ready", flush=True)
+    print("ready", json.dumps(imports_set), flush=True)
     waiting: dict[int, socket.socket] = {}  # child pid -> the connection its exit status goes to
     while os.getppid() == parent:
         if select.select([listener], [], [], 0.05)[0]:
@@ -145,7 +149,8 @@ def _exit_code(code: object) -> int:
 
 # ---- the client ------------------------------------------------------------------------------------------
 
-_server: tuple[subprocess.Popen, str, dict[str, str]] | None = None  # process, socket, environment
+# The process, its socket, the environment it started with and what its imports set in it (both without PER_CALL).
+_server: tuple[subprocess.Popen, str, dict[str, str], dict[str, str]] | None = None
 
 
 def _per_call(name: str) -> bool:
@@ -167,13 +172,17 @@ def _warm(argv: list[str], env: dict[str, str] | None) -> tuple[str, list[str]] 
         path = str(Path(folder) / "socket")
         proc = subprocess.Popen([sys.executable, __file__, path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 text=True)
-        if proc.stdout.readline().strip() != "ready":
+        word, _, imports_set = proc.stdout.readline().partition(" ")
+        if word != "ready":
             proc.kill()
             return None
         atexit.register(proc.kill)
-        _server = proc, path, {k: v for k, v in os.environ.items() if not _per_call(k)}
+        _server = proc, path, {k: v for k, v in os.environ.items() if not _per_call(k)}, json.loads(imports_set)
     mine = {k: v for k, v in (os.environ if env is None else env).items() if not _per_call(k)}
-    return (_server[1], list(argv[3:])) if mine == _server[2] else None
+    _, path, started, imports_set = _server
+    same = all(mine.get(k) == started.get(k) or (k in imports_set and mine.get(k) == imports_set[k])
+               for k in mine.keys() | started.keys())
+    return (path, list(argv[3:])) if same else None
 
 
 class WarmProcess:
