@@ -171,7 +171,7 @@ class _Trainer:
         self.flops_per_token = flops_per_token(self.model, training.seq_len)
         self.peak = peak_flops(device, training.precision)
         if training.activation_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _enable_activation_checkpointing(self.model)
         self.model.train()
         self._fsdp = training.parallelism == "fsdp" and world_size > 1
         if self._fsdp:
@@ -502,6 +502,16 @@ def _process_group(device: torch.device, world_size: int) -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
+
+
+def _enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant recomputation of every layer; newer transformers name it so and warn on the old name."""
+    options = {"use_reentrant": False}
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
 def _build_model(spec: ModelSpec, vocab: Vocab, seq_len: int, weights: Path | None) -> torch.nn.Module:
