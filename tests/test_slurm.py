@@ -102,6 +102,7 @@ def test_a_slurm_sweep_runs_every_stage_as_a_job_and_stores_what_the_local_one_d
     for folder in stages:
         job = read_job(folder)
         assert job["executor"] == "slurm" and job["job_id"].isdigit() and job["stage_done"], folder
+        assert job["state"] == "COMPLETED", job  # how it ended, not the last state seen while it ran
         assert Path(job["log"]).is_file() and read_manifest(folder)["pid"] != os.getpid()
     assert results(tmp_path / "slurm" / "wd") == results(tmp_path / "local" / "wd")
 

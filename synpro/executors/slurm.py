@@ -4,7 +4,7 @@
   ranks under torchrun when `processes > 1`) and writes the manifest; the sweep only waits and then
   loads the finished folder. Its sbatch script and logs are in `<stage folder>/.executor/slurm/`.
 - The job id and its last seen state are in `.executor/job.json` (and every submission in
-  `jobs.jsonl`) before the sweep waits: a sweep started again re-attaches to a job that is pending,
+  `jobs.jsonl`) before the sweep waits, and the state the job ended in once the stage is done: a sweep started again re-attaches to a job that is pending,
   running or requeued instead of submitting another. A job that ended without finishing the stage
   (cancelled, failed, out of time and of requeues) fails the trial with its log; the next sweep
   submits a new job, which resumes from the stage's checkpoint.
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 # CONFIGURING, SUSPENDED, UNKNOWN while accounting has not seen it yet) is still on its way.
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
          "PREEMPTED", "SPECIAL_EXIT", "REVOKED"}
+# How long a sweep waits, once the stage is done, for accounting to say how its job ended: the job exits
+# right after it writes the manifest, and job.json should not go on saying RUNNING.
+END_GRACE_S = 15.0
 
 
 def slurm_state(job: Any) -> str:
@@ -71,20 +74,29 @@ class SlurmExecutor(Executor):
         while True:
             stage.observe(folder, callbacks, observed)
             if is_done(stage, runner.root):
-                write_job(folder, {**record, "stage_done": True, "ended": time.time()})
-                return
+                return self._record_end(job, record, folder)
             state = slurm_state(job)
             if state != record.get("state"):
                 record = {**record, "state": state, "seen": time.time()}
                 write_job(folder, record)
             if state in ENDED:
                 if is_done(stage, runner.root):
-                    write_job(folder, {**record, "stage_done": True, "ended": time.time()})
-                    return
+                    return self._record_end(job, record, folder)
                 log = Path(str(job.paths.stdout))
                 raise StageFailed(f"{stage!r}: Slurm job {job.job_id} ended {state} without finishing the stage "
                                   f"(run the sweep again to resume it); log: {log}\n{tail(log)}")
             time.sleep(self.poll_seconds)
+
+    def _record_end(self, job: Any, record: dict, folder: Path) -> None:
+        """The stage is done: record the state its job ended in, waiting at most END_GRACE_S for it."""
+        deadline = time.monotonic() + END_GRACE_S
+        state = record.get("state")
+        while state not in ENDED:
+            state = slurm_state(job)
+            if state in ENDED or time.monotonic() >= deadline:
+                break
+            time.sleep(self.poll_seconds)
+        write_job(folder, {**record, "state": state, "stage_done": True, "ended": time.time()})
 
     def _submit(self, runner: "Runner", stage: "Stage", folder: Path) -> tuple[Any, dict]:
         import submitit
