@@ -13,7 +13,8 @@ from the server's in anything but `PER_CALL` (`SYNPRO_*`, `COLUMNS`, `TORCHINDUC
 the child sets its own `sys.path`) starts a plain subprocess, as does any argv that is not `python -m cli ...`,
 and every call with SYNPRO_TEST_PLAIN_PROCESSES=1. Variables the server's own imports set (scikit-learn sets
 two OpenMP ones) count as the server's when the call holds the values those imports gave them: a test that
-imports the same library in the pytest process sets them too, and a plain process would end up with them. `run` and `Popen` take the arguments of `subprocess.run` and
+imports the same library in the pytest process sets them too, and a plain process would end up with them.
+A call sent to a plain process because the pytest process's own environment changed warns, naming what changed. `run` and `Popen` take the arguments of `subprocess.run` and
 `subprocess.Popen` that the tests use.
 """
 
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +182,14 @@ def _warm(argv: list[str], env: dict[str, str] | None) -> tuple[str, list[str]] 
         _server = proc, path, {k: v for k, v in os.environ.items() if not _per_call(k)}, json.loads(imports_set)
     mine = {k: v for k, v in (os.environ if env is None else env).items() if not _per_call(k)}
     _, path, started, imports_set = _server
-    same = all(mine.get(k) == started.get(k) or (k in imports_set and mine.get(k) == imports_set[k])
-               for k in mine.keys() | started.keys())
-    return (path, list(argv[3:])) if same else None
+    differ = sorted(k for k in mine.keys() | started.keys()
+                    if mine.get(k) != started.get(k) and not (k in imports_set and mine.get(k) == imports_set[k]))
+    drifted = [k for k in differ if mine.get(k) == os.environ.get(k)]
+    if drifted:  # not the caller's choice: this process's own environment moved, and the suite slows down
+        warnings.warn(f"warm_cli: {', '.join(drifted)} changed in this pytest process after its warm server "
+                      "started, so this call starts a cold process (add what is read only at run time to PER_CALL)",
+                      stacklevel=3)
+    return None if differ else (path, list(argv[3:]))
 
 
 class WarmProcess:
