@@ -14,8 +14,8 @@ the child sets its own `sys.path`) starts a plain subprocess, as does any argv t
 and every call with SYNPRO_TEST_PLAIN_PROCESSES=1. Variables the server's own imports set (scikit-learn sets
 two OpenMP ones) count as the server's when the call holds the values those imports gave them: a test that
 imports the same library in the pytest process sets them too, and a plain process would end up with them.
-A call sent to a plain process because the pytest process's own environment changed warns, naming what changed. `run` and `Popen` take the arguments of `subprocess.run` and
-`subprocess.Popen` that the tests use.
+A call sent to a plain process because the pytest process's own environment changed warns, naming what
+changed. `run` and `Popen` take the arguments of `subprocess.run` and `subprocess.Popen` that the tests use.
 """
 
 from __future__ import annotations
