@@ -446,24 +446,23 @@ def test_two_fsdp_ranks_match_one_process_and_resume_from_a_preemption_checkpoin
     assert _weights(sharded.final_dir).keys() == _weights(result.final_dir).keys()  # a whole HF model, from rank 0
 
 
-def _layer_calls(run) -> int:
-    """How many times a layer's MLP ran during `run()`: recomputation in the backward adds to it."""
+def _with_mlp_calls(run) -> tuple[Any, int]:
+    """What `run()` returns, and how many times a layer's MLP ran in it: recomputation in the backward adds to it."""
     calls = []
     hook = torch.nn.modules.module.register_module_forward_hook(
         lambda module, args, out: calls.append(1) if type(module).__name__.endswith("MLP") else None)
     try:
-        run()
+        return run(), len(calls)
     finally:
         hook.remove()
-    return len(calls)
 
 
 def test_activation_checkpointing_gives_the_same_run(reference, data, tmp_path):
     result, _ = reference
     on = TRAINING.model_copy(update={"activation_checkpointing": True})
-    checkpointed = []
-    recomputed = _layer_calls(lambda: checkpointed.append(_train(data, tmp_path / "ac", training=on)))
-    assert checkpointed[0].curve == result.curve
+    checkpointed, recomputed = _with_mlp_calls(lambda: _train(data, tmp_path / "ac", training=on))
+    assert checkpointed.curve == result.curve
     # ... and it was on: the same run without it runs each layer's MLP fewer times (no recomputation).
-    assert recomputed > _layer_calls(lambda: _train(data, tmp_path / "plain"))
+    _, plain = _with_mlp_calls(lambda: _train(data, tmp_path / "plain"))
+    assert recomputed > plain
     assert json.loads((tmp_path / "ac" / "run.json").read_text())["training"] == TRAINING.identity()

@@ -4,10 +4,11 @@
   ranks under torchrun when `processes > 1`) and writes the manifest; the sweep only waits and then
   loads the finished folder. Its sbatch script and logs are in `<stage folder>/.executor/slurm/`.
 - The job id and its last seen state are in `.executor/job.json` (and every submission in
-  `jobs.jsonl`) before the sweep waits, and the state the job ended in once the stage is done: a sweep started again re-attaches to a job that is pending,
-  running or requeued instead of submitting another. A job that ended without finishing the stage
-  (cancelled, failed, out of time and of requeues) fails the trial with its log; the next sweep
-  submits a new job, which resumes from the stage's checkpoint.
+  `jobs.jsonl`) before the sweep waits, and the state the job ended in once the stage is done: a
+  sweep started again re-attaches to a job that is pending, running or requeued instead of
+  submitting another. A job that ended without finishing the stage (cancelled, failed, out of time
+  and of requeues) fails the trial with its log; the next sweep submits a new job, which resumes
+  from the stage's checkpoint.
 - Pre-emption: Slurm signals SIGUSR2 `signal_delay_s` before the time limit; training checkpoints at
   once and submitit requeues the job (at most `max_requeues` times), which resumes bit for bit.
   SIGTERM (scancel, or a pre-emption that Slurm requeues itself) also checkpoints, then stops.
